@@ -1,0 +1,1 @@
+"""Lightning callbacks: saving LoRA files."""

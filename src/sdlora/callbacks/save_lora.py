@@ -1,0 +1,48 @@
+"""Write the trained LoRA to the run folder in kohya's format (``<output_name>.safetensors`` at the end)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from sdlora.network.io import SUFFIXES, save_lora
+from sdlora.network.metadata import save_time_metadata
+from sdlora.network.network import LoRANetwork
+
+
+class SaveLoRA(L.Callback):
+    """Saves the final LoRA file when training ends (kohya: ``{output_name}.{ext}``, ``ss_epoch`` = epochs run)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        output_name: str,
+        network: LoRANetwork,
+        metadata: Callable[[], dict[str, str]],
+        steps_per_epoch: int,
+        save_format: str = "safetensors",
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.output_name = output_name
+        self.network = network
+        self.metadata = metadata
+        self.suffix = SUFFIXES[save_format]
+        self.dtype = dtype
+        self.steps_per_epoch = steps_per_epoch
+        self.saved: list[Path] = []
+
+    def save(self, name: str, steps: int, epoch: int) -> Path:
+        metadata = {**self.metadata(), **save_time_metadata(steps, epoch)}
+        path = save_lora(self.run_dir / f"{name}{self.suffix}", self.network.state_dict(self.dtype), metadata)
+        self.saved.append(path)
+        return path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.fast_dev_run:
+            epochs_run = math.ceil(trainer.global_step / self.steps_per_epoch)
+            self.save(self.output_name, trainer.global_step, epochs_run)

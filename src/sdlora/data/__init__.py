@@ -1,0 +1,1 @@
+"""Training data: kohya folders → captions → buckets → data plan → dataset + bucket batch sampler."""

@@ -1,0 +1,72 @@
+"""kohya's folder convention (kohya-semantics §6.1).
+
+``data.train_dir`` is the *parent* folder; each subfolder named ``<repeats>_<class tokens>`` (``10_sks dog``) is a
+subset whose images are seen ``repeats`` times per epoch and whose class tokens are the caption of images without a
+caption file. Other subfolders (no leading integer, or repeats < 1) are ignored and reported. Image search is not
+recursive; extensions png/jpg/jpeg/webp/bmp in any case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdlora.errors import SdloraError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+
+
+@dataclass(frozen=True)
+class Subset:
+    """One ``<repeats>_<class tokens>`` folder."""
+
+    directory: Path
+    repeats: int
+    class_tokens: str
+    is_reg: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+
+def parse_folder_name(name: str) -> tuple[int, str] | None:
+    """``"10_sks dog"`` → ``(10, "sks dog")``; None when the name has no ``<int>_`` prefix or repeats < 1."""
+    head, sep, rest = name.partition("_")
+    if not sep or not head.isdigit():
+        return None
+    repeats = int(head)
+    return (repeats, rest) if repeats >= 1 else None
+
+
+def list_images(directory: Path) -> list[Path]:
+    """Image files directly inside ``directory`` (not recursive), sorted by name."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def scan_subsets(root: str | Path, option: str = "data.train_dir", is_reg: bool = False) -> tuple[list[Subset], list]:
+    """The subsets under ``root`` and a warning per ignored subfolder; a missing or empty root is an error."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise SdloraError(f"{option}={str(root)!r} does not exist")
+    if not root.is_dir():
+        raise SdloraError(f"{option}={str(root)!r} is not a folder")
+    subsets, warnings = [], []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        parsed = parse_folder_name(child.name)
+        if parsed is None:
+            warnings.append(f"ignored folder {child} (its name does not start with '<repeats>_', e.g. 10_{child.name})")
+            continue
+        subsets.append(Subset(child.resolve(), parsed[0], parsed[1], is_reg))
+    if not subsets:
+        loose = list_images(root)
+        hint = (
+            f" It holds {len(loose)} images directly: move them into a subfolder such as {root / '10_mysubject'}."
+            if loose
+            else ""
+        )
+        raise SdloraError(
+            f"{option}={str(root)!r} has no '<repeats>_<name>' subfolders (kohya's convention, e.g. 10_mysubject)."
+            + hint
+        )
+    return subsets, warnings

@@ -1,0 +1,78 @@
+"""Image reading and fitting to a bucket resolution (kohya-semantics §5.2–5.3).
+
+An image is scaled so that it *covers* the bucket (the side with the larger relative excess is cropped) and then
+cropped to the bucket size: centred, or at a random offset with ``random_crop``. Downscaling uses area averaging (box
+filter, like cv2's INTER_AREA); upscaling uses Lanczos (current sd-scripts). Pixels are RGB in [−1, 1]; an alpha
+channel is dropped, not composited (kohya).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class ImageProblem(Exception):
+    """An image that cannot be used (unreadable, corrupt); the caller skips it with a warning or raises."""
+
+
+def probe_image(path: Path) -> tuple[int, int]:
+    """(width, height) of a readable image; decodes it fully so that a corrupt file is caught before training."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.size
+    except Exception as exc:
+        raise ImageProblem(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """The image as RGB (alpha dropped, palette/greyscale converted)."""
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How an image of ``original`` size becomes a ``bucket``-sized crop: resize to ``resized``, crop at ``offset``."""
+
+    original: tuple[int, int]  # (W, H)
+    resized: tuple[int, int]  # (W, H) after scaling, covers the bucket
+    bucket: tuple[int, int]  # (W, H)
+    offset: tuple[int, int]  # (left, top) of the crop in the resized image
+
+
+def cover_size(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[int, int]:
+    """Scale (W, H) so it covers the bucket with the aspect ratio kept: s = h_b/h if W/H > w_b/h_b else w_b/w."""
+    (w, h), (bw, bh) = size, bucket
+    scale = bh / h if w / h > bw / bh else bw / w
+    return max(bw, round(w * scale)), max(bh, round(h * scale))
+
+
+def plan_fit(size: tuple[int, int], bucket: tuple[int, int], crop_fraction: tuple[float, float] | None = None) -> Fit:
+    """Resize-then-crop plan; ``crop_fraction`` in [0, 1]² picks a random crop, None the centred one."""
+    resized = cover_size(size, bucket)
+    excess_w, excess_h = resized[0] - bucket[0], resized[1] - bucket[1]
+    if crop_fraction is None:
+        offset = (excess_w // 2, excess_h // 2)
+    else:
+        offset = (
+            int(crop_fraction[0] * (excess_w + 1)) % (excess_w + 1),
+            int(crop_fraction[1] * (excess_h + 1)) % (excess_h + 1),
+        )
+    return Fit(size, resized, bucket, offset)
+
+
+def apply_fit(img: Image.Image, fit: Fit) -> np.ndarray:
+    """Resize and crop ``img`` as ``fit`` says → float32 [3, H, W] in [−1, 1]."""
+    if img.size != fit.resized:
+        downscale = fit.resized[0] < img.size[0]
+        method = Image.Resampling.BOX if downscale else Image.Resampling.LANCZOS
+        img = img.resize(fit.resized, method)
+    left, top = fit.offset
+    img = img.crop((left, top, left + fit.bucket[0], top + fit.bucket[1]))
+    array = np.asarray(img, dtype=np.float32) / 127.5 - 1.0  # [H, W, 3]
+    return np.ascontiguousarray(array.transpose(2, 0, 1))  # [3, H, W]

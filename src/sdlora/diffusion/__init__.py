@@ -1,0 +1,1 @@
+"""Diffusion training maths as pure tensor functions: noise schedule, timesteps, noising, targets, loss."""

@@ -1,0 +1,154 @@
+"""LoRATrainingModule: one diffusion training step on a frozen SD model with LoRA modules injected.
+
+training_step (kohya-semantics §4.1):
+  pixels ──VAE (frozen, fp32 autocast off)──▶ latents x₀ = sample(q(z|x)) · latent_scale
+  captions ──family.encode_text──▶ cross-attention states (+ pooled, time ids for SDXL)
+  ε ~ N(0, I), t ~ U{min_timestep, …, max_timestep − 1}, x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε
+  target = ε or v;  loss = mean_B( w_b · mean_{C,H,W} (unet(x_t, t) − target)² )
+Only the LoRA parameters are trainable. All randomness of the step comes from one generator seeded from
+``seed``, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from sdlora.diffusion.loss import per_sample_mse, weighted_mean
+from sdlora.diffusion.schedule import scaled_linear_alphas_cumprod
+from sdlora.diffusion.targets import add_noise, training_target
+from sdlora.diffusion.timesteps import sample_timesteps
+from sdlora.errors import SdloraError
+from sdlora.lit.running_mean import RunningMean
+from sdlora.models.family import Components, ModelFamily, TextConditioning
+from sdlora.network.network import LoRANetwork
+
+
+class LoRATrainingModule(L.LightningModule):
+    def __init__(
+        self,
+        family: ModelFamily,
+        components: Components,
+        network: LoRANetwork,
+        *,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any],
+        learning_rates: dict[str, float | None],
+        total_steps: int,
+        batches_per_epoch: int,
+        min_timestep: int = 0,
+        max_timestep: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.family = family
+        self.components = components
+        self.unet = components.unet
+        self.vae = components.vae
+        self.text_encoders = nn.ModuleList(components.text_encoders)
+        self.network = network
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.learning_rates = learning_rates
+        self.total_steps = total_steps
+        self.min_timestep, self.max_timestep = min_timestep, max_timestep
+        self.seed = seed
+        self.register_buffer("alphas_cumprod", scaled_linear_alphas_cumprod(), persistent=False)
+        self.train_text_encoder = any(not n.startswith("lora_unet") for n in network.modules)
+        self.loss_average = RunningMean(batches_per_epoch)
+        self.epoch_losses: list[float] = []
+        self.generator: torch.Generator | None = None
+
+    # ------------------------------------------------------------------------------------------ modes, RNG
+    def train(self, mode: bool = True) -> LoRATrainingModule:
+        """Frozen parts stay in eval mode (train mode only where gradient checkpointing needs it)."""
+        super().train(mode)
+        checkpointing = mode and self.family.gradient_checkpointing
+        self.vae.eval()
+        self.unet.train(checkpointing)
+        for encoder in self.text_encoders:
+            encoder.train(checkpointing and self.train_text_encoder)
+        self.network.train(mode)
+        return self
+
+    def on_fit_start(self) -> None:
+        if self.generator is None:
+            self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+
+    # ----------------------------------------------------------------------------------------------- step
+    @torch.no_grad()
+    def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [−1, 1] → scaled latents [B, 4, H/8, W/8] (float32), sampled from the VAE posterior."""
+        vae = self.vae
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            posterior = vae.encode(pixels.to(device=self.device, dtype=vae.dtype)).latent_dist
+            latents = posterior.sample(generator=self.generator)
+        return latents.float() * self.family.latent_scale
+
+    def encode_text(self, captions: list[str]) -> TextConditioning:
+        if self.train_text_encoder:
+            return self.family.encode_text(self.components, captions)
+        with torch.no_grad():
+            return self.family.encode_text(self.components, captions)
+
+    def diffusion_loss(self, batch: dict) -> torch.Tensor:
+        """The per-sample diffusion loss [B] of a batch."""
+        latents = self.encode_latents(batch["pixels"])  # [B, 4, h, w]
+        text = self.encode_text(batch["captions"])
+        noise = torch.randn(latents.shape, generator=self.generator, device=self.device)  # [B, 4, h, w]
+        batch_size = latents.shape[0]
+        timesteps = sample_timesteps(
+            batch_size, self.min_timestep, self.max_timestep, generator=self.generator, device=self.device
+        )  # [B]
+        noisy = add_noise(latents, noise, timesteps, self.alphas_cumprod)
+        target = training_target(self.components.prediction_type, latents, noise, timesteps, self.alphas_cumprod)
+        unet_dtype = next(self.unet.parameters()).dtype
+        inputs = self.family.unet_inputs(text, batch["size_cond"].to(self.device))
+        prediction = self.unet(noisy.to(unet_dtype), timesteps, **inputs).sample  # [B, 4, h, w]
+        return per_sample_mse(prediction, target)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        per_sample = self.diffusion_loss(batch)
+        loss = weighted_mean(per_sample, batch["loss_weight"])
+        value = loss.detach().item()
+        if not math.isfinite(value):
+            raise SdloraError(self._nonfinite_message(value, batch))
+        self._log_step(value)
+        return loss
+
+    def _nonfinite_message(self, value: float, batch: dict) -> str:
+        images = ", ".join(batch["paths"])
+        return (
+            f"the loss became {value} at step {self.global_step} (epoch {self.current_epoch + 1}) on the batch of "
+            f"{images}. Likely causes: a learning rate that is too high (optimizer.lr, network.unet_lr, "
+            "network.text_encoder_lr), fp16 overflow (try precision=bf16_mixed or precision=fp32), or a corrupt "
+            "image in that batch."
+        )
+
+    # -------------------------------------------------------------------------------------------- logging
+    def _log_step(self, loss: float) -> None:
+        average = self.loss_average.update(loss)
+        self.epoch_losses.append(loss)
+        self.log("loss/current", loss, on_step=True, on_epoch=False)
+        self.log("loss/average", average, on_step=True, on_epoch=False, prog_bar=True)
+        optimizer = self.optimizers()
+        for group in getattr(optimizer, "param_groups", []):
+            self.log(f"lr/{group['name']}", group["lr"], on_step=True, on_epoch=False)
+
+    def on_train_epoch_end(self) -> None:
+        if self.epoch_losses:
+            self.log("loss/epoch", sum(self.epoch_losses) / len(self.epoch_losses), on_epoch=True)
+        self.epoch_losses = []
+
+    # ---------------------------------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> dict:
+        lrs = self.learning_rates
+        groups = self.network.param_groups(lrs["default"], lrs.get("unet"), lrs.get("text_encoder"))
+        optimizer = self.optimizer_factory(groups)
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,101 @@
+"""Where ``model.pretrained`` points, and which family a checkpoint belongs to — without loading any weights.
+
+A value is a single-file checkpoint (A1111/CompVis/SGM ``.safetensors``/``.ckpt``), a local diffusers folder, or a
+Hugging Face hub id (``org/name``). Single ``.safetensors`` files and diffusers folders are classified from their keys
+or ``model_index.json`` so that choosing the wrong ``model=`` preset is a clear error instead of a shape mismatch deep
+inside diffusers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdlora.errors import SdloraError
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# first key prefix found in an original-format checkpoint → architecture kind
+_SINGLE_FILE_MARKERS = (
+    ("conditioner.embedders.1.", "sdxl"),
+    ("cond_stage_model.model.", "sd2"),
+    ("cond_stage_model.transformer.", "sd1"),
+)
+KIND_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "file" | "folder" | "hub"
+    location: str
+
+
+def resolve_source(value: str, option: str = "model.pretrained") -> Source:
+    """Classify ``value``; a path that does not exist (and is no hub id) is an error naming ``option``."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise SdloraError(
+                f"{option}={value!r} is a file but not a checkpoint (expected {', '.join(CHECKPOINT_SUFFIXES)})"
+            )
+        return Source("file", str(path))
+    if path.is_dir():
+        return Source("folder", str(path))
+    looks_like_path = value.startswith((".", "/", "~")) or path.suffix.lower() in CHECKPOINT_SUFFIXES
+    if _HUB_ID.match(value) and not looks_like_path:
+        return Source("hub", value)
+    raise SdloraError(
+        f"{option}={value!r} does not exist: give an existing .safetensors/.ckpt file, a diffusers folder "
+        "(with model_index.json), or a Hugging Face hub id such as runwayml/stable-diffusion-v1-5"
+    )
+
+
+def single_file_keys(path: str) -> list[str] | None:
+    """Tensor names of a ``.safetensors`` file (header only); None for pickle checkpoints (not read twice)."""
+    if not path.lower().endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
+    except Exception as exc:  # a corrupt or truncated file
+        raise SdloraError(f"model.pretrained={path!r} is not a readable .safetensors file: {exc}") from exc
+
+
+def single_file_kind(keys: list[str]) -> str | None:
+    """Kind ("sd1", "sd2" or "sdxl") of an original-format checkpoint's keys, or None if it is none of them."""
+    for prefix, kind in _SINGLE_FILE_MARKERS:
+        if any(k.startswith(prefix) for k in keys):
+            return kind
+    return None
+
+
+def folder_kind(folder: Path) -> str | None:
+    """Kind ("sd1", "sd2" or "sdxl") of a diffusers folder (pipeline class and text-encoder width), None if unknown."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise SdloraError(
+            f"model.pretrained={str(folder)!r} is a folder without model_index.json: point it at a diffusers "
+            "pipeline folder (with unet/, vae/, text_encoder/ …) or at a single .safetensors/.ckpt file"
+        )
+    class_name = json.loads(index.read_text()).get("_class_name", "")
+    if "XL" in class_name:
+        return "sdxl"
+    te_config = folder / "text_encoder" / "config.json"
+    width = json.loads(te_config.read_text()).get("hidden_size") if te_config.is_file() else None
+    return {768: "sd1", 1024: "sd2"}.get(width)
+
+
+def check_kind(found: str | None, expected: str, family_name: str, location: str) -> None:
+    """Raise when a checkpoint's architecture contradicts the chosen ``model=`` preset."""
+    if found is None or found == expected:
+        return
+    suggestion = {"sd1": "sd15", "sd2": "sd2 or model=sd2_v", "sdxl": "sdxl"}[found]
+    raise SdloraError(
+        f"model.pretrained={location!r} is an {KIND_NAMES[found]} model but model={family_name} expects "
+        f"{KIND_NAMES[expected]}: use model={suggestion}"
+    )

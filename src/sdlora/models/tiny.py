@@ -1,0 +1,26 @@
+"""Tiny SD1.5- and SDXL-shaped families: the real adapters on small shipped configs with seeded random weights.
+
+With ``model.pretrained`` null the components are built from ``models/assets/configs/tiny[_sdxl]`` and initialised
+from ``model.init_seed`` (deterministic, a few MB, milliseconds per step on a CPU). With a path they load like any
+other family, using the tiny config for single-file checkpoints. Files they produce carry the metadata of the family
+they are shaped like (SD1.5 / SDXL).
+"""
+
+from __future__ import annotations
+
+from sdlora.models.sd15 import SD15Family
+from sdlora.models.sdxl import SDXLFamily
+
+
+class TinySD15Family(SD15Family):
+    name = "tiny"
+    shipped_config = "tiny"
+    default_resolution = 64
+    tiny = True
+
+
+class TinySDXLFamily(SDXLFamily):
+    name = "tiny_sdxl"
+    shipped_config = "tiny_sdxl"
+    default_resolution = 64
+    tiny = True

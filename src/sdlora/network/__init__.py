@@ -1,0 +1,1 @@
+"""LoRA network: target selection, kohya key naming, and the LoRA modules themselves."""

@@ -1,0 +1,56 @@
+"""Reading and writing LoRA files in kohya's format.
+
+``.safetensors`` files carry string metadata (``ss_*`` training keys and ``modelspec.*``) plus the two hashes kohya's
+``save_weights`` adds for A1111/additional-networks: ``sshs_model_hash`` (SHA-256 of the tensor bytes) and
+``sshs_legacy_hash`` (first 8 hex digits of the SHA-256 of the 64 KiB at offset 1 MiB), both computed on a
+serialisation holding only the ``ss_*`` metadata. ``.ckpt``/``.pt`` files are a plain torch state dict without
+metadata (kohya's save_model_as). Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from sdlora.utils.atomic import atomic_write
+
+SUFFIXES = {"safetensors": ".safetensors", "ckpt": ".ckpt", "pt": ".pt"}
+SAVE_DTYPES = {None: None, "float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
+    """(sshs_model_hash, sshs_legacy_hash) as kohya computes them."""
+    from safetensors.torch import save
+
+    data = save(tensors, {k: v for k, v in metadata.items() if k.startswith("ss_")})
+    header_length = int.from_bytes(data[:8], "little")
+    model_hash = hashlib.sha256(data[8 + header_length :]).hexdigest()
+    legacy_hash = hashlib.sha256(data[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
+    return model_hash, legacy_hash
+
+
+def save_lora(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Write a LoRA state dict atomically; the format follows the suffix (metadata only in .safetensors)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        metadata = dict(metadata or {})
+        model_hash, legacy_hash = safetensors_hashes(tensors, metadata)
+        metadata.update(sshs_model_hash=model_hash, sshs_legacy_hash=legacy_hash)
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+
+
+def load_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A LoRA file's tensors and metadata ({} for .ckpt/.pt)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return dict(state), {}

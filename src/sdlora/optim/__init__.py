@@ -1,0 +1,1 @@
+"""Optimizer and learning-rate scheduler construction from Hydra ``_target_`` + ``_partial_`` configs."""

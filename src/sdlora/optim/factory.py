@@ -1,0 +1,70 @@
+"""Check and build the ``optimizer`` and ``scheduler`` config nodes (``_target_`` + ``_partial_: true`` + kwargs).
+
+Their schemas are open (any importable class), so their keys are checked here against the target's signature before
+training starts: ``optimizer.weight_decy=0.1`` fails with the list of accepted arguments instead of a TypeError
+deep in Lightning.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# arguments the run passes itself (not set in the config)
+RUNTIME_ARGS = {"optimizer": {"params"}, "scheduler": {"optimizer", "total_steps"}}
+
+
+def locate_target(node: DictConfig, group: str) -> tuple[Any, list[str]]:
+    """The callable named by ``node._target_`` and the problems found with the node's keys."""
+    from hydra.utils import get_method
+
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not target:
+        return None, [f"{group}: no _target_ (choose a {group}=… option or set {group}._target_=package.Class)"]
+    try:
+        fn = get_method(target)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0]
+        return None, [f"{group}._target_={target!r} cannot be imported ({reason})"]
+    return fn, _unknown_keys(fn, node, group)
+
+
+def _unknown_keys(fn: Any, node: DictConfig, group: str) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    accepted = set(params) - {"self"} - RUNTIME_ARGS[group]
+    problems = []
+    for key in node:
+        if key.startswith("_") or key in accepted:
+            continue
+        close = difflib.get_close_matches(key, accepted, n=1)
+        hint = f" (did you mean {group}.{close[0]}?)" if close else f" (accepted: {', '.join(sorted(accepted))})"
+        problems.append(f"{group}.{key} is not an argument of {node._target_}{hint}")
+    return problems
+
+
+def check_optimizer(node: DictConfig) -> list[str]:
+    _, problems = locate_target(node, "optimizer")
+    lr = node.get("lr") if isinstance(node, DictConfig) else None
+    if not problems and (lr is None or not isinstance(lr, int | float) or lr <= 0):
+        problems.append(f"optimizer.lr must be a positive number, got {lr!r}")
+    return problems
+
+
+def check_scheduler(node: DictConfig) -> list[str]:
+    return locate_target(node, "scheduler")[1]
+
+
+def instantiate_partial(node: DictConfig) -> Any:
+    """``hydra.utils.instantiate`` of a ``_partial_`` node → a ``functools.partial``."""
+    from hydra.utils import instantiate
+
+    node = OmegaConf.merge(node, {"_partial_": True})
+    return instantiate(node, _convert_="all")
