@@ -150,7 +150,7 @@ def _make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list):
         enable_progress_bar=t.enable_progress_bar,
         fast_dev_run=t.fast_dev_run,
         logger=logger,
-        callbacks=[TQDMProgressBar(), *callbacks],
+        callbacks=[TQDMProgressBar(), *callbacks] if t.enable_progress_bar else callbacks,
         enable_checkpointing=False,
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,

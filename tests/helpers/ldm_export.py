@@ -86,8 +86,11 @@ _UNET_RESNET = {
 _VAE_TOP = {
     "quant_conv": "quant_conv",
     "post_quant_conv": "post_quant_conv",
-    **{f"{side}.{a}": f"{side}.{b}" for side in ("encoder", "decoder") for a, b in
-       (("conv_in", "conv_in"), ("conv_out", "conv_out"), ("conv_norm_out", "norm_out"))},
+    **{
+        f"{side}.{a}": f"{side}.{b}"
+        for side in ("encoder", "decoder")
+        for a, b in (("conv_in", "conv_in"), ("conv_out", "conv_out"), ("conv_norm_out", "norm_out"))
+    },
 }
 _VAE_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "conv_shortcut": "nin_shortcut"}
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
@@ -182,8 +185,8 @@ def vae_to_ldm(vae: torch.nn.Module) -> dict[str, Tensor]:
 def clip_to_ldm(text_encoder: torch.nn.Module, prefix: str = "cond_stage_model.transformer.") -> dict[str, Tensor]:
     """HF CLIP text model -> ``{prefix}text_model.*`` (plus ``text_projection.weight`` if the model has one)."""
     return {
-        prefix + (k if k.startswith("text_model.") or k.startswith("text_projection.") else f"text_model.{k}"):
-            v.detach()
+        prefix
+        + (k if k.startswith("text_model.") or k.startswith("text_projection.") else f"text_model.{k}"): v.detach()
         for k, v in text_encoder.state_dict().items()
     }
 

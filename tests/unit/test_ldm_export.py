@@ -51,28 +51,52 @@ VAE_KW = dict(
 )
 UNET_KW = {
     "sd1": dict(
-        sample_size=8, block_out_channels=(32, 64), layers_per_block=2, cross_attention_dim=32, attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     ),
     "sd2": dict(  # three blocks, L=1, linear proj_in/out, per-block head dims
-        sample_size=8, block_out_channels=(32, 32, 64), layers_per_block=1, cross_attention_dim=32,
-        attention_head_dim=(2, 4, 4), use_linear_projection=True,
+        sample_size=8,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4, 4),
+        use_linear_projection=True,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     ),
     "sdxl": dict(  # environment.md §3
-        sample_size=8, block_out_channels=(32, 64), layers_per_block=2, cross_attention_dim=80,
-        attention_head_dim=(2, 4), transformer_layers_per_block=(1, 2), use_linear_projection=True,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=96,
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        cross_attention_dim=80,
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=96,
     ),
 }
 
 
 def _clip_config(hidden: int, layers: int, **kw) -> CLIPTextConfig:
     return CLIPTextConfig(
-        vocab_size=49408, hidden_size=hidden, intermediate_size=37, num_hidden_layers=layers,
-        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, **kw,
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=37,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        **kw,
     )
 
 
@@ -95,18 +119,27 @@ def _build(layout: str, tmp: Path) -> StableDiffusionPipeline | StableDiffusionX
     unet, vae = UNet2DConditionModel(**UNET_KW[layout]), AutoencoderKL(**VAE_KW)
     if layout == "sdxl":  # te widths must differ: diffusers picks te2's branch by comparing position-embedding widths
         return StableDiffusionXLPipeline(
-            unet=unet, vae=vae, scheduler=EulerDiscreteScheduler(),
+            unet=unet,
+            vae=vae,
+            scheduler=EulerDiscreteScheduler(),
             text_encoder=CLIPTextModel(_clip_config(32, 5, pad_token_id=49407)),
             text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, 3, pad_token_id=0, projection_dim=48)),
-            tokenizer=_tokenizer(tmp), tokenizer_2=_tokenizer(tmp, pad="!"),
+            tokenizer=_tokenizer(tmp),
+            tokenizer_2=_tokenizer(tmp, pad="!"),
         )
     act = "gelu" if layout == "sd2" else "quick_gelu"  # SD2: diffusers' 23-layer OpenCLIP-H shape, as N tiny layers
     te = CLIPTextModel(_clip_config(32, 5 if layout == "sd1" else 3, pad_token_id=49407, hidden_act=act))
     return StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=te, tokenizer=_tokenizer(tmp),
-        scheduler=DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                clip_sample=False),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        tokenizer=_tokenizer(tmp),
+        scheduler=DDPMScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, clip_sample=False
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -172,8 +205,9 @@ def test_tokenizer_objects_replace_tokenizer_folders(tmp_path, offline):
     subfolder silently builds an empty 2-token tokenizer, so every prompt encodes to unk ids."""
     pipe = _build("sdxl", tmp_path)
     config = _save_config_folder(pipe, tmp_path / "config", tokenizers=False)
-    ckpt = write_checkpoint(tmp_path / "xl.safetensors", unet=pipe.unet, vae=pipe.vae,
-                            text_encoders=_text_encoders(pipe), layout="sdxl")
+    ckpt = write_checkpoint(
+        tmp_path / "xl.safetensors", unet=pipe.unet, vae=pipe.vae, text_encoders=_text_encoders(pipe), layout="sdxl"
+    )
     loaded = StableDiffusionXLPipeline.from_single_file(
         str(ckpt), config=str(config), tokenizer=pipe.tokenizer, tokenizer_2=pipe.tokenizer_2
     )
@@ -194,9 +228,14 @@ FULL_UNET = {
     "v1": dict(cross_attention_dim=768, attention_head_dim=8),
     "v2": dict(cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True),
     "xl_base": dict(
-        block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048,
-        attention_head_dim=(5, 10, 20), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+        block_out_channels=(320, 640, 1280),
+        transformer_layers_per_block=(1, 2, 10),
+        cross_attention_dim=2048,
+        attention_head_dim=(5, 10, 20),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     ),
@@ -213,12 +252,17 @@ def test_full_size_keys_invert_diffusers_converters(model_type, layout):
     with torch.device("meta"):
         unet = UNet2DConditionModel(**FULL_UNET[model_type])
         vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
         )
         tes = [
-            cls(CLIPTextConfig(hidden_size=h, intermediate_size=4 * h, num_hidden_layers=n, num_attention_heads=a,
-                               projection_dim=h))
+            cls(
+                CLIPTextConfig(
+                    hidden_size=h, intermediate_size=4 * h, num_hidden_layers=n, num_attention_heads=a, projection_dim=h
+                )
+            )
             for cls, h, n, a in FULL_TE[model_type]
         ]
     sd = to_ldm_state_dict(unet=unet, vae=vae, text_encoders=tes, layout=layout)

@@ -33,7 +33,7 @@ class Subset:
 def parse_folder_name(name: str) -> tuple[int, str] | None:
     """``"10_sks dog"`` → ``(10, "sks dog")``; None when the name has no ``<int>_`` prefix or repeats < 1."""
     head, sep, rest = name.partition("_")
-    if not sep or not head.isdigit():
+    if not sep or not head.isdecimal():  # isdigit() also accepts '²', which int() rejects
         return None
     repeats = int(head)
     return (repeats, rest) if repeats >= 1 else None

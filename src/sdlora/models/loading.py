@@ -162,7 +162,9 @@ def load_components(family: ModelFamily, weight_dtype: torch.dtype) -> Component
         vae = load_vae(family, family.vae, weight_dtype)
     vae_dtype = torch.float32 if family.vae_needs_fp32 else weight_dtype
     for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((te, weight_dtype) for te in encoders)):
-        module.to(dtype=dtype).requires_grad_(False).eval()
+        if any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
+            module.to(dtype=dtype)
+        module.requires_grad_(False).eval()
     prediction = _prediction_type(family, found)
     return Components(unet, vae, list(encoders), list(tokenizers), prediction, source=where)
 

@@ -45,7 +45,10 @@ def _unknown_keys(fn: Any, node: DictConfig, group: str) -> list[str]:
         if key.startswith("_") or key in accepted:
             continue
         close = difflib.get_close_matches(key, accepted, n=1)
-        hint = f" (did you mean {group}.{close[0]}?)" if close else f" (accepted: {', '.join(sorted(accepted))})"
+        if close:
+            hint = f" (did you mean {group}.{close[0]}?)"
+        else:
+            hint = f" (accepted: {', '.join(sorted(accepted))})" if accepted else " (it takes no arguments)"
         problems.append(f"{group}.{key} is not an argument of {node._target_}{hint}")
     return problems
 

@@ -1,0 +1,131 @@
+"""Bad input gives one readable message naming the file or option, exit code ≠ 0, no traceback and no LoRA file;
+unusable images are skipped with a warning that names them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from sdlora.errors import SdloraError
+from sdlora.run import train
+from tests.conftest import ROOT, compose_config, tiny_overrides
+
+
+def run_cli(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return result, run_dir
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, run_dir: Path, *expected: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output, output
+    for text in expected:
+        assert text in output, output
+    assert not list(run_dir.rglob("*.safetensors")), "no LoRA file may be written"
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1, output
+
+
+def test_nonexistent_model_path(small_dataset, tmp_path):
+    missing = tmp_path / "models" / "nope.safetensors"
+    result, run_dir = run_cli(tmp_path, "model=sd15", f"model.pretrained={missing}", f"data.train_dir={small_dataset}")
+    assert_clean_failure(result, run_dir, f"model.pretrained='{missing}' does not exist")
+
+
+def test_nonexistent_train_dir(tmp_path):
+    missing = tmp_path / "nowhere"
+    result, run_dir = run_cli(tmp_path, "model=tiny", f"data.train_dir={missing}")
+    assert_clean_failure(result, run_dir, f"data.train_dir='{missing}' does not exist")
+
+
+def test_empty_dataset_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result, run_dir = run_cli(tmp_path, "model=tiny", f"data.train_dir={tmp_path / 'empty'}")
+    assert_clean_failure(result, run_dir, f"data.train_dir='{tmp_path / 'empty'}' has no '<repeats>_<name>' subfolders")
+
+
+def test_subfolder_without_images(tmp_path):
+    (tmp_path / "ds" / "5_thing").mkdir(parents=True)
+    (tmp_path / "ds" / "5_thing" / "notes.txt").write_text("no images here")
+    result, run_dir = run_cli(tmp_path, "model=tiny", f"data.train_dir={tmp_path / 'ds'}")
+    assert_clean_failure(result, run_dir, "has no usable images", "5_thing")
+
+
+def test_caption_file_that_is_not_utf8(small_dataset, tmp_path):
+    bad = small_dataset / "2_tok" / "img1.txt"
+    bad.write_bytes(b"caf\xe9 latin-1")
+    result, run_dir = run_cli(tmp_path, *tiny_overrides(small_dataset))
+    assert_clean_failure(result, run_dir, f"caption file {bad} is not valid UTF-8")
+
+
+def test_wrong_model_family(small_dataset, tmp_path):
+    from sdlora.models.tiny import TinySDXLFamily
+    from tests.helpers.ldm_export import write_checkpoint
+
+    xl = TinySDXLFamily().load()
+    ckpt = write_checkpoint(
+        tmp_path / "xl.safetensors", unet=xl.unet, vae=xl.vae, text_encoders=xl.text_encoders, layout="sdxl"
+    )
+    result, run_dir = run_cli(tmp_path, *tiny_overrides(small_dataset, f"model.pretrained={ckpt}", model="sd15"))
+    assert_clean_failure(result, run_dir, "is an SDXL model but model=sd15 expects SD 1.x: use model=sdxl")
+
+
+def test_corrupt_and_tiny_images_are_skipped_with_a_warning(small_dataset, tmp_path):
+    folder = small_dataset / "2_tok"
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    Image.new("RGB", (4, 4)).save(folder / "dot.png")
+    summary = train(compose_config(*tiny_overrides(small_dataset)), tmp_path / "run")
+    import json
+
+    plan = json.loads((tmp_path / "run" / "data_plan.json").read_text())
+    warnings = "\n".join(plan["warnings"])
+    assert "broken.png" in warnings and "dot.png" in warnings
+    assert plan["num_images"] == 4 and summary["files"]
+
+    with pytest.raises(SdloraError, match="broken.png"):
+        train(compose_config(*tiny_overrides(small_dataset, "data.strict=true")), tmp_path / "strict")
+
+
+def test_only_unusable_images_is_an_error(tmp_path):
+    folder = tmp_path / "ds" / "3_x"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(b"garbage")
+    with pytest.raises(SdloraError, match="has no usable images"):
+        train(compose_config(*tiny_overrides(tmp_path / "ds")), tmp_path / "run")
+
+
+def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
+    """A NaN loss stops training with the step and the batch's images (here: NaN pixels fed to the VAE)."""
+    from types import SimpleNamespace
+
+    from sdlora.lit.module import LoRATrainingModule
+    from sdlora.models.tiny import TinySD15Family
+    from sdlora.network.build import build_network
+
+    family = TinySD15Family()
+    components = family.load()
+    cfg = SimpleNamespace(rank=2, alpha=1.0, train_unet=True, train_text_encoder=False)
+    module = LoRATrainingModule(
+        family, components, build_network(family, components, cfg), optimizer=None, scheduler=None,
+        learning_rates={"default": 1e-4}, total_steps=1, batches_per_epoch=1,
+    )  # fmt: skip
+    module.on_fit_start()
+    batch = {
+        "pixels": torch.full((1, 3, 64, 64), float("nan")),
+        "captions": ["x"],
+        "size_cond": torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
+        "loss_weight": torch.ones(1),
+        "paths": ["/data/2_tok/img0.png"],
+    }
+    with pytest.raises(SdloraError, match=r"the loss became nan at step 0 .*img0.png.*learning rate"):
+        module.training_step(batch, 0)
