@@ -49,48 +49,46 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict[str, Any]) -> dict[str, Any]:
     import lightning as L
-    import torch
 
-    from sdlora.callbacks.save_lora import SaveLoRA
     from sdlora.data.datamodule import LoRADataModule
-    from sdlora.lit.module import LoRATrainingModule
     from sdlora.models.loading import configure_memory
     from sdlora.network.build import build_network
-    from sdlora.network.io import SAVE_DTYPES
-    from sdlora.network.metadata import file_sha256, modelspec_metadata, training_metadata
-    from sdlora.optim.factory import instantiate_partial
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    components = family.load(getattr(torch, cfg.precision.weight_dtype))
+    saver = _make_saver(cfg, run_dir, family, data, resolution)
+    trainer = _make_trainer(cfg, run_dir, data.plan.length, [saver])
+    components = family.load(_weight_dtype(cfg, trainer))
     network = build_network(family, components, cfg.network)
     log.info(
         "Model: %s from %s (%s). LoRA: %d modules, %s trainable parameters",
         family.name, components.source, components.prediction_type, len(network), f"{network.num_parameters():,}",
     )  # fmt: skip
-    model_hash = _hash_in_background(family.pretrained, file_sha256)
-    run_info = {
-        "resolution": resolution,
-        "version": __version__,
-        "model_path": family.pretrained,
-        "vae_path": family.vae,
-    }
-
-    def metadata() -> dict[str, str]:
-        run = {**run_info, "model_sha256": model_hash.result() if model_hash else None}
-        return {
-            **training_metadata(cfg, family, components.prediction_type, data.plan, run),
-            **modelspec_metadata(family, components.prediction_type, cfg.save.output_name, resolution, cfg),
-        }
-
-    save_precision = cfg.save.precision.value if cfg.save.precision is not None else None
-    saver = SaveLoRA(
-        run_dir, cfg.save.output_name, network, metadata, data.plan.length.steps_per_epoch,
-        save_format=cfg.save.format.value, dtype=SAVE_DTYPES[save_precision],
-    )  # fmt: skip
-    trainer = _make_trainer(cfg, run_dir, data.plan.length, [saver])
     configure_memory(family, components, trainer.strategy.root_device.type)
-    module = LoRATrainingModule(
+    module = _make_module(cfg, family, components, network, data.plan.length)
+    trainer.fit(module, datamodule=LoRADataModule(data, cfg.data.num_workers))
+    summary.update(steps=trainer.global_step, loss=module.loss_average.mean, files=[str(p) for p in saver.saved])
+    for path in saver.saved:
+        log.info("Saved %s", path)
+    return summary
+
+
+def _weight_dtype(cfg: DictConfig, trainer):
+    """The frozen model's dtype: the precision option's, unless Lightning fell back to another autocast dtype."""
+    import torch
+
+    configured = getattr(torch, cfg.precision.weight_dtype)
+    if cfg.precision.trainer_precision == "16-mixed" and trainer.precision == "bf16-mixed":
+        log.warning("precision=fp16_mixed: fp16 autocast is not available on this device; using bf16 instead")
+        return torch.bfloat16
+    return configured
+
+
+def _make_module(cfg: DictConfig, family, components, network, length):
+    from sdlora.lit.module import LoRATrainingModule
+    from sdlora.optim.factory import instantiate_partial
+
+    return LoRATrainingModule(
         family,
         components,
         network,
@@ -101,21 +99,40 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
             "unet": cfg.network.unet_lr,
             "text_encoder": cfg.network.text_encoder_lr,
         },
-        total_steps=data.plan.length.total_steps,
-        batches_per_epoch=data.plan.length.batches_per_epoch,
+        total_steps=length.total_steps,
+        batches_per_epoch=length.batches_per_epoch,
         min_timestep=cfg.loss.min_timestep,
         max_timestep=cfg.loss.max_timestep,
         seed=cfg.seed,
     )
-    trainer.fit(module, datamodule=LoRADataModule(data, cfg.data.num_workers))
-    summary.update(
-        steps=trainer.global_step,
-        loss=module.loss_average.mean,
-        files=[str(p) for p in saver.saved],
-    )
-    for path in saver.saved:
-        log.info("Saved %s", path)
-    return summary
+
+
+def _make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution):
+    """The callback writing LoRA files, with kohya's metadata for this run."""
+    from sdlora.callbacks.save_lora import SaveLoRA
+    from sdlora.network.io import SAVE_DTYPES
+    from sdlora.network.metadata import file_sha256, modelspec_metadata, training_metadata
+
+    model_hash = _hash_in_background(family.pretrained, file_sha256)
+    run_info = {
+        "resolution": resolution,
+        "version": __version__,
+        "model_path": family.pretrained,
+        "vae_path": family.vae,
+    }
+
+    def metadata(prediction_type: str) -> dict[str, str]:
+        run = {**run_info, "model_sha256": model_hash.result() if model_hash else None}
+        return {
+            **training_metadata(cfg, family, prediction_type, data.plan, run),
+            **modelspec_metadata(family, prediction_type, cfg.save.output_name, resolution, cfg),
+        }
+
+    save_precision = cfg.save.precision.value if cfg.save.precision is not None else None
+    return SaveLoRA(
+        run_dir, cfg.save.output_name, metadata, data.plan.length.steps_per_epoch,
+        save_format=cfg.save.format.value, dtype=SAVE_DTYPES[save_precision],
+    )  # fmt: skip
 
 
 def _hash_in_background(location: str | None, hasher) -> Future | None:

@@ -108,7 +108,7 @@ def test_same_seed_gives_the_same_lora(small_dataset, tmp_path):
     ids=["bf16_mixed", "grad_ckpt", "long_prompts_clip_skip", "accum_unet_only_8bit", "te_only", "fp16_ckpt"],
 )
 def test_options_train_and_update_the_lora(extra, small_dataset, tmp_path):
-    summary, run_dir = run(tmp_path, small_dataset, "optimizer.lr=1e-2", *extra)
+    summary, _ = run(tmp_path, small_dataset, "optimizer.lr=1e-2", *extra)
     assert math.isfinite(summary["loss"])
     path = Path(summary["files"][0])
     tensors, meta = load_lora(path)

@@ -1,4 +1,4 @@
-"""Image reading, cover-and-crop fitting (kohya-semantics §5.2–5.3, §6.1) and the record scan's skip rules (DESIGN §3)."""
+"""Image reading, cover-and-crop fitting (kohya-semantics §5.2–5.3, §6.1), the record scan's skip rules (DESIGN §3)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _truncated(path: Path, fmt: str) -> Path:
     return path
 
 
-# --- probing and loading ------------------------------------------------------------------------------------------------
+# --- probing and loading ----------------------------------------------------------------------------------------------
 
 
 def test_probe_image_size(tmp_path):
@@ -74,7 +74,7 @@ def test_load_rgb_palette_and_greyscale(tmp_path):
     assert la.getpixel((0, 0)) == (90, 90, 90)
 
 
-# --- cover and crop -----------------------------------------------------------------------------------------------------
+# --- cover and crop ---------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_plan_fit_random_crop_fraction():
         assert left == 0 and 0 <= top <= 1024  # resized (512, 1536): excess 1024
 
 
-# --- apply_fit ----------------------------------------------------------------------------------------------------------
+# --- apply_fit --------------------------------------------------------------------------------------------------------
 
 
 def test_apply_fit_shape_range_and_values():
@@ -169,7 +169,7 @@ def test_apply_fit_upscale_of_a_flat_image_stays_flat():
         np.testing.assert_allclose(out[c], v / 127.5 - 1.0, atol=1e-6)
 
 
-# --- record scan: skip rules --------------------------------------------------------------------------------------------
+# --- record scan: skip rules ------------------------------------------------------------------------------------------
 
 
 def _dataset(tmp_path: Path) -> Path:

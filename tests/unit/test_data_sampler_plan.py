@@ -1,4 +1,4 @@
-"""Bucket batches, training length, the data plan and the dataset (kohya-semantics §5.3, §7; DESIGN §3 pinned format)."""
+"""Bucket batches, training length, the data plan and the dataset (kohya-semantics §5.3, §7; DESIGN §3 pinned)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _entries(batch: list[tuple[int, int]]) -> list[int]:
     return [e for e, _ in batch]
 
 
-# --- sampler ------------------------------------------------------------------------------------------------------------
+# --- sampler ----------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 16])
@@ -94,7 +94,14 @@ def test_sampler_order_changes_across_epochs_and_seeds():
 
 def test_sampler_without_shuffle_keeps_bucket_order():
     sampler = BucketBatchSampler(BUCKETS, 5, seed=0, shuffle=False)
-    assert sampler.batches(0) == [[0, 1, 2, 3, 4], [5, 6], [7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19], [20, 21]]
+    assert sampler.batches(0) == [
+        [0, 1, 2, 3, 4],
+        [5, 6],
+        [7, 8, 9],
+        [10, 11, 12, 13, 14],
+        [15, 16, 17, 18, 19],
+        [20, 21],
+    ]
     assert sampler.batches(3) == sampler.batches(0)
 
 
@@ -149,7 +156,7 @@ def test_sampler_in_a_dataloader():
     assert {s["epoch"] for b in batches for s in b} == {1}
 
 
-# --- training length ----------------------------------------------------------------------------------------------------
+# --- training length --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -171,7 +178,7 @@ def test_training_length(args, expected):
 
 @pytest.mark.parametrize(("max_steps", "max_epochs"), [(-1, None), (None, None), (-1, -1)])
 def test_training_length_needs_a_limit(max_steps, max_epochs):
-    with pytest.raises(ValueError, match="max_steps or trainer.max_epochs"):
+    with pytest.raises(ValueError, match=r"max_steps or trainer\.max_epochs"):
         training_length(10, 1, max_steps, max_epochs)
 
 
@@ -180,7 +187,7 @@ def test_training_length_needs_a_batch():
         training_length(0, 1, 10, None)
 
 
-# --- a kohya folder built on disk ---------------------------------------------------------------------------------------
+# --- a kohya folder built on disk -------------------------------------------------------------------------------------
 
 
 def _image(path: Path, size, color) -> None:
@@ -272,11 +279,11 @@ def test_build_errors(tmp_path):
 
 
 def test_build_strict_raises_on_the_small_image(train_dir):
-    with pytest.raises(SdloraError, match="small.png"):
+    with pytest.raises(SdloraError, match=r"small\.png"):
         build_training_data(_cfg(train_dir, strict=True), (32, 32), 0, 1, -1, 1)
 
 
-# --- plan with several buckets (built by hand) --------------------------------------------------------------------------
+# --- plan with several buckets (built by hand) ------------------------------------------------------------------------
 
 
 def test_plan_json_groups_entries_by_sorted_bucket(train_dir):
@@ -308,7 +315,7 @@ def test_plan_json_groups_entries_by_sorted_bucket(train_dir):
     assert "32×64" in text and "64×32" in text
 
 
-# --- dataset and collate ------------------------------------------------------------------------------------------------
+# --- dataset and collate ----------------------------------------------------------------------------------------------
 
 
 def test_dataset_item(train_dir):

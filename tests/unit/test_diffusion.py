@@ -35,7 +35,7 @@ def _batch(seed: int = 0, shape=(6, 4, 8, 8)):
     return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
 
 
-# --- schedule -----------------------------------------------------------------------------------------------------------
+# --- schedule ---------------------------------------------------------------------------------------------------------
 
 
 def test_defaults_are_kohyas_schedule():
@@ -82,7 +82,7 @@ def test_custom_schedule_length():
     torch.testing.assert_close(a, torch.cumprod(1 - betas, 0))
 
 
-# --- timesteps ----------------------------------------------------------------------------------------------------------
+# --- timesteps --------------------------------------------------------------------------------------------------------
 
 
 def test_timesteps_cover_the_half_open_range():
@@ -122,7 +122,7 @@ def test_timesteps_same_as_torch_randint_with_that_generator():
     assert torch.equal(got, expected)
 
 
-# --- noising and targets ------------------------------------------------------------------------------------------------
+# --- noising and targets ----------------------------------------------------------------------------------------------
 
 
 def test_add_noise_matches_diffusers(ddpm, alphas_cumprod):
@@ -194,7 +194,7 @@ def test_training_target(alphas_cumprod):
         training_target("sample", x0, noise, t, alphas_cumprod)
 
 
-# --- loss ---------------------------------------------------------------------------------------------------------------
+# --- loss -------------------------------------------------------------------------------------------------------------
 
 
 def test_per_sample_mse_by_hand():

@@ -134,7 +134,7 @@ def test_merged_weights_equal_the_unmerged_forward(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_untrained_side_gets_no_modules(case):
-    family, components, network = make(case)
+    family, _, network = make(case)
     _, sides = CASES[case]
     unet_names = network.names("lora_unet")
     te_names = [n for n in network.modules if n not in unet_names]
@@ -146,7 +146,7 @@ def test_untrained_side_gets_no_modules(case):
 
 
 def test_sdxl_te1_last_layer_gets_no_gradient():
-    """SDXL conditions on TE1's penultimate layer: its last layer's LoRA exists (kohya creates it) but learns nothing."""
+    """SDXL conditions on TE1's penultimate layer: its last layer's LoRA exists (kohya creates it), learns nothing."""
     family, components, network = make("sdxl")
     out = forward(family, components)
     (out["unet"].pow(2).mean() + out["text"].pow(2).mean() + out["pooled"].pow(2).mean()).backward()

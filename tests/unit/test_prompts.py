@@ -54,7 +54,7 @@ def kohya_chunks(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     return torch.stack(chunks)
 
 
-# --- split_chunks -------------------------------------------------------------------------------------------------------
+# --- split_chunks -----------------------------------------------------------------------------------------------------
 
 
 def test_tokenizer_sanity(tok_pad0, tok_eos):
@@ -158,7 +158,7 @@ def test_length_not_n_times_75_plus_2_is_an_error(length):
         split_chunks(torch.zeros(1, length, dtype=torch.long), EOS, 0)
 
 
-# --- join_chunk_states --------------------------------------------------------------------------------------------------
+# --- join_chunk_states ------------------------------------------------------------------------------------------------
 
 
 def _tagged_states(batch: int, n: int, dim: int = 2) -> torch.Tensor:

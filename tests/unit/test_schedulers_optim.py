@@ -1,4 +1,4 @@
-"""Learning-rate schedules (kohya-semantics §10.2) and the optimizer/scheduler config checks and factory (DESIGN §6.1)."""
+"""Learning-rate schedules (kohya-semantics §10.2); optimizer/scheduler config checks and factory (DESIGN §6.1)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _lrs(scheduler: LambdaLR, steps: int) -> list[float]:
     return out
 
 
-# --- factor functions ---------------------------------------------------------------------------------------------------
+# --- factor functions -------------------------------------------------------------------------------------------------
 
 
 def test_warmup_factor():
@@ -79,10 +79,8 @@ def test_linear_factor_without_warmup():
 def test_cosine_factor_formula():
     total, warmup = 12, 2
     for s in range(13):
-        if s < warmup:
-            expected = s / warmup
-        else:
-            expected = 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+        decay = 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+        expected = s / warmup if s < warmup else decay
         assert cosine_factor(s, total, warmup) == pytest.approx(expected)
     assert cosine_factor(2, total, warmup) == 1.0
     assert cosine_factor(7, total, warmup) == pytest.approx(0.5)  # halfway: cos(π/2) = 0
@@ -96,7 +94,7 @@ def test_cosine_factor_without_warmup_quarter_points():
     assert got == pytest.approx([1.0, 0.5 + r / 2, 0.5, 0.5 - r / 2, 0.0], abs=1e-12)
 
 
-# --- LambdaLR factories -------------------------------------------------------------------------------------------------
+# --- LambdaLR factories -----------------------------------------------------------------------------------------------
 
 
 def test_constant_scheduler_keeps_lr():
@@ -167,7 +165,7 @@ def test_scheduler_state_round_trip():
     assert _lrs(resumed, 6) == pytest.approx(_lrs(sched, 6))
 
 
-# --- config checks ------------------------------------------------------------------------------------------------------
+# --- config checks ----------------------------------------------------------------------------------------------------
 
 
 def test_shipped_adamw_and_scheduler_configs_are_valid():
@@ -268,7 +266,7 @@ def test_check_scheduler_missing_and_bad_target():
     assert "cannot be imported" in check_scheduler(OmegaConf.create({"_target_": "sdlora.optim.schedulers.nope"}))[0]
 
 
-# --- instantiate_partial ------------------------------------------------------------------------------------------------
+# --- instantiate_partial ----------------------------------------------------------------------------------------------
 
 
 def test_instantiate_partial_builds_adamw_with_param_groups():

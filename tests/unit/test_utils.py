@@ -10,7 +10,7 @@ import pytest
 from sdlora.lit.running_mean import RunningMean
 from sdlora.utils.atomic import atomic_path, atomic_write, atomic_write_json, atomic_write_text
 
-# --- RunningMean --------------------------------------------------------------------------------------------------------
+# --- RunningMean ------------------------------------------------------------------------------------------------------
 
 
 def test_running_mean_over_the_last_window_values():
@@ -78,7 +78,7 @@ def test_running_mean_partial_buffer_state_round_trip():
     assert restored.update(6.0) == pytest.approx(4.0)
 
 
-# --- atomic writes ------------------------------------------------------------------------------------------------------
+# --- atomic writes ----------------------------------------------------------------------------------------------------
 
 
 def _leftovers(folder):

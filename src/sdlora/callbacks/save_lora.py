@@ -21,28 +21,28 @@ class SaveLoRA(L.Callback):
         self,
         run_dir: Path,
         output_name: str,
-        network: LoRANetwork,
-        metadata: Callable[[], dict[str, str]],
+        metadata: Callable[[str], dict[str, str]],
         steps_per_epoch: int,
         save_format: str = "safetensors",
         dtype: torch.dtype | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.output_name = output_name
-        self.network = network
         self.metadata = metadata
         self.suffix = SUFFIXES[save_format]
         self.dtype = dtype
         self.steps_per_epoch = steps_per_epoch
         self.saved: list[Path] = []
 
-    def save(self, name: str, steps: int, epoch: int) -> Path:
-        metadata = {**self.metadata(), **save_time_metadata(steps, epoch)}
-        path = save_lora(self.run_dir / f"{name}{self.suffix}", self.network.state_dict(self.dtype), metadata)
+    def save(self, network: LoRANetwork, prediction_type: str, name: str, steps: int, epoch: int) -> Path:
+        """Write ``network`` as ``<run_dir>/<name><suffix>`` with the run's metadata and this save's step/epoch."""
+        metadata = {**self.metadata(prediction_type), **save_time_metadata(steps, epoch)}
+        path = save_lora(self.run_dir / f"{name}{self.suffix}", network.state_dict(self.dtype), metadata)
         self.saved.append(path)
         return path
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.fast_dev_run:
             epochs_run = math.ceil(trainer.global_step / self.steps_per_epoch)
-            self.save(self.output_name, trainer.global_step, epochs_run)
+            network, prediction = pl_module.network, pl_module.components.prediction_type
+            self.save(network, prediction, self.output_name, trainer.global_step, epochs_run)

@@ -55,10 +55,11 @@ def scan_records(subsets: list[Subset], caption_extension: str, strict: bool, wo
     """Read every image header+pixels once (to catch corrupt files), pair it with its caption."""
     result = ScanResult()
     work = [(subset, path) for subset in subsets for path in list_images(subset.directory)]
+    for subset in subsets:
+        result.images_per_subset[subset.directory] = 0
+        result.captions_per_subset[subset.directory] = 0
     sizes = _probe_all([path for _, path in work], workers)
     for (subset, path), size in zip(work, sizes, strict=True):
-        result.images_per_subset.setdefault(subset.directory, 0)
-        result.captions_per_subset.setdefault(subset.directory, 0)
         problem = size if isinstance(size, ImageProblem) else None
         if problem is None and min(size) < MIN_SIDE:
             problem = ImageProblem(f"{path}: {size[0]}x{size[1]} px is too small (each side needs ≥ {MIN_SIDE} px)")
@@ -73,7 +74,21 @@ def scan_records(subsets: list[Subset], caption_extension: str, strict: bool, wo
         text = caption if caption is not None else subset.class_tokens
         result.records.append(ImageRecord(path, size, text, subset, caption is not None))
     _caption_warnings(result, caption_extension)
+    _empty_warnings(result, caption_extension)
     return result
+
+
+def _empty_warnings(result: ScanResult, caption_extension: str) -> None:
+    """Folders without usable images, and images whose caption file is empty (they train unconditioned)."""
+    for directory, count in result.images_per_subset.items():
+        if count == 0:
+            result.warnings.append(f"folder {directory} has no usable images")
+    empty = [
+        str(caption_path(r.path, caption_extension)) for r in result.records if r.has_caption_file and not r.caption
+    ]
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        result.warnings.append(f"{len(empty)} caption file(s) are empty, so those images train uncaptioned: {shown}")
 
 
 def _caption_warnings(result: ScanResult, extension: str) -> None:

@@ -153,8 +153,14 @@ def load_components(family: ModelFamily, weight_dtype: torch.dtype) -> Component
         except SdloraError:
             raise
         except Exception as exc:
+            hint = (
+                " (it is no local file or folder, so it was looked up on the Hugging Face hub: check the id and the "
+                "connection, or point model.pretrained at a downloaded .safetensors file or diffusers folder)"
+                if source.kind == "hub"
+                else ""
+            )
             raise SdloraError(
-                f"could not load model.pretrained={family.pretrained!r} as model={family.name}: "
+                f"could not load model.pretrained={family.pretrained!r} as model={family.name}{hint}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
     unet, vae, encoders, tokenizers = parts
