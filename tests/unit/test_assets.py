@@ -190,7 +190,8 @@ def test_from_single_file_with_shipped_config_and_tokenizers(name, tmp_path):
     """A config folder without ``tokenizer*/`` is enough when tokenizer objects are passed."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    export = _load_path("ldm_export", REPO / "tests" / "helpers" / "ldm_export.py")
+    from tests.helpers import ldm_export as export
+
     torch.manual_seed(0)
     models = _build(name)
     xl = name in SDXL_LIKE
