@@ -12,6 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def _default_file_mode() -> int:
+    """0o666 minus the process umask: the mode ``open()`` would give a new file (some writers use 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed."""
@@ -20,6 +27,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
