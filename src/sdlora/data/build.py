@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from sdlora.data.captions import normalise_extension
-from sdlora.data.dataset import Entry, LoRADataset
+from sdlora.data.dataset import Entry, LoRADataset, group_by_bucket
 from sdlora.data.folders import scan_subsets
 from sdlora.data.plan import DataPlan
 from sdlora.data.records import scan_records
@@ -31,7 +32,7 @@ def build_training_data(
     """
     subsets, warnings = scan_subsets(data_cfg.train_dir)
     extension = normalise_extension(data_cfg.caption_extension)
-    scan = scan_records(subsets, extension, strict=data_cfg.strict, workers=max(1, data_cfg.num_workers))
+    scan = scan_records(subsets, extension, strict=data_cfg.strict, workers=min(8, os.cpu_count() or 1))
     if not scan.records:
         found = ", ".join(s.name for s in subsets)
         raise SdloraError(
@@ -39,10 +40,7 @@ def build_training_data(
             "images must be .png/.jpg/.jpeg/.webp/.bmp files directly inside a '<repeats>_<name>' folder"
         )
     entries = [Entry(i, resolution) for i, record in enumerate(scan.records) for _ in range(record.repeats)]
-    plan_buckets: dict[tuple[int, int], list[int]] = {}
-    for i, entry in enumerate(entries):
-        plan_buckets.setdefault(entry.bucket, []).append(i)
-    sampler = BucketBatchSampler(list(plan_buckets.values()), data_cfg.batch_size, seed=seed)
+    sampler = BucketBatchSampler(list(group_by_bucket(entries).values()), data_cfg.batch_size, seed=seed)
     length = training_length(len(sampler), accumulate_grad_batches, max_steps, max_epochs)
     plan = DataPlan(
         scan.records,

@@ -22,6 +22,14 @@ class Entry:
     bucket: tuple[int, int]  # (W, H)
 
 
+def group_by_bucket(entries: list[Entry]) -> dict[tuple[int, int], list[int]]:
+    """Bucket resolution → indices of its entries, buckets in sorted (W, H) order."""
+    table: dict[tuple[int, int], list[int]] = {}
+    for i, entry in enumerate(entries):
+        table.setdefault(entry.bucket, []).append(i)
+    return dict(sorted(table.items()))
+
+
 class LoRADataset(Dataset):
     def __init__(self, records: list[ImageRecord], entries: list[Entry], seed: int) -> None:
         self.records = records

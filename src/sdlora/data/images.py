@@ -23,8 +23,11 @@ def probe_image(path: Path) -> tuple[int, int]:
     """(width, height) of a readable image; decodes it fully so that a corrupt file is caught before training."""
     try:
         with Image.open(path) as img:
+            size = img.size
+            if img.format == "JPEG":  # decode at 1/8 scale: still reads the whole stream, ~10x faster
+                img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
             img.load()
-            return img.size
+            return size
     except Exception as exc:
         raise ImageProblem(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sdlora.data.dataset import Entry
+from sdlora.data.dataset import Entry, group_by_bucket
 from sdlora.data.records import ImageRecord, ScanResult
 from sdlora.data.steps import TrainingLength
 
@@ -30,10 +30,7 @@ class DataPlan:
 
     def buckets(self) -> dict[tuple[int, int], list[int]]:
         """Bucket resolution → entry indices, in sorted resolution order."""
-        table: dict[tuple[int, int], list[int]] = {}
-        for i, entry in enumerate(self.entries):
-            table.setdefault(entry.bucket, []).append(i)
-        return dict(sorted(table.items()))
+        return group_by_bucket(self.entries)
 
     @property
     def num_images(self) -> int:

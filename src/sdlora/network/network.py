@@ -121,7 +121,10 @@ class LoRANetwork:
         if missing or unexpected:
             raise ValueError(f"LoRA keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
         for name, module in self.modules.items():
-            for suffix, tensor in zip(TENSOR_SUFFIXES, (module.lora_down.weight, module.lora_up.weight), strict=False):
+            for suffix, tensor in (
+                ("lora_down.weight", module.lora_down.weight),
+                ("lora_up.weight", module.lora_up.weight),
+            ):
                 value = state[f"{name}.{suffix}"]
                 if value.shape != tensor.shape:
                     raise ValueError(f"{name}.{suffix}: shape {tuple(value.shape)} != {tuple(tensor.shape)}")
