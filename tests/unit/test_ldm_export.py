@@ -35,30 +35,16 @@ from tests.helpers.ldm_export import (
     vae_to_ldm,
     write_checkpoint,
 )
+from tests.helpers.shipped import shipped_kwargs
 
 ASSET_TOKENIZER = Path(__file__).resolve().parents[2] / "src/sdlora/models/assets/tokenizer"
 PROMPT = "a photo of a cat"
 
 # --- tiny models ---------------------------------------------------------------------------------------------------
 
-VAE_KW = dict(
-    block_out_channels=(32, 32, 64, 64),
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    layers_per_block=1,
-    latent_channels=4,
-    sample_size=64,
-)
+VAE_KW = shipped_kwargs("tiny", "vae")
 UNET_KW = {
-    "sd1": dict(
-        sample_size=8,
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    ),
+    "sd1": shipped_kwargs("tiny", "unet"),
     "sd2": dict(  # three blocks, L=1, linear proj_in/out, per-block head dims
         sample_size=8,
         block_out_channels=(32, 32, 64),
@@ -69,20 +55,7 @@ UNET_KW = {
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     ),
-    "sdxl": dict(  # environment.md §3
-        sample_size=8,
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        cross_attention_dim=80,
-        attention_head_dim=(2, 4),
-        transformer_layers_per_block=(1, 2),
-        use_linear_projection=True,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=96,
-    ),
+    "sdxl": shipped_kwargs("tiny_sdxl", "unet"),  # environment.md §3
 }
 
 

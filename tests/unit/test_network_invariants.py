@@ -50,6 +50,12 @@ def forward(family, components) -> dict[str, torch.Tensor]:
     return out
 
 
+def base_state(components) -> dict[str, torch.Tensor]:
+    """Every tensor of the U-Net, VAE and text encoders (LoRA wrappers included), keyed by model index and name."""
+    models = [components.unet, components.vae, *components.text_encoders]
+    return {f"{i}.{k}": v.detach() for i, m in enumerate(models) for k, v in m.state_dict().items()}
+
+
 def randomise(network: LoRANetwork, seed: int = 1) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -72,22 +78,14 @@ def test_zero_init_gives_the_base_output(case):
 @pytest.mark.parametrize("case", CASES)
 def test_only_lora_parameters_change_after_a_step(case):
     family, components, network = make(case)
-    frozen = {
-        f"{i}.{k}": v.detach().clone()
-        for i, m in enumerate([components.unet, components.vae, *components.text_encoders])
-        for k, v in m.state_dict().items()
-        if "lora_" not in k and not k.endswith(".alpha")
-    }
+    frozen = {k: v.clone() for k, v in base_state(components).items() if "lora_" not in k and not k.endswith(".alpha")}
     lora_before = {k: v.clone() for k, v in network.state_dict().items()}
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2)
     out = forward(family, components)
     loss = out["unet"].pow(2).mean() + out["text"].pow(2).mean()
     loss.backward()
     optimizer.step()
-    after = {
-        f"{i}.{k}": v for i, m in enumerate([components.unet, components.vae, *components.text_encoders])
-        for k, v in m.state_dict().items()
-    }  # fmt: skip
+    after = base_state(components)
     for key, value in frozen.items():
         assert torch.equal(after[key], value), f"frozen weight changed: {key}"
     changed = [k for k, v in network.state_dict().items() if "lora_up" in k and not torch.equal(v, lora_before[k])]

@@ -27,6 +27,7 @@ from sdlora.network.naming import (
     text_encoder_namer,
 )
 from sdlora.network.targets import Target, text_encoder_targets, unet_targets
+from tests.helpers.shipped import shipped_kwargs
 
 # --- configs (inline on purpose: independent of the model assets) -----------------------------------------------------
 
@@ -59,29 +60,8 @@ OPENCLIP_BIGG = dict(
     hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20, projection_dim=1280
 )
 
-TINY_SDXL_UNET = dict(
-    sample_size=8,
-    block_out_channels=(32, 64),
-    layers_per_block=2,
-    transformer_layers_per_block=(1, 2),
-    attention_head_dim=(2, 4),
-    cross_attention_dim=80,
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=8,
-    projection_class_embeddings_input_dim=96,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-)
-TINY_SD15_UNET = dict(
-    sample_size=8,
-    block_out_channels=(32, 64),
-    layers_per_block=2,
-    cross_attention_dim=32,
-    attention_head_dim=8,
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-)
+TINY_SDXL_UNET = shipped_kwargs("tiny_sdxl", "unet")
+TINY_SD15_UNET = shipped_kwargs("tiny", "unet")
 
 
 def _meta_unet(cfg: dict) -> UNet2DConditionModel:

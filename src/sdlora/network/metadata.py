@@ -59,28 +59,29 @@ def tag_frequency(records) -> dict[str, dict[str, int]]:
 
 def training_metadata(cfg: Any, family: Any, prediction_type: str, plan: Any, run: dict[str, Any]) -> dict[str, str]:
     """The ss_* keys written once per run (kohya's ``train_network.py`` list, for the options sdlora has)."""
-    network, data, trainer, optimizer = cfg.network, cfg.data, cfg.trainer, cfg.optimizer
-    width, height = run["resolution"]
-    subsets = plan.scan.images_per_subset
-    dataset_dirs = {
-        d.name: {"n_repeats": next(r.repeats for r in plan.records if r.subset.directory == d), "img_count": n}
-        for d, n in subsets.items()
-        if n
-    }
-    buckets = {
-        str(i): {"resolution": list(res), "count": len(entries)}
-        for i, (res, entries) in enumerate(plan.buckets().items())
-    }
-    optimizer_args = {k: v for k, v in optimizer.items() if not str(k).startswith("_") and k != "lr"}
     meta: dict[str, Any] = {
+        **_schedule_keys(cfg, plan, run),
+        **_network_keys(cfg),
+        **_model_keys(cfg, family, prediction_type),
+        **_loss_keys(cfg),
+        **_dataset_keys(cfg, plan, run),
+    }
+    meta.update(model_file_metadata("sd_model", run.get("model_path"), run.get("model_sha256")))
+    meta.update(model_file_metadata("vae", run.get("vae_path")))
+    return {k: str(v) for k, v in meta.items()}
+
+
+def _schedule_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """Session, learning rates, optimizer, steps and epochs."""
+    network, trainer, optimizer = cfg.network, cfg.trainer, cfg.optimizer
+    optimizer_args = {k: v for k, v in optimizer.items() if not str(k).startswith("_") and k != "lr"}
+    return {
         "ss_session_id": random.randint(0, 2**32),
         "ss_training_started_at": time.time(),
         "ss_output_name": cfg.save.output_name,
         "ss_learning_rate": optimizer.lr,
         "ss_text_encoder_lr": network.text_encoder_lr if network.text_encoder_lr is not None else optimizer.lr,
         "ss_unet_lr": network.unet_lr if network.unet_lr is not None else optimizer.lr,
-        "ss_num_train_images": sum(r.repeats for r in plan.records if not r.subset.is_reg),
-        "ss_num_reg_images": plan.num_reg_images,
         "ss_num_batches_per_epoch": plan.length.batches_per_epoch,
         "ss_num_epochs": plan.length.epochs,
         "ss_gradient_checkpointing": cfg.model.gradient_checkpointing,
@@ -88,36 +89,72 @@ def training_metadata(cfg: Any, family: Any, prediction_type: str, plan: Any, ru
         "ss_max_train_steps": plan.length.total_steps,
         "ss_lr_warmup_steps": cfg.scheduler.get("warmup_steps", 0),
         "ss_lr_scheduler": str(cfg.scheduler._target_).rsplit(".", 1)[-1],
+        "ss_optimizer": f"{optimizer._target_}({','.join(f'{k}={v}' for k, v in optimizer_args.items())})",
+        "ss_max_grad_norm": trainer.gradient_clip_val or 0.0,
+        "ss_mixed_precision": cfg.precision.mixed_precision,
+        "ss_full_fp16": False,
+        "ss_seed": cfg.seed,
+        "ss_lowram": False,
+        "ss_training_comment": None,
+        "ss_sd_scripts_commit_hash": f"sdlora {run['version']}",
+    }
+
+
+def _network_keys(cfg: Any) -> dict[str, Any]:
+    network = cfg.network
+    return {
         "ss_network_module": NETWORK_MODULE,
         "ss_network_dim": network.rank,
         "ss_network_alpha": network.alpha if network.alpha else network.rank,
         "ss_network_dropout": None,
         "ss_network_args": json.dumps({}),
-        "ss_mixed_precision": cfg.precision.mixed_precision,
-        "ss_full_fp16": False,
+        "ss_scale_weight_norms": None,
+    }
+
+
+def _model_keys(cfg: Any, family: Any, prediction_type: str) -> dict[str, Any]:
+    return {
         "ss_v2": family.is_v2,
         "ss_base_model_version": family.base_model_version_for(prediction_type),
         "ss_clip_skip": cfg.model.clip_skip,
         "ss_max_token_length": cfg.model.max_token_length,
-        "ss_cache_latents": False,
-        "ss_seed": cfg.seed,
-        "ss_lowram": False,
+    }
+
+
+def _loss_keys(cfg: Any) -> dict[str, Any]:
+    """Noise and loss-weighting options (none of kohya's extras is used by the plain loss)."""
+    return {
         "ss_noise_offset": None,
         "ss_multires_noise_iterations": None,
         "ss_multires_noise_discount": None,
         "ss_adaptive_noise_scale": None,
         "ss_zero_terminal_snr": False,
-        "ss_training_comment": None,
-        "ss_sd_scripts_commit_hash": f"sdlora {run['version']}",
-        "ss_optimizer": f"{optimizer._target_}({','.join(f'{k}={v}' for k, v in optimizer_args.items())})",
-        "ss_max_grad_norm": trainer.gradient_clip_val or 0.0,
+        "ss_prior_loss_weight": 1.0,
+        "ss_min_snr_gamma": None,
+    }
+
+
+def _dataset_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """Images, repeats, captions and buckets (kohya's keys for a run without a dataset config)."""
+    data, trainer = cfg.data, cfg.trainer
+    width, height = run["resolution"]
+    dataset_dirs = {
+        d.name: {"n_repeats": next(r.repeats for r in plan.records if r.subset.directory == d), "img_count": n}
+        for d, n in plan.scan.images_per_subset.items()
+        if n
+    }
+    buckets = {
+        str(i): {"resolution": list(res), "count": len(entries)}
+        for i, (res, entries) in enumerate(plan.buckets().items())
+    }
+    return {
+        "ss_num_train_images": sum(r.repeats for r in plan.records if not r.subset.is_reg),
+        "ss_num_reg_images": plan.num_reg_images,
+        "ss_cache_latents": False,
         "ss_caption_dropout_rate": 0.0,
         "ss_caption_dropout_every_n_epochs": 0,
         "ss_caption_tag_dropout_rate": 0.0,
         "ss_face_crop_aug_range": None,
-        "ss_prior_loss_weight": 1.0,
-        "ss_min_snr_gamma": None,
-        "ss_scale_weight_norms": None,
         "ss_batch_size_per_device": data.batch_size,
         "ss_total_batch_size": data.batch_size * trainer.accumulate_grad_batches * run.get("world_size", 1),
         "ss_resolution": f"({width}, {height})",
@@ -135,9 +172,6 @@ def training_metadata(cfg: Any, family: Any, prediction_type: str, plan: Any, ru
         "ss_tag_frequency": json.dumps(tag_frequency(plan.records)),
         "ss_bucket_info": json.dumps({"buckets": buckets, "mean_img_ar_error": 0.0}),
     }
-    meta.update(model_file_metadata("sd_model", run.get("model_path"), run.get("model_sha256")))
-    meta.update(model_file_metadata("vae", run.get("vae_path")))
-    return {k: str(v) for k, v in meta.items()}
 
 
 def modelspec_metadata(
