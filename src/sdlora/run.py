@@ -85,6 +85,7 @@ def _weight_dtype(cfg: DictConfig, trainer):
 
 
 def _make_module(cfg: DictConfig, family, components, network, length):
+    from sdlora.diffusion.objective import DiffusionObjective
     from sdlora.lit.module import LoRATrainingModule
     from sdlora.optim.factory import instantiate_partial
 
@@ -101,8 +102,7 @@ def _make_module(cfg: DictConfig, family, components, network, length):
         },
         total_steps=length.total_steps,
         batches_per_epoch=length.batches_per_epoch,
-        min_timestep=cfg.loss.min_timestep,
-        max_timestep=cfg.loss.max_timestep,
+        objective=DiffusionObjective(components.prediction_type, cfg.loss.min_timestep, cfg.loss.max_timestep),
         seed=cfg.seed,
     )
 

@@ -108,6 +108,7 @@ def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
     """A NaN loss stops training with the step and the batch's images (here: NaN pixels fed to the VAE)."""
     from types import SimpleNamespace
 
+    from sdlora.diffusion.objective import DiffusionObjective
     from sdlora.lit.module import LoRATrainingModule
     from sdlora.models.tiny import TinySD15Family
     from sdlora.network.build import build_network
@@ -118,6 +119,7 @@ def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
     module = LoRATrainingModule(
         family, components, build_network(family, components, cfg), optimizer=None, scheduler=None,
         learning_rates={"default": 1e-4}, total_steps=1, batches_per_epoch=1,
+        objective=DiffusionObjective(components.prediction_type),
     )  # fmt: skip
     module.on_fit_start()
     batch = {

@@ -84,8 +84,8 @@ def _check_data(cfg: DictConfig, problems: list[str]) -> None:
         problems.append("data.caption_extension must not be empty (e.g. .txt or .caption)")
 
 
-def _check_network_and_loss(cfg: DictConfig, problems: list[str]) -> None:
-    network, loss = cfg.network, cfg.loss
+def _check_network(cfg: DictConfig, problems: list[str]) -> None:
+    network = cfg.network
     if network.rank < 1:
         problems.append(f"network.rank must be ≥ 1, got {network.rank}")
     if network.alpha < 0:
@@ -95,6 +95,10 @@ def _check_network_and_loss(cfg: DictConfig, problems: list[str]) -> None:
     for option in ("unet_lr", "text_encoder_lr"):
         if network[option] is not None and network[option] < 0:
             problems.append(f"network.{option} must be ≥ 0, got {network[option]}")
+
+
+def _check_loss(cfg: DictConfig, problems: list[str]) -> None:
+    loss = cfg.loss
     lo, hi = loss.min_timestep, loss.max_timestep
     if not (0 <= lo <= hi <= 1000 and lo < 1000):
         problems.append(
@@ -129,7 +133,8 @@ def validate(cfg: DictConfig) -> None:
     problems: list[str] = []
     _check_model(cfg, problems)
     _check_data(cfg, problems)
-    _check_network_and_loss(cfg, problems)
+    _check_network(cfg, problems)
+    _check_loss(cfg, problems)
     _check_trainer_and_save(cfg, problems)
     problems += check_optimizer(cfg.optimizer)
     problems += check_scheduler(cfg.scheduler)

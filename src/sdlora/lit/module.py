@@ -19,10 +19,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from sdlora.diffusion.loss import per_sample_mse, weighted_mean
-from sdlora.diffusion.schedule import scaled_linear_alphas_cumprod
-from sdlora.diffusion.targets import add_noise, training_target
-from sdlora.diffusion.timesteps import sample_timesteps
+from sdlora.diffusion.loss import weighted_mean
+from sdlora.diffusion.objective import DiffusionObjective
 from sdlora.errors import SdloraError
 from sdlora.lit.running_mean import RunningMean
 from sdlora.models.family import Components, ModelFamily, TextConditioning
@@ -41,8 +39,7 @@ class LoRATrainingModule(L.LightningModule):
         learning_rates: dict[str, float | None],
         total_steps: int,
         batches_per_epoch: int,
-        min_timestep: int = 0,
-        max_timestep: int = 1000,
+        objective: DiffusionObjective,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -56,9 +53,8 @@ class LoRATrainingModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.learning_rates = learning_rates
         self.total_steps = total_steps
-        self.min_timestep, self.max_timestep = min_timestep, max_timestep
+        self.objective = objective
         self.seed = seed
-        self.register_buffer("alphas_cumprod", scaled_linear_alphas_cumprod(), persistent=False)
         self.train_text_encoder = any(not n.startswith("lora_unet") for n in network.modules)
         self.loss_average = RunningMean(batches_per_epoch)
         self.epoch_losses: list[float] = []
@@ -100,17 +96,11 @@ class LoRATrainingModule(L.LightningModule):
         """The per-sample diffusion loss [B] of a batch."""
         latents = self.encode_latents(batch["pixels"])  # [B, 4, h, w]
         text = self.encode_text(batch["captions"])
-        noise = torch.randn(latents.shape, generator=self.generator, device=self.device)  # [B, 4, h, w]
-        batch_size = latents.shape[0]
-        timesteps = sample_timesteps(
-            batch_size, self.min_timestep, self.max_timestep, generator=self.generator, device=self.device
-        )  # [B]
-        noisy = add_noise(latents, noise, timesteps, self.alphas_cumprod)
-        target = training_target(self.components.prediction_type, latents, noise, timesteps, self.alphas_cumprod)
+        noised = self.objective.noise(latents, generator=self.generator)
         unet_dtype = next(self.unet.parameters()).dtype
         inputs = self.family.unet_inputs(text, batch["size_cond"].to(self.device))
-        prediction = self.unet(noisy.to(unet_dtype), timesteps, **inputs).sample  # [B, 4, h, w]
-        return per_sample_mse(prediction, target)
+        prediction = self.unet(noised.noisy.to(unet_dtype), noised.timesteps, **inputs).sample  # [B, 4, h, w]
+        return self.objective.loss(prediction, noised, batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         per_sample = self.diffusion_loss(batch)
