@@ -84,8 +84,20 @@ def _weight_dtype(cfg: DictConfig, trainer):
     return configured
 
 
+def _make_objective(cfg: DictConfig, prediction_type: str):
+    """The loss of the ``loss`` group for the loaded model; options that contradict its prediction type stop here."""
+    from sdlora.diffusion.objective import DiffusionObjective, LossSettings, prediction_type_problems
+
+    settings = LossSettings.from_config(cfg.loss)
+    problems = prediction_type_problems(settings, prediction_type)
+    if problems:
+        raise SdloraError(f"the loss options do not fit this {prediction_type} model:", problems)
+    if settings.zero_terminal_snr and prediction_type != "v_prediction":
+        log.warning("loss.zero_terminal_snr is meant for v-prediction models (set model.v_parameterization=true)")
+    return DiffusionObjective(prediction_type, settings)
+
+
 def _make_module(cfg: DictConfig, family, components, network, length):
-    from sdlora.diffusion.objective import DiffusionObjective
     from sdlora.lit.module import LoRATrainingModule
     from sdlora.optim.factory import instantiate_partial
 
@@ -102,7 +114,7 @@ def _make_module(cfg: DictConfig, family, components, network, length):
         },
         total_steps=length.total_steps,
         batches_per_epoch=length.batches_per_epoch,
-        objective=DiffusionObjective(components.prediction_type, cfg.loss.min_timestep, cfg.loss.max_timestep),
+        objective=_make_objective(cfg, components.prediction_type),
         seed=cfg.seed,
     )
 

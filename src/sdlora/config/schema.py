@@ -24,6 +24,23 @@ class Attention(str, Enum):
     xformers = "xformers"
 
 
+class LossType(str, Enum):
+    """Elementwise loss [kohya: --loss_type]."""
+
+    l2 = "l2"
+    l1 = "l1"
+    huber = "huber"
+    smooth_l1 = "smooth_l1"
+
+
+class HuberSchedule(str, Enum):
+    """How the Huber parameter c depends on the timestep [kohya: --huber_schedule]."""
+
+    constant = "constant"
+    exponential = "exponential"
+    snr = "snr"
+
+
 class SavePrecision(str, Enum):
     """dtype of the saved LoRA tensors [kohya: --save_precision]."""
 
@@ -70,10 +87,29 @@ class NetworkConfig:
 
 @dataclass
 class LossConfig:
-    """Diffusion loss: timesteps and targets [kohya: train_network.py loss options]."""
+    """Diffusion loss: timesteps, noise, loss type and per-sample weights [kohya: train_network.py loss options].
+
+    Formulas: src/sdlora/diffusion/ (weighting.py, noise.py, loss.py, schedule.py) and README "Loss and noise".
+    """
 
     min_timestep: int = 0  # timesteps are uniform integers in [min_timestep, max_timestep) [min_timestep]
     max_timestep: int = 1000  # [max_timestep]; min == max gives a constant timestep
+    type: LossType = LossType.l2  # [loss_type]
+    huber_c: float = 0.1  # [huber_c]
+    huber_scale: float = 1.0  # [huber_scale]
+    huber_schedule: HuberSchedule = HuberSchedule.snr  # [huber_schedule]
+    min_snr_gamma: float | None = None  # min-SNR weighting, e.g. 5 [min_snr_gamma]
+    scale_v_pred_loss_like_noise_pred: bool = False  # v-models only [scale_v_pred_loss_like_noise_pred]
+    v_pred_like_loss: float | None = None  # ε-models only [v_pred_like_loss]
+    debiased_estimation: bool = False  # [debiased_estimation_loss]
+    noise_offset: float | None = None  # e.g. 0.05 [noise_offset]
+    adaptive_noise_scale: float | None = None  # needs noise_offset [adaptive_noise_scale]
+    noise_offset_random_strength: bool = False  # [noise_offset_random_strength]
+    multires_noise_iterations: int | None = None  # e.g. 6 [multires_noise_iterations]
+    multires_noise_discount: float = 0.3  # [multires_noise_discount]
+    ip_noise_gamma: float | None = None  # e.g. 0.1 [ip_noise_gamma]
+    ip_noise_gamma_random_strength: bool = False  # [ip_noise_gamma_random_strength]
+    zero_terminal_snr: bool = False  # rescale the schedule to SNR_T = 0 [zero_terminal_snr]
 
 
 @dataclass

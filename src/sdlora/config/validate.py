@@ -105,6 +105,59 @@ def _check_loss(cfg: DictConfig, problems: list[str]) -> None:
             f"loss.min_timestep={lo} / loss.max_timestep={hi}: need 0 ≤ min ≤ max ≤ 1000 (timesteps are drawn "
             "from [min, max); min = max gives that constant timestep)"
         )
+    positive = ("min_snr_gamma", "v_pred_like_loss", "noise_offset", "ip_noise_gamma", "huber_scale")
+    for option in positive:
+        if loss[option] is not None and loss[option] <= 0:
+            problems.append(f"loss.{option} must be > 0 (or null to turn it off), got {loss[option]}")
+    if loss.multires_noise_iterations is not None and loss.multires_noise_iterations < 1:
+        problems.append(f"loss.multires_noise_iterations must be ≥ 1 or null, got {loss.multires_noise_iterations}")
+    if not 0 < loss.multires_noise_discount <= 1:
+        problems.append(f"loss.multires_noise_discount must be in (0, 1], got {loss.multires_noise_discount}")
+    if not 0 < loss.huber_c <= 1:
+        problems.append(f"loss.huber_c must be in (0, 1], got {loss.huber_c}")
+    requires = (
+        ("adaptive_noise_scale", "noise_offset"),
+        ("noise_offset_random_strength", "noise_offset"),
+        ("ip_noise_gamma_random_strength", "ip_noise_gamma"),
+    )
+    for option, needed in requires:
+        if loss[option] and not loss[needed]:
+            problems.append(f"loss.{option} needs loss.{needed}")
+    if loss.scale_v_pred_loss_like_noise_pred and loss.zero_terminal_snr:
+        problems.append(
+            "loss.scale_v_pred_loss_like_noise_pred and loss.zero_terminal_snr cannot be combined: the scale is 0 at "
+            "the zero-SNR timestep, so those samples would never be learnt (kohya forbids it too)"
+        )
+    _check_loss_prediction_type(cfg, problems)
+
+
+def _check_loss_prediction_type(cfg: DictConfig, problems: list[str]) -> None:
+    """v-prediction-only and ε-only loss options, when the prediction type is known before loading the model."""
+    from sdlora.diffusion.objective import LossSettings, prediction_type_problems
+
+    prediction = _expected_prediction_type(cfg)
+    if prediction is not None:
+        problems += prediction_type_problems(LossSettings.from_config(cfg.loss), prediction)
+
+
+def _expected_prediction_type(cfg: DictConfig) -> str | None:
+    """``model.v_parameterization``, else what the checkpoint declares, else the family's default; None if unknown."""
+    from hydra.utils import get_class
+
+    from sdlora.models.sources import declared_prediction_type, resolve_source
+
+    if cfg.model.v_parameterization is not None:
+        return "v_prediction" if cfg.model.v_parameterization else "epsilon"
+    try:
+        family = get_class(cfg.model._target_)
+        declared = declared_prediction_type(resolve_source(cfg.model.pretrained)) if cfg.model.pretrained else None
+    except Exception:  # reported by the model checks
+        return None
+    if declared is not None:
+        return declared
+    if cfg.model.pretrained and resolve_source(cfg.model.pretrained).kind == "hub":
+        return None  # known after download
+    return "v_prediction" if family.default_v_parameterization else "epsilon"
 
 
 def _check_trainer_and_save(cfg: DictConfig, problems: list[str]) -> None:

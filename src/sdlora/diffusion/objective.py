@@ -1,7 +1,10 @@
 """The training objective, composed from the pure functions of this package and configured by the ``loss`` group.
 
-For a batch of clean latents x₀:  ε ~ N(0, I);  t ~ U{min_timestep … max_timestep − 1};
-x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε;  target = ε or v;  per-sample loss = mean_{C,H,W}(prediction − target)² in float32.
+For a batch of clean latents x₀ (kohya-semantics §4):
+  ε ~ N(0, I), then noise offset → multires noise;  t ~ U{min_timestep … max_timestep − 1};
+  x_t = √ᾱ_t x₀ + √(1−ᾱ_t)(ε + γ_ip·N(0, I));  target = ε or v (from the unperturbed ε);
+  per-sample loss = mean_{C,H,W}(mask · ℓ(prediction, target)) × min-SNR × scale-v-pred × v-pred-like × debiased.
+ᾱ comes from the (optionally zero-terminal-SNR) schedule, used by noising, targets *and* SNR weights.
 The LightningModule runs the U-Net between :meth:`DiffusionObjective.noise` and :meth:`DiffusionObjective.loss`;
 nothing here depends on the model family.
 """
@@ -9,13 +12,22 @@ nothing here depends on the model family.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from sdlora.diffusion.loss import per_sample_mse
-from sdlora.diffusion.schedule import scaled_linear_alphas_cumprod
-from sdlora.diffusion.targets import add_noise, training_target
+from sdlora.diffusion.loss import elementwise_loss, huber_c, reduce_per_sample
+from sdlora.diffusion.noise import input_perturbation, multires_noise, offset_noise
+from sdlora.diffusion.schedule import rescale_zero_terminal_snr, scaled_linear_alphas_cumprod, snr
+from sdlora.diffusion.targets import V_PREDICTION, add_noise, training_target
 from sdlora.diffusion.timesteps import sample_timesteps
+from sdlora.diffusion.weighting import (
+    debiased_weight,
+    min_snr_weight,
+    scale_v_pred_loss_weight,
+    v_pred_like_loss_factor,
+)
 
 
 @dataclass
@@ -27,27 +39,143 @@ class Noised:
     target: torch.Tensor  # ε or v [B, C, h, w]
 
 
+@dataclass(frozen=True)
+class LossSettings:
+    """The ``loss`` config group's values (defaults: kohya's plain MSE)."""
+
+    min_timestep: int = 0
+    max_timestep: int = 1000
+    type: str = "l2"
+    huber_c: float = 0.1
+    huber_scale: float = 1.0
+    huber_schedule: str = "snr"
+    min_snr_gamma: float | None = None
+    scale_v_pred_loss_like_noise_pred: bool = False
+    v_pred_like_loss: float | None = None
+    debiased_estimation: bool = False
+    noise_offset: float | None = None
+    adaptive_noise_scale: float | None = None
+    noise_offset_random_strength: bool = False
+    multires_noise_iterations: int | None = None
+    multires_noise_discount: float = 0.3
+    ip_noise_gamma: float | None = None
+    ip_noise_gamma_random_strength: bool = False
+    zero_terminal_snr: bool = False
+
+    @classmethod
+    def from_config(cls, node: Any) -> LossSettings:
+        """From the composed ``loss`` node (enum values become their strings; unknown keys are ignored)."""
+        values = {}
+        for name in cls.__dataclass_fields__:
+            if name in node:
+                value = node[name]
+                values[name] = getattr(value, "value", value)
+        return cls(**values)
+
+
 class DiffusionObjective:
-    def __init__(self, prediction_type: str, min_timestep: int = 0, max_timestep: int = 1000) -> None:
+    def __init__(self, prediction_type: str, settings: LossSettings | None = None) -> None:
         self.prediction_type = prediction_type
-        self.min_timestep, self.max_timestep = min_timestep, max_timestep
-        self.alphas_cumprod = scaled_linear_alphas_cumprod()  # [T]
+        self.settings = settings or LossSettings()
+        alphas_cumprod = scaled_linear_alphas_cumprod()  # [T]
+        if self.settings.zero_terminal_snr:
+            alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
+        self.alphas_cumprod = alphas_cumprod
+        self.snr = snr(alphas_cumprod)  # [T]; inf at t=0 never happens (ᾱ₀ < 1)
 
+    @property
+    def v_prediction(self) -> bool:
+        return self.prediction_type == V_PREDICTION
+
+    # ------------------------------------------------------------------------------------------------ noise
     def noise(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> Noised:
-        """Draw ε and t for every sample (from ``generator``) and build x_t and the target."""
-        device = latents.device
-        noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+        """Draw ε (with offset/multires), t and the input perturbation from ``generator``; build x_t and the target."""
+        s = self.settings
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        if s.noise_offset:
+            noise = offset_noise(
+                noise, latents, s.noise_offset, adaptive_scale=s.adaptive_noise_scale,
+                random_strength=s.noise_offset_random_strength, generator=generator,
+            )  # fmt: skip
+        if s.multires_noise_iterations:
+            noise = multires_noise(noise, s.multires_noise_iterations, s.multires_noise_discount, generator=generator)
         timesteps = sample_timesteps(
-            latents.shape[0], self.min_timestep, self.max_timestep, generator=generator, device=device
+            latents.shape[0], s.min_timestep, s.max_timestep, generator=generator, device=latents.device
         )  # [B]
-        return self.noise_with(latents, noise, timesteps)
+        noisy_input = noise
+        if s.ip_noise_gamma:
+            noisy_input = input_perturbation(
+                noise, s.ip_noise_gamma, random_strength=s.ip_noise_gamma_random_strength, generator=generator
+            )
+        return self.noise_with(latents, noise, timesteps, noisy_input=noisy_input)
 
-    def noise_with(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> Noised:
-        """x_t and the target for given ε and t (deterministic; validation uses fixed ones)."""
-        noisy = add_noise(latents, noise, timesteps, self.alphas_cumprod)
+    def noise_with(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        noisy_input: torch.Tensor | None = None,
+    ) -> Noised:
+        """x_t (from ``noisy_input``, default ε) and the target (from ε) for given ε and t; deterministic."""
+        source = noise if noisy_input is None else noisy_input
+        noisy = add_noise(latents, source, timesteps, self.alphas_cumprod)
         target = training_target(self.prediction_type, latents, noise, timesteps, self.alphas_cumprod)
         return Noised(noisy, timesteps, target)
 
+    # ------------------------------------------------------------------------------------------------- loss
+    def weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Product of the enabled SNR weights per sample [B], in kohya's order."""
+        s = self.settings
+        snr_t = self.snr.to(timesteps.device)[timesteps].float()  # [B]
+        weight = torch.ones_like(snr_t)
+        if s.min_snr_gamma:
+            weight = weight * min_snr_weight(snr_t, s.min_snr_gamma, self.v_prediction)
+        if s.scale_v_pred_loss_like_noise_pred:
+            weight = weight * scale_v_pred_loss_weight(snr_t)
+        if s.v_pred_like_loss:
+            weight = weight * v_pred_like_loss_factor(snr_t, s.v_pred_like_loss)
+        if s.debiased_estimation:
+            weight = weight * debiased_weight(snr_t, self.v_prediction)
+        return weight
+
     def loss(self, prediction: torch.Tensor, noised: Noised, batch: dict) -> torch.Tensor:
-        """Per-sample loss [B] (float32)."""
-        return per_sample_mse(prediction, noised.target)
+        """Per-sample loss [B] (float32): loss type, mask (``batch["mask"]`` [B, 1, H, W]), SNR weights."""
+        s = self.settings
+        c = None
+        if s.type in ("huber", "smooth_l1"):
+            c = huber_c(s.huber_schedule, noised.timesteps, self.alphas_cumprod, s.huber_c, s.huber_scale)
+        elementwise = elementwise_loss(prediction, noised.target, s.type, c)  # [B, C, h, w]
+        mask = batch.get("mask")
+        if mask is not None:
+            mask = F.interpolate(mask.to(elementwise), size=elementwise.shape[2:], mode="area")
+        return reduce_per_sample(elementwise, mask) * self.weights(noised.timesteps)
+
+    def plain_loss(self, prediction: torch.Tensor, noised: Noised) -> torch.Tensor:
+        """Unweighted per-sample MSE [B]: the validation loss, comparable across runs whatever their loss options."""
+        return reduce_per_sample(elementwise_loss(prediction, noised.target, "l2"))
+
+
+def prediction_type_problems(settings: LossSettings, prediction_type: str) -> list[str]:
+    """Loss options that contradict the model's prediction type (kohya's guards, plus those that would divide by a
+    zero SNR under zero_terminal_snr)."""
+    problems = []
+    v_prediction = prediction_type == V_PREDICTION
+    if settings.v_pred_like_loss and v_prediction:
+        problems.append("loss.v_pred_like_loss is for ε-prediction models; the model is v-prediction")
+    if settings.scale_v_pred_loss_like_noise_pred and not v_prediction:
+        problems.append("loss.scale_v_pred_loss_like_noise_pred needs a v-prediction model (model.v_parameterization)")
+    if settings.zero_terminal_snr and not v_prediction:
+        divides = [
+            name
+            for name, on in (
+                ("loss.debiased_estimation", settings.debiased_estimation),
+                ("loss.v_pred_like_loss", settings.v_pred_like_loss),
+            )
+            if on
+        ]
+        if divides:
+            problems.append(
+                f"loss.zero_terminal_snr with an ε-prediction model makes SNR 0 at the last timestep, where "
+                f"{' and '.join(divides)} divide by it: use model.v_parameterization=true or drop one of them"
+            )
+    return problems

@@ -24,3 +24,16 @@ def scaled_linear_alphas_cumprod(
 def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Signal-to-noise ratio SNR_t = ᾱ_t / (1 − ᾱ_t) for every timestep."""
     return alphas_cumprod / (1.0 - alphas_cumprod)
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """ᾱ′ with a zero terminal SNR [kohya: --zero_terminal_snr] (Lin et al. 2023, "Common Diffusion Noise Schedules
+    and Sample Steps are Flawed").
+
+    √ᾱ′_t = (√ᾱ_t − √ᾱ_T)·√ᾱ_0 / (√ᾱ_0 − √ᾱ_T): ᾱ′_T = 0 (pure noise at the last step), ᾱ′_0 = ᾱ_0. Unlike kohya,
+    sdlora uses the rescaled schedule for the SNR-based loss weights too (kohya keeps the stale SNR table).
+    """
+    sqrt_ab = alphas_cumprod.double().sqrt()  # [T]
+    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
+    sqrt_ab = (sqrt_ab - last) * first / (first - last)
+    return (sqrt_ab**2).to(alphas_cumprod.dtype)

@@ -11,7 +11,6 @@ float32 for families whose VAE overflows in fp16 (SDXL).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from sdlora.models.family import Components
 from sdlora.models.sources import (
     Source,
     check_kind,
+    declared_prediction_type,
     folder_kind,
     resolve_source,
     single_file_keys,
@@ -88,8 +88,7 @@ def _load_single_file(family: ModelFamily, path: str, dtype: torch.dtype) -> tup
         **dict(zip(names, tokenizers, strict=True)),
     )
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if len(tokenizers) > 1 else [])
-    prediction = V_PREDICTION if keys is not None and "v_pred" in keys else None
-    return [pipe.unet, pipe.vae, encoders, tokenizers], prediction
+    return [pipe.unet, pipe.vae, encoders, tokenizers], declared_prediction_type(Source("file", path))
 
 
 def _load_pretrained(family: ModelFamily, source: Source, dtype: torch.dtype) -> tuple[list, str | None]:
@@ -108,15 +107,7 @@ def _load_pretrained(family: ModelFamily, source: Source, dtype: torch.dtype) ->
         te_cls = getattr(transformers, cls_name)
         encoders.append(te_cls.from_pretrained(src, subfolder=te_sub, torch_dtype=dtype, **kwargs))
         tokenizers.append(transformers.CLIPTokenizer.from_pretrained(src, subfolder=tok_sub, **kwargs))
-    return [unet, vae, encoders, tokenizers], _scheduler_prediction_type(source)
-
-
-def _scheduler_prediction_type(source: Source) -> str | None:
-    """The prediction type a diffusers folder's scheduler config declares (auto-detects v-prediction models)."""
-    if source.kind != "folder":
-        return None
-    path = Path(source.location) / "scheduler" / "scheduler_config.json"
-    return json.loads(path.read_text()).get("prediction_type") if path.is_file() else None
+    return [unet, vae, encoders, tokenizers], declared_prediction_type(source)
 
 
 def load_vae(family: ModelFamily, value: str, dtype: torch.dtype) -> torch.nn.Module:

@@ -99,3 +99,15 @@ def check_kind(found: str | None, expected: str, family_name: str, location: str
         f"model.pretrained={location!r} is an {KIND_NAMES[found]} model but model={family_name} expects "
         f"{KIND_NAMES[expected]}: use model={suggestion}"
     )
+
+
+def declared_prediction_type(source: Source) -> str | None:
+    """The prediction type a checkpoint declares: a diffusers folder's scheduler config, or the ``v_pred`` marker key
+    some single files carry; None when it says nothing (the family's default applies)."""
+    if source.kind == "folder":
+        path = Path(source.location) / "scheduler" / "scheduler_config.json"
+        return json.loads(path.read_text()).get("prediction_type") if path.is_file() else None
+    if source.kind == "file":
+        keys = single_file_keys(source.location)
+        return "v_prediction" if keys is not None and "v_pred" in keys else None
+    return None

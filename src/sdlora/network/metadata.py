@@ -122,15 +122,24 @@ def _model_keys(cfg: Any, family: Any, prediction_type: str) -> dict[str, Any]:
 
 
 def _loss_keys(cfg: Any) -> dict[str, Any]:
-    """Noise and loss-weighting options (none of kohya's extras is used by the plain loss)."""
+    """Noise and loss-weighting options (kohya writes None for options that are off)."""
+    loss = cfg.loss
     return {
-        "ss_noise_offset": None,
-        "ss_multires_noise_iterations": None,
-        "ss_multires_noise_discount": None,
-        "ss_adaptive_noise_scale": None,
-        "ss_zero_terminal_snr": False,
+        "ss_noise_offset": loss.noise_offset,
+        "ss_noise_offset_random_strength": loss.noise_offset_random_strength,
+        "ss_adaptive_noise_scale": loss.adaptive_noise_scale,
+        "ss_multires_noise_iterations": loss.multires_noise_iterations,
+        "ss_multires_noise_discount": loss.multires_noise_discount if loss.multires_noise_iterations else None,
+        "ss_ip_noise_gamma": loss.ip_noise_gamma,
+        "ss_ip_noise_gamma_random_strength": loss.ip_noise_gamma_random_strength,
+        "ss_zero_terminal_snr": loss.zero_terminal_snr,
+        "ss_min_snr_gamma": loss.min_snr_gamma,
+        "ss_debiased_estimation": loss.debiased_estimation,
+        "ss_loss_type": getattr(loss.type, "value", loss.type),
+        "ss_huber_schedule": getattr(loss.huber_schedule, "value", loss.huber_schedule),
+        "ss_huber_c": loss.huber_c,
+        "ss_huber_scale": loss.huber_scale,
         "ss_prior_loss_weight": 1.0,
-        "ss_min_snr_gamma": None,
     }
 
 
