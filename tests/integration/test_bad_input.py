@@ -106,8 +106,7 @@ def test_only_unusable_images_is_an_error(tmp_path):
 
 def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
     """A NaN loss stops training with the step and the batch's images (here: NaN pixels fed to the VAE)."""
-    from types import SimpleNamespace
-
+    from sdlora.config.schema import NetworkConfig
     from sdlora.diffusion.objective import DiffusionObjective
     from sdlora.lit.module import LoRATrainingModule
     from sdlora.models.tiny import TinySD15Family
@@ -115,7 +114,7 @@ def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
 
     family = TinySD15Family()
     components = family.load()
-    cfg = SimpleNamespace(rank=2, alpha=1.0, train_unet=True, train_text_encoder=False)
+    cfg = NetworkConfig(rank=2, alpha=1.0, train_unet=True, train_text_encoder=False)
     module = LoRATrainingModule(
         family, components, build_network(family, components, cfg), optimizer=None, scheduler=None,
         learning_rates={"default": 1e-4}, total_steps=1, batches_per_epoch=1,
