@@ -20,6 +20,7 @@ from sdlora.models.sdxl import SDXLFamily
 from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
 from sdlora.network.build import build_network
 from tests.helpers.ldm_export import write_checkpoint
+from tests.helpers.shipped import meta_components
 
 LAYOUT = {"tiny": "sd1", "tiny_sdxl": "sdxl"}
 FAMILIES = {"tiny": TinySD15Family, "tiny_sdxl": TinySDXLFamily}
@@ -161,20 +162,6 @@ def test_folder_without_model_index_is_a_clear_error(tmp_path):
         SD15Family(pretrained=str(tmp_path / "empty")).load()
 
 
-def _meta_components(name: str, encoders: tuple[str, ...]):
-    import transformers
-    from diffusers import UNet2DConditionModel
-
-    folder = config_dir(name)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
-        tes = [
-            getattr(transformers, cls)(transformers.CLIPTextConfig.from_pretrained(folder / sub))
-            for cls, sub in zip(encoders, ("text_encoder", "text_encoder_2"), strict=False)
-        ]
-    return SimpleNamespace(unet=unet, text_encoders=tes)
-
-
 @pytest.mark.parametrize(
     ("family_cls", "config", "network", "expected"),
     [
@@ -190,7 +177,7 @@ def _meta_components(name: str, encoders: tuple[str, ...]):
 )
 def test_module_counts_on_full_size_architectures(family_cls, config, network, expected):
     family = family_cls(pretrained="unused")
-    components = _meta_components(config, family.text_encoder_classes)
+    components = meta_components(config, family.text_encoder_classes)
     cfg = NetworkConfig(name=NetworkType(network), rank=8, alpha=1.0, conv_rank=4 if network == "locon" else None)
     lora = build_network(family, components, cfg)
     counts = {prefix: sum(n.startswith(prefix + "_") for n in lora.modules) for prefix in expected}

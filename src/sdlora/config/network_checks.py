@@ -52,8 +52,9 @@ def _check_type(network: DictConfig, problems: list[str]) -> None:
     if kind == "lora":
         set_options = [f"network.{o}" for o in _CONV_OPTIONS if network[o] is not None]
         if set_options:
-            problems.append(f"{', '.join(set_options)} apply to 3×3 convs, which network=lora does not train: "
-                            "use network=locon")  # fmt: skip
+            verb = "is" if len(set_options) == 1 else "are"
+            problems.append(f"{', '.join(set_options)} {verb} set, but network=lora trains no 3×3 convs: use "
+                            "network=locon (kohya's LoCon) or leave them null")  # fmt: skip
         return
     if network.conv_rank is None or network.conv_rank < 1:
         problems.append(f"network=locon needs network.conv_rank ≥ 1 (kohya conv_dim), got {network.conv_rank}")
