@@ -197,7 +197,11 @@ def test_module_counts_on_full_size_architectures(family_cls, config, network, e
         assert "lora_unet_mid_block_attentions_0_proj_in" in lora.modules
         assert "lora_te_text_model_encoder_layers_11_mlp_fc1" in lora.modules
         if network == "locon":
-            for name in ("down_blocks_0_resnets_0_conv1", "down_blocks_0_downsamplers_0_conv", "up_blocks_0_upsamplers_0_conv"):
+            for name in (
+                "down_blocks_0_resnets_0_conv1",
+                "down_blocks_0_downsamplers_0_conv",
+                "up_blocks_0_upsamplers_0_conv",
+            ):
                 assert lora.modules[f"lora_unet_{name}"].rank == 4
             for name in ("down_blocks_1_resnets_0_conv_shortcut", "mid_block_resnets_0_time_emb_proj"):
                 assert lora.modules[f"lora_unet_{name}"].rank == 8

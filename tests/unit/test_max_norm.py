@@ -102,7 +102,10 @@ def _kohya_reference(modules, max_norm):
 def test_same_result_as_kohyas_loop():
     torch.manual_seed(0)
     layers = [nn.Linear(16, 12), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 6, 3, padding=1), nn.Linear(4, 4), nn.Linear(9, 3)]
-    ours = [LoRAModule(layer, rank=r, alpha=a) for layer, r, a in zip(layers, (4, 2, 3, 2, 1), (1, 2, 3, 0.5, 1))]
+    ours = [
+        LoRAModule(layer, rank=r, alpha=a)
+        for layer, r, a in zip(layers, (4, 2, 3, 2, 1), (1, 2, 3, 0.5, 1), strict=True)
+    ]
     for i, m in enumerate(ours):
         nn.init.normal_(m.lora_up.weight, std=0.2 * (i + 1))
     theirs = [LoRAModule(layer, rank=m.rank, alpha=float(m.alpha)) for layer, m in zip(layers, ours, strict=True)]

@@ -128,7 +128,9 @@ def _sdxl_network(**kw):
     return build_network(family, components, NetworkConfig(rank=4, alpha=1.0, **kw))
 
 
-@pytest.mark.parametrize(("te_lr", "expected"), [(None, (1e-4, 1e-4)), (3e-5, (3e-5, 3e-5)), ([1e-5, 2e-5], (1e-5, 2e-5))])
+@pytest.mark.parametrize(
+    ("te_lr", "expected"), [(None, (1e-4, 1e-4)), (3e-5, (3e-5, 3e-5)), ([1e-5, 2e-5], (1e-5, 2e-5))]
+)
 def test_sdxl_text_encoders_get_their_own_groups(te_lr, expected):
     network = _sdxl_network()
     groups = {g["name"]: g for g in network.param_groups(1e-4, unet_lr=5e-4, text_encoder_lr=te_lr)}
@@ -155,7 +157,14 @@ def test_sd15_rejects_two_text_encoder_lrs():
 def test_loraplus_puts_lora_up_in_its_own_group():
     network = _sdxl_network(loraplus_lr_ratio=16.0, loraplus_text_encoder_lr_ratio=4.0)
     groups = {g["name"]: g for g in network.param_groups(1e-4, unet_lr=2e-4, text_encoder_lr=None)}
-    assert set(groups) == {"textencoder1", "textencoder1_plus", "textencoder2", "textencoder2_plus", "unet", "unet_plus"}
+    assert set(groups) == {
+        "textencoder1",
+        "textencoder1_plus",
+        "textencoder2",
+        "textencoder2_plus",
+        "unet",
+        "unet_plus",
+    }
     assert groups["unet_plus"]["lr"] == pytest.approx(2e-4 * 16) and groups["unet"]["lr"] == 2e-4
     assert groups["textencoder1_plus"]["lr"] == pytest.approx(1e-4 * 4)
     ups = {id(m.lora_up.weight) for m in network.modules.values()}
@@ -171,3 +180,8 @@ def test_optimizer_accepts_the_groups():
     names = [g["name"] for g in optimizer.param_groups]
     assert names[0] == "textencoder1" and all(n.startswith("unet_block") for n in names[1:])
     assert any(n.endswith("_plus") for n in names)
+
+
+def test_text_encoder_lr_list_is_ignored_without_text_encoder_modules():
+    network = _sdxl_network(train_text_encoder=False)
+    assert [g["name"] for g in network.param_groups(1e-4, None, [1e-5, 2e-5])] == ["unet"]

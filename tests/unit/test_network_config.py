@@ -94,7 +94,9 @@ def test_weights_that_are_not_a_lora_file(tmp_path):
     assert len(found) == 1 and "is not a LoRA file in kohya's format" in found[0]
 
 
-@pytest.mark.parametrize(("value", "dtype"), [("fp32", torch.float32), ("float", torch.float32), ("bf16", torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("value", "dtype"), [("fp32", torch.float32), ("float", torch.float32), ("bf16", torch.bfloat16)]
+)
 def test_save_precision_accepts_fp32_and_kohyas_float(value, dtype):
     cfg = compose_config(*BASE, f"save.precision={value}")
     assert SAVE_DTYPES[cfg.save.precision.value] == dtype

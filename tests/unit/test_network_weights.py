@@ -98,7 +98,9 @@ def test_a_shape_mismatch_names_the_module(tmp_path):
     name = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k"
     state[f"{name}.lora_down.weight"] = torch.zeros(8, 7)  # the layer's input has 32 features
     path = save_lora(tmp_path / "bad.safetensors", state)
-    with pytest.raises(SdloraError, match=rf"{name}\.lora_down has shape \(8, 7\) but this model's layer needs \(8, 32\)"):
+    with pytest.raises(
+        SdloraError, match=rf"{name}\.lora_down has shape \(8, 7\) but this model's layer needs \(8, 32\)"
+    ):
         _network(weights=str(path))
 
 

@@ -48,7 +48,9 @@ class SaveLoRA(L.Callback):
         if self.also_diffusers:
             from sdlora.network.export import peft_state_dict
 
-            export = save_lora(self.run_dir / f"{name}.diffusers.safetensors", peft_state_dict(network, self.dtype), metadata)
+            export = save_lora(
+                self.run_dir / f"{name}.diffusers.safetensors", peft_state_dict(network, self.dtype), metadata
+            )
             self.saved.append(export)
         return path
 

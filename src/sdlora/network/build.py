@@ -122,4 +122,3 @@ def build_network(family: ModelFamily, components: Components, cfg) -> LoRANetwo
         log.info("network.weights: %d modules start from %s, %d are new", loaded, cfg.weights, len(network) - loaded)
     network.requires_grad_(True)
     return network
-

@@ -108,6 +108,10 @@ class LoRAModule(nn.Module):
         self.merged = False
 
     def extra_repr(self) -> str:
-        dropouts = (("dropout", self.dropout), ("rank_dropout", self.rank_dropout), ("module_dropout", self.module_dropout))
+        dropouts = (
+            ("dropout", self.dropout),
+            ("rank_dropout", self.rank_dropout),
+            ("module_dropout", self.module_dropout),
+        )
         extra = "".join(f", {k}={v:g}" for k, v in dropouts if v)
         return f"rank={self.rank}, alpha={float(self.alpha):g}, scale={self.scale:g}{extra}"

@@ -1,4 +1,4 @@
-"""Optimizer parameter groups of a LoRA network (kohya-semantics §10.2, current sd-scripts ``prepare_optimizer_params``).
+"""Optimizer parameter groups of a LoRA network (kohya-semantics §10.2; sd-scripts ``prepare_optimizer_params``).
 
 - Text encoders: one group per encoder, ``textencoder`` (SD1/2) or ``textencoder1`` / ``textencoder2`` (SDXL), with
   the encoder's entry of ``network.text_encoder_lr`` (one value for all encoders, or a list with one per encoder),
@@ -51,8 +51,8 @@ def param_groups(
     """The optimizer's parameter groups, each ``{"name", "params", "lr"}``, in kohya's order (text encoders, U-Net)."""
     unet_lr = default_lr if unet_lr is None else float(unet_lr)
     te_names = [n for n in network.modules if not network.is_unet(n)]
-    encoder_count = 1 + max((text_encoder_group(n)[1] for n in te_names), default=0)
-    te_lrs = text_encoder_lrs(text_encoder_lr, encoder_count, default_lr)
+    encoder_count = 1 + max((text_encoder_group(n)[1] for n in te_names), default=-1)
+    te_lrs = text_encoder_lrs(text_encoder_lr, encoder_count, default_lr) if te_names else []
 
     sides: dict[str, tuple[list[str], float, str]] = {}  # group name -> (module names, lr, LoRA+ side)
     for name in te_names:

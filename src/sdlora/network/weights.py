@@ -31,8 +31,11 @@ def _keys(path: Path) -> list[str]:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())  # noqa: SIM118
-    return list(torch.load(path, map_location="cpu", weights_only=True).keys())
+            return list(f.keys())
+    try:  # mmap: only the key names are read from a large zip-format file
+        return list(torch.load(path, map_location="cpu", weights_only=True, mmap=True).keys())
+    except RuntimeError:  # legacy (pre-zip) torch files cannot be memory-mapped
+        return list(torch.load(path, map_location="cpu", weights_only=True).keys())
 
 
 def check_lora_file(location: str, option: str = "network.weights") -> str | None:
