@@ -56,10 +56,12 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    saver = _make_saver(cfg, run_dir, family, data, resolution)
-    trainer = _make_trainer(cfg, run_dir, data.plan.length, [saver])
+    run_info: dict[str, Any] = {}  # run facts for the metadata, completed once the network exists
+    saver = _make_saver(cfg, run_dir, family, data, resolution, run_info)
+    trainer = _make_trainer(cfg, run_dir, data.plan.length, [*_network_callbacks(cfg), saver])
     components = family.load(_weight_dtype(cfg, trainer))
     network = build_network(family, components, cfg.network)
+    run_info["network"] = network
     log.info(
         "Model: %s from %s (%s). LoRA: %d modules, %s trainable parameters",
         family.name, components.source, components.prediction_type, len(network), f"{network.num_parameters():,}",
@@ -119,19 +121,23 @@ def _make_module(cfg: DictConfig, family, components, network, length):
     )
 
 
-def _make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution):
+def _network_callbacks(cfg: DictConfig) -> list:
+    """Callbacks of the network options: max-norm regularisation [scale_weight_norms]."""
+    from sdlora.callbacks.max_norm import MaxNormRegularization
+
+    return [MaxNormRegularization(cfg.network.scale_weight_norms)] if cfg.network.scale_weight_norms > 0 else []
+
+
+def _make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution, run_info: dict[str, Any]):
     """The callback writing LoRA files, with kohya's metadata for this run."""
     from sdlora.callbacks.save_lora import SaveLoRA
     from sdlora.network.io import SAVE_DTYPES
     from sdlora.network.metadata import file_sha256, modelspec_metadata, training_metadata
 
     model_hash = _hash_in_background(family.pretrained, file_sha256)
-    run_info = {
-        "resolution": resolution,
-        "version": __version__,
-        "model_path": family.pretrained,
-        "vae_path": family.vae,
-    }
+    run_info.update(
+        resolution=resolution, version=__version__, model_path=family.pretrained, vae_path=family.vae,
+    )  # fmt: skip
 
     def metadata(prediction_type: str) -> dict[str, str]:
         run = {**run_info, "model_sha256": model_hash.result() if model_hash else None}
@@ -143,7 +149,7 @@ def _make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution):
     save_precision = cfg.save.precision.value if cfg.save.precision is not None else None
     return SaveLoRA(
         run_dir, cfg.save.output_name, metadata, data.plan.length.steps_per_epoch,
-        save_format=cfg.save.format.value, dtype=SAVE_DTYPES[save_precision],
+        save_format=cfg.save.format.value, dtype=SAVE_DTYPES[save_precision], also_diffusers=cfg.save.also_diffusers,
     )  # fmt: skip
 
 

@@ -61,6 +61,33 @@ def test_subfolder_without_images(tmp_path):
     assert_clean_failure(result, run_dir, "has no usable images", "5_thing")
 
 
+def test_bad_network_options_stop_before_the_model_is_loaded(small_dataset, tmp_path):
+    """sd15 with a model path that exists but is no checkpoint: the network problems are reported first, together."""
+    fake = tmp_path / "not_a_model.safetensors"
+    fake.write_bytes(b"x")
+    missing = tmp_path / "missing_lora.safetensors"
+    result, run_dir = run_cli(
+        tmp_path, "model=sd15", f"model.pretrained={fake}", f"data.train_dir={small_dataset}",
+        "network.dropout=1.5", "network.scale_weight_norms=-1", "network.conv_rank=4", f"network.weights={missing}",
+    )  # fmt: skip
+    assert_clean_failure(
+        result, run_dir, "4 problem(s)", "network.dropout must be in [0, 1)", "network.scale_weight_norms must be ≥ 0",
+        "network.conv_rank is set, but network=lora", f"network.weights='{missing}' does not exist",
+    )  # fmt: skip
+
+
+def test_a_lora_for_another_model_is_a_clear_error(small_dataset, tmp_path):
+    from sdlora.config.schema import NetworkConfig
+    from sdlora.models.tiny import TinySDXLFamily
+    from sdlora.network.build import build_network
+    from sdlora.network.io import save_lora
+
+    family = TinySDXLFamily()
+    xl = save_lora(tmp_path / "xl_lora.safetensors", build_network(family, family.load(), NetworkConfig()).state_dict())
+    result, run_dir = run_cli(tmp_path, *tiny_overrides(small_dataset, f"network.weights={xl}"))
+    assert_clean_failure(result, run_dir, "xl_lora.safetensors", "another model family")
+
+
 def test_caption_file_that_is_not_utf8(small_dataset, tmp_path):
     bad = small_dataset / "2_tok" / "img1.txt"
     bad.write_bytes(b"caf\xe9 latin-1")
@@ -106,8 +133,7 @@ def test_only_unusable_images_is_an_error(tmp_path):
 
 def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
     """A NaN loss stops training with the step and the batch's images (here: NaN pixels fed to the VAE)."""
-    from types import SimpleNamespace
-
+    from sdlora.config.schema import NetworkConfig
     from sdlora.diffusion.objective import DiffusionObjective
     from sdlora.lit.module import LoRATrainingModule
     from sdlora.models.tiny import TinySD15Family
@@ -115,7 +141,7 @@ def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
 
     family = TinySD15Family()
     components = family.load()
-    cfg = SimpleNamespace(rank=2, alpha=1.0, train_unet=True, train_text_encoder=False)
+    cfg = NetworkConfig(rank=2, alpha=1.0, train_unet=True, train_text_encoder=False)
     module = LoRATrainingModule(
         family, components, build_network(family, components, cfg), optimizer=None, scheduler=None,
         learning_rates={"default": 1e-4}, total_steps=1, batches_per_epoch=1,

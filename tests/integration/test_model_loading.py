@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from sdlora.config.schema import NetworkConfig, NetworkType
 from sdlora.errors import SdloraError
 from sdlora.models.configs import config_dir
 from sdlora.models.sd2 import SD2Family, SD2VFamily
@@ -19,6 +20,7 @@ from sdlora.models.sdxl import SDXLFamily
 from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
 from sdlora.network.build import build_network
 from tests.helpers.ldm_export import write_checkpoint
+from tests.helpers.shipped import meta_components
 
 LAYOUT = {"tiny": "sd1", "tiny_sdxl": "sdxl"}
 FAMILIES = {"tiny": TinySD15Family, "tiny_sdxl": TinySDXLFamily}
@@ -160,39 +162,46 @@ def test_folder_without_model_index_is_a_clear_error(tmp_path):
         SD15Family(pretrained=str(tmp_path / "empty")).load()
 
 
-def _meta_components(name: str, encoders: tuple[str, ...]):
-    import transformers
-    from diffusers import UNet2DConditionModel
-
-    folder = config_dir(name)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
-        tes = [
-            getattr(transformers, cls)(transformers.CLIPTextConfig.from_pretrained(folder / sub))
-            for cls, sub in zip(encoders, ("text_encoder", "text_encoder_2"), strict=False)
-        ]
-    return SimpleNamespace(unet=unet, text_encoders=tes)
-
-
 @pytest.mark.parametrize(
-    ("family_cls", "config", "expected"),
+    ("family_cls", "config", "network", "expected"),
     [
-        (SD15Family, "sd15", {"lora_unet": 192, "lora_te": 72}),
-        (SD2Family, "sd2", {"lora_unet": 192, "lora_te": 138}),
-        (SDXLFamily, "sdxl", {"lora_unet": 722, "lora_te1": 72, "lora_te2": 192}),
+        (SD15Family, "sd15", "lora", {"lora_unet": 192, "lora_te": 72}),
+        (SD2Family, "sd2", "lora", {"lora_unet": 192, "lora_te": 138}),
+        (SDXLFamily, "sdxl", "lora", {"lora_unet": 722, "lora_te1": 72, "lora_te2": 192}),
+        # LoCon adds 22 resnets × (conv1, conv2, time_emb_proj) + 14 conv_shortcut + 3 down- + 3 upsamplers = 86 (SD1/2)
+        # and 17 resnets × 3 + 11 skip_connection + 2 + 2 = 66 (SDXL)
+        (SD15Family, "sd15", "locon", {"lora_unet": 278, "lora_te": 72}),
+        (SD2Family, "sd2", "locon", {"lora_unet": 278, "lora_te": 138}),
+        (SDXLFamily, "sdxl", "locon", {"lora_unet": 788, "lora_te1": 72, "lora_te2": 192}),
     ],
 )
-def test_module_counts_on_full_size_architectures(family_cls, config, expected):
+def test_module_counts_on_full_size_architectures(family_cls, config, network, expected):
     family = family_cls(pretrained="unused")
-    components = _meta_components(config, family.text_encoder_classes)
-    cfg = SimpleNamespace(rank=8, alpha=1.0, train_unet=True, train_text_encoder=True)
-    network = build_network(family, components, cfg)
-    counts = {prefix: sum(n.startswith(prefix + "_") for n in network.modules) for prefix in expected}
+    components = meta_components(config, family.text_encoder_classes)
+    cfg = NetworkConfig(name=NetworkType(network), rank=8, alpha=1.0, conv_rank=4 if network == "locon" else None)
+    lora = build_network(family, components, cfg)
+    counts = {prefix: sum(n.startswith(prefix + "_") for n in lora.modules) for prefix in expected}
     assert counts == expected
+    conv_ranks = {m.rank for m in lora.modules.values() if m.lora_down.weight.shape[2:] == (3, 3)}
+    assert conv_ranks == ({4} if network == "locon" else set())
     if family_cls is SDXLFamily:
-        assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k" in network.modules
-        assert "lora_unet_middle_block_1_transformer_blocks_9_ff_net_0_proj" in network.modules
-        assert "lora_te2_text_model_encoder_layers_31_mlp_fc2" in network.modules
+        assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k" in lora.modules
+        assert "lora_unet_middle_block_1_transformer_blocks_9_ff_net_0_proj" in lora.modules
+        assert "lora_te2_text_model_encoder_layers_31_mlp_fc2" in lora.modules
+        if network == "locon":
+            for name in ("input_blocks_1_0_in_layers_2", "input_blocks_3_0_op", "output_blocks_2_2_conv"):
+                assert lora.modules[f"lora_unet_{name}"].rank == 4
+            for name in ("input_blocks_4_0_skip_connection", "input_blocks_1_0_emb_layers_1"):
+                assert lora.modules[f"lora_unet_{name}"].rank == 8  # kohya: base rank for Linear/1×1 in resnets
     else:
-        assert "lora_unet_mid_block_attentions_0_proj_in" in network.modules
-        assert "lora_te_text_model_encoder_layers_11_mlp_fc1" in network.modules
+        assert "lora_unet_mid_block_attentions_0_proj_in" in lora.modules
+        assert "lora_te_text_model_encoder_layers_11_mlp_fc1" in lora.modules
+        if network == "locon":
+            for name in (
+                "down_blocks_0_resnets_0_conv1",
+                "down_blocks_0_downsamplers_0_conv",
+                "up_blocks_0_upsamplers_0_conv",
+            ):
+                assert lora.modules[f"lora_unet_{name}"].rank == 4
+            for name in ("down_blocks_1_resnets_0_conv_shortcut", "mid_block_resnets_0_time_emb_proj"):
+                assert lora.modules[f"lora_unet_{name}"].rank == 8

@@ -6,11 +6,10 @@ the unmerged forward; the side that is not trained has no modules.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
+from sdlora.config.schema import NetworkConfig
 from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
 from sdlora.network.build import build_network
 from sdlora.network.io import load_lora, save_lora
@@ -26,7 +25,7 @@ CAPTIONS = ["shapes, red circle", "a photo of a cat"]
 
 
 def network_cfg(**kw):
-    return SimpleNamespace(rank=4, alpha=2.0, unet_lr=None, text_encoder_lr=None, **kw)
+    return NetworkConfig(rank=4, alpha=2.0, **kw)
 
 
 def make(case: str):

@@ -1,4 +1,8 @@
-"""Write the trained LoRA to the run folder in kohya's format (``<output_name>.safetensors`` at the end)."""
+"""Write the trained LoRA to the run folder in kohya's format (``<output_name>.safetensors`` at the end).
+
+With ``save.also_diffusers`` every save also writes ``<name>.diffusers.safetensors``: the same network in
+diffusers/PEFT key format (:mod:`sdlora.network.export`), with the same metadata.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ class SaveLoRA(L.Callback):
         steps_per_epoch: int,
         save_format: str = "safetensors",
         dtype: torch.dtype | None = None,
+        also_diffusers: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.output_name = output_name
@@ -32,6 +37,7 @@ class SaveLoRA(L.Callback):
         self.suffix = SUFFIXES[save_format]
         self.dtype = dtype
         self.steps_per_epoch = steps_per_epoch
+        self.also_diffusers = also_diffusers
         self.saved: list[Path] = []
 
     def save(self, network: LoRANetwork, prediction_type: str, name: str, steps: int, epoch: int) -> Path:
@@ -39,6 +45,13 @@ class SaveLoRA(L.Callback):
         metadata = {**self.metadata(prediction_type), **save_time_metadata(steps, epoch)}
         path = save_lora(self.run_dir / f"{name}{self.suffix}", network.state_dict(self.dtype), metadata)
         self.saved.append(path)
+        if self.also_diffusers:
+            from sdlora.network.export import peft_state_dict
+
+            export = save_lora(
+                self.run_dir / f"{name}.diffusers.safetensors", peft_state_dict(network, self.dtype), metadata
+            )
+            self.saved.append(export)
         return path
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

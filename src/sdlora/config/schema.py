@@ -42,8 +42,9 @@ class HuberSchedule(str, Enum):
 
 
 class SavePrecision(str, Enum):
-    """dtype of the saved LoRA tensors [kohya: --save_precision]."""
+    """dtype of the saved LoRA tensors [kohya: --save_precision]; ``fp32`` and kohya's ``float`` are the same."""
 
+    fp32 = "fp32"
     float = "float"
     fp16 = "fp16"
     bf16 = "bf16"
@@ -73,16 +74,40 @@ class ModelConfig:
     init_seed: int = 0  # tiny families without `pretrained`: seed of the random weights
 
 
+class NetworkType(str, Enum):
+    """Which layers get a LoRA [kohya_ss GUI: LoRA type "Standard" / "Kohya LoCon"]."""
+
+    lora = "lora"  # Linear/1×1 layers of the U-Net transformers and the text encoders [networks.lora]
+    locon = "locon"  # also the resnets' and samplers' convs [networks.lora with conv_dim]
+
+
 @dataclass
 class NetworkConfig:
-    """LoRA network [kohya: networks.lora]."""
+    """LoRA network [kohya: networks.lora, its --network_args, and the network options of train_network.py]."""
 
+    name: NetworkType = NetworkType.lora  # set by the group option network=lora|locon
     rank: int = 8  # [network_dim]
     alpha: float = 1.0  # scale = alpha / rank; 0 means alpha = rank [network_alpha]
+    conv_rank: int | None = None  # rank of the 3×3 convs, network=locon only [conv_dim]
+    conv_alpha: float | None = None  # alpha of the 3×3 convs; null = 1, 0 = conv_rank [conv_alpha]
+    dropout: float = 0.0  # neuron dropout on the rank activations, 0 = off [network_dropout]
+    rank_dropout: float = 0.0  # per-sample rank-channel dropout, 0 = off [rank_dropout]
+    module_dropout: float = 0.0  # skip a whole module for a batch, 0 = off [module_dropout]
+    scale_weight_norms: float = 0.0  # max-norm of every module's ΔW, 0 = off [scale_weight_norms]
     train_unet: bool = True  # false = text encoder only [network_train_text_encoder_only]
     train_text_encoder: bool = True  # false = U-Net only [network_train_unet_only]
     unet_lr: float | None = None  # null: optimizer.lr [unet_lr]
-    text_encoder_lr: float | None = None  # null: optimizer.lr [text_encoder_lr]
+    text_encoder_lr: Any = None  # null: optimizer.lr; a number, or [TE1, TE2] for SDXL [text_encoder_lr]
+    weights: str | None = None  # LoRA file to start from; its ranks and alphas are used [network_weights]
+    block_lr_weight: list[float] | None = None  # U-Net lr factor per block, 25 (SD1/2) or 23 (SDXL) values
+    # [down_lr_weight + mid_lr_weight + up_lr_weight]
+    block_dims: list[int] | None = None  # rank per U-Net block (Linear/1×1 targets) [block_dims]
+    block_alphas: list[float] | None = None  # alpha per U-Net block [block_alphas]
+    conv_block_dims: list[int] | None = None  # rank per U-Net block for 3×3 convs, network=locon [conv_block_dims]
+    conv_block_alphas: list[float] | None = None  # [conv_block_alphas]
+    loraplus_lr_ratio: float | None = None  # lora_up weights get lr × ratio [loraplus_lr_ratio]
+    loraplus_unet_lr_ratio: float | None = None  # U-Net only, overrides the common ratio [loraplus_unet_lr_ratio]
+    loraplus_text_encoder_lr_ratio: float | None = None  # [loraplus_text_encoder_lr_ratio]
 
 
 @dataclass
@@ -158,6 +183,7 @@ class SaveConfig:
     output_name: str = "last"  # <output_name>.safetensors [output_name]
     precision: SavePrecision | None = None  # null: the dtype the LoRA was trained in [save_precision]
     format: SaveFormat = SaveFormat.safetensors  # [save_model_as]
+    also_diffusers: bool = False  # also write <name>.diffusers.safetensors in diffusers/PEFT key format
 
 
 @dataclass

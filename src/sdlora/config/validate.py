@@ -85,16 +85,9 @@ def _check_data(cfg: DictConfig, problems: list[str]) -> None:
 
 
 def _check_network(cfg: DictConfig, problems: list[str]) -> None:
-    network = cfg.network
-    if network.rank < 1:
-        problems.append(f"network.rank must be ≥ 1, got {network.rank}")
-    if network.alpha < 0:
-        problems.append(f"network.alpha must be ≥ 0 (0 means alpha = rank), got {network.alpha}")
-    if not (network.train_unet or network.train_text_encoder):
-        problems.append("network.train_unet and network.train_text_encoder are both false: nothing to train")
-    for option in ("unet_lr", "text_encoder_lr"):
-        if network[option] is not None and network[option] < 0:
-            problems.append(f"network.{option} must be ≥ 0, got {network[option]}")
+    from sdlora.config.network_checks import check_network
+
+    check_network(cfg.network, _family_class(cfg, []), problems)
 
 
 def _check_loss(cfg: DictConfig, problems: list[str]) -> None:

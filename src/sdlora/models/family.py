@@ -61,6 +61,7 @@ class ModelFamily:
     is_v2: ClassVar[bool] = False  # kohya ss_v2
     base_model_version: ClassVar[str]  # kohya ss_base_model_version without the "_v" suffix
     tiny: ClassVar[bool] = False  # builds random weights from the shipped config when `pretrained` is null
+    unet_blocks: ClassVar[int] = 25  # kohya's U-Net block count for the block-wise network options
 
     def __init__(
         self,
@@ -134,6 +135,12 @@ class ModelFamily:
         from sdlora.network.naming import diffusers_unet_name
 
         return diffusers_unet_name
+
+    def unet_block_index(self, lora_name: str) -> int:
+        """kohya's U-Net block number of a LoRA name (block-wise ranks and learning rates)."""
+        from sdlora.network.blocks import sd_block_index
+
+        return sd_block_index(lora_name)
 
     def resolution(self, value: str | int | None) -> tuple[int, int]:
         """``data.resolution`` ("512" or "768,512" as W,H; null = the family's default) → (W, H)."""

@@ -30,6 +30,7 @@ class SDXLFamily(ModelFamily):
     vae_needs_fp32 = True
     base_model_version = "sdxl_base_v1-0"
     modelspec_implementation = "https://github.com/Stability-AI/generative-models"
+    unet_blocks = 23
 
     def encode_text(self, components: Components, captions: list[str]) -> TextConditioning:
         te1, te2 = components.text_encoders
@@ -52,6 +53,11 @@ class SDXLFamily(ModelFamily):
         from sdlora.network.naming import SGMUNetNamer
 
         return SGMUNetNamer(unet)
+
+    def unet_block_index(self, lora_name: str) -> int:
+        from sdlora.network.blocks import sdxl_block_index
+
+        return sdxl_block_index(lora_name)
 
     def modelspec_architecture(self, prediction_type: str) -> str:
         return "stable-diffusion-xl-v1-base"

@@ -46,3 +46,60 @@ def init_down_(weight: torch.Tensor) -> None:
 def init_up_(weight: torch.Tensor) -> None:
     """Zeros, so that ΔW = 0 and the model is unchanged before the first optimizer step."""
     torch.nn.init.zeros_(weight)
+
+
+# ------------------------------------------------------------------------------------------------ dropouts (§2)
+def module_dropout_skips(p: float) -> bool:
+    """[kohya: module_dropout] True with probability ``p``: the whole LoRA branch is skipped for this forward call.
+
+    One draw ``U ~ U(0, 1)`` per call and module (on the CPU generator, as kohya); skip iff ``U < p``. No rescaling.
+    """
+    return p > 0 and bool(torch.rand(1) < p)
+
+
+def neuron_dropout(lx: torch.Tensor, p: float) -> torch.Tensor:
+    """[kohya: network_dropout] Inverted dropout on the rank activations ``lx = down(x)``.
+
+    Every element (sample, token/pixel, rank channel) is zeroed independently with probability ``p``; survivors are
+    scaled by 1/(1−p), so E[output] = lx.
+    """
+    return torch.nn.functional.dropout(lx, p=p, training=True) if p > 0 else lx
+
+
+def rank_dropout(lx: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """[kohya: rank_dropout] Drop whole rank channels per sample; returns (masked lx, factor for the LoRA scale).
+
+    keep[b, r] = U(0, 1) > p, one mask of shape [B, rank] broadcast over tokens ([B, 1, r] for 3-D inputs) or over
+    pixels ([B, r, 1, 1] for convolutions). The scale is multiplied by the fixed factor 1/(1−p), not by the realised
+    keep fraction ("as if the rank were smaller").
+    """
+    if p <= 0:
+        return lx, 1.0
+    channel_dim = 1 if lx.dim() == 4 else -1
+    keep = torch.rand((lx.shape[0], lx.shape[channel_dim]), device=lx.device) > p  # [B, r]
+    if lx.dim() == 3:
+        keep = keep.unsqueeze(1)  # [B, 1, r]
+    elif lx.dim() == 4:
+        keep = keep[:, :, None, None]  # [B, r, 1, 1]
+    return lx * keep, 1.0 / (1.0 - p)
+
+
+# ------------------------------------------------------------------------------------------------- max-norm (§3)
+def delta_weight_norm(up: torch.Tensor, down: torch.Tensor, scale: float) -> torch.Tensor:
+    """‖ΔW‖_F with ΔW = scale · up.flatten(1) @ down.flatten(1), without forming ΔW.
+
+    ‖U·D‖_F² = Σ_ij (UᵀU)_ij (D·Dᵀ)_ij, two [r, r] Gram matrices (for a 3×3 conv this equals the norm of the composed
+    [out, in, 3, 3] kernel, which is the flattened product). Computed in float32; a 0-dim tensor.
+    """
+    u, d = up.flatten(1).float(), down.flatten(1).float()  # [out, r], [r, in·kh·kw]
+    squared = ((u.T @ u) * (d @ d.T)).sum().clamp_min(0.0)
+    return squared.sqrt() * abs(scale)
+
+
+def max_norm_ratio(norm: float, max_norm: float) -> float:
+    """[kohya: scale_weight_norms] min(‖ΔW‖, max_norm) / ‖ΔW‖: 1 unless the norm exceeds the cap.
+
+    kohya clamps the norm from below at max_norm/2 before dividing; that only avoids dividing by tiny numbers and
+    never changes the result, which is what this returns.
+    """
+    return max_norm / norm if norm > max_norm else 1.0

@@ -17,7 +17,7 @@ import torch
 from sdlora.utils.atomic import atomic_write
 
 SUFFIXES = {"safetensors": ".safetensors", "ckpt": ".ckpt", "pt": ".pt"}
-SAVE_DTYPES = {None: None, "float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SAVE_DTYPES = {None: None, "fp32": torch.float32, "float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:

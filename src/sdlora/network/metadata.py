@@ -61,7 +61,7 @@ def training_metadata(cfg: Any, family: Any, prediction_type: str, plan: Any, ru
     """The ss_* keys written once per run (kohya's ``train_network.py`` list, for the options sdlora has)."""
     meta: dict[str, Any] = {
         **_schedule_keys(cfg, plan, run),
-        **_network_keys(cfg),
+        **_network_keys(cfg, run.get("network")),
         **_model_keys(cfg, family, prediction_type),
         **_loss_keys(cfg),
         **_dataset_keys(cfg, plan, run),
@@ -100,15 +100,19 @@ def _schedule_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _network_keys(cfg: Any) -> dict[str, Any]:
+def _network_keys(cfg: Any, lora: Any = None) -> dict[str, Any]:
+    """Network type, rank/alpha used, dropouts, network_args and max-norm (``lora``: the built network, if any)."""
+    from sdlora.network.network_args import network_args, used_dim_alpha
+
     network = cfg.network
+    dim, alpha = used_dim_alpha(network, lora)
     return {
         "ss_network_module": NETWORK_MODULE,
-        "ss_network_dim": network.rank,
-        "ss_network_alpha": network.alpha if network.alpha else network.rank,
-        "ss_network_dropout": None,
-        "ss_network_args": json.dumps({}),
-        "ss_scale_weight_norms": None,
+        "ss_network_dim": dim,
+        "ss_network_alpha": alpha,
+        "ss_network_dropout": network.dropout or None,
+        "ss_network_args": json.dumps(network_args(network)),
+        "ss_scale_weight_norms": network.scale_weight_norms or None,
     }
 
 

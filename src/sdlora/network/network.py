@@ -1,22 +1,29 @@
 """A LoRA network: the wrapper modules injected into a U-Net and text encoders, keyed by their kohya names.
 
-The wrappers live inside the model (swapped into their parents); this object only keeps the name → module table, so
-the LoRA can be saved, loaded, merged and removed, and its parameters grouped for the optimizer.
+The wrappers live inside the model (swapped into their parents); this object only keeps the name → module table (with
+each module's root, path, pipeline component and U-Net block), so the LoRA can be saved, loaded, merged and removed,
+its parameters grouped for the optimizer (:mod:`sdlora.network.param_groups`) and its norms capped
+(:mod:`sdlora.network.max_norm`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from sdlora.network.blocks import BlockOptions
 from sdlora.network.lora import LoRAModule
-from sdlora.network.naming import UNET_PREFIX, name_targets
+from sdlora.network.naming import UNET_PREFIX
 from sdlora.network.targets import Target
 
 TENSOR_SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
+
+#: Builds the LoRA for a named target, or returns None to leave that target alone.
+ModuleFactory = Callable[[str, Target], "LoRAModule | None"]
 
 
 def _replace_child(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -26,29 +33,49 @@ def _replace_child(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a LoRA module sits: its root model, the module path inside it, and the pipeline component's name
+    (``unet``, ``text_encoder``, ``text_encoder_2`` — diffusers' names, used by the diffusers/PEFT export)."""
+
+    root: nn.Module
+    path: str
+    component: str
+
+
 @dataclass
 class LoRANetwork:
-    """kohya name → :class:`LoRAModule`, plus the roots they were injected into (to remove them again)."""
+    """kohya name → :class:`LoRAModule`, plus where each one was injected (to export or remove them again)."""
 
     modules: dict[str, LoRAModule] = field(default_factory=dict)
-    _paths: dict[str, tuple[nn.Module, str]] = field(default_factory=dict, repr=False)
+    placements: dict[str, Placement] = field(default_factory=dict, repr=False)
+    #: kohya U-Net block number of each U-Net module (block-wise learning rates; −1 outside the blocks).
+    blocks: dict[str, int] = field(default_factory=dict, repr=False)
+    block_options: BlockOptions = field(default_factory=BlockOptions)
+    #: LoRA+ ratios [loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio].
+    loraplus: dict[str, float | None] = field(default_factory=dict)
 
     def inject(
         self,
         root: nn.Module,
-        targets: Iterable[Target],
-        namer: Callable[[str], str],
-        rank_alpha: Callable[[Target], tuple[int, float]],
+        targets: Mapping[str, Target],
+        factory: ModuleFactory,
+        component: str = "unet",
+        block_index: Callable[[str], int] | None = None,
     ) -> None:
-        """Wrap every target of ``root`` (named by ``namer``) with a LoRA of the rank/alpha ``rank_alpha`` gives."""
-        for name, target in name_targets(list(targets), namer).items():
+        """Wrap every target of ``root`` (kohya name → target, see :func:`~sdlora.network.naming.name_targets`) with
+        the module ``factory`` builds for it."""
+        for name, target in targets.items():
             if name in self.modules:
                 raise ValueError(f"duplicate LoRA module name {name}")
-            rank, alpha = rank_alpha(target)
-            module = LoRAModule(target.module, rank, alpha)
+            module = factory(name, target)
+            if module is None:
+                continue
             _replace_child(root, target.path, module)
             self.modules[name] = module
-            self._paths[name] = (root, target.path)
+            self.placements[name] = Placement(root, target.path, component)
+            if block_index is not None:
+                self.blocks[name] = block_index(name)
 
     def __len__(self) -> int:
         return len(self.modules)
@@ -62,24 +89,14 @@ class LoRANetwork:
             yield from self.modules[name].lora_down.parameters()
             yield from self.modules[name].lora_up.parameters()
 
-    def param_groups(self, default_lr: float, unet_lr: float | None, text_encoder_lr: float | None) -> list[dict]:
-        """Optimizer groups ``textencoder`` and ``unet`` [kohya: text_encoder_lr, unet_lr].
+    def param_groups(
+        self, default_lr: float, unet_lr: float | None, text_encoder_lr: float | list[float] | None
+    ) -> list[dict]:
+        """Optimizer groups [kohya: text_encoder_lr, unet_lr, block lr weights, LoRA+]; see
+        :func:`sdlora.network.param_groups.param_groups`."""
+        from sdlora.network.param_groups import param_groups
 
-        A group's lr is its own option or else ``default_lr`` (optimizer.lr); a group whose lr is 0 is dropped
-        (current sd-scripts), so those LoRA modules stay at their initial values.
-        """
-        unet_names = set(self.names(UNET_PREFIX))
-        sides = (
-            ("textencoder", [n for n in self.modules if n not in unet_names], text_encoder_lr),
-            ("unet", [n for n in self.modules if n in unet_names], unet_lr),
-        )
-        groups = []
-        for group_name, names, lr in sides:
-            lr = default_lr if lr is None else lr
-            params = [p for n in names for p in (self.modules[n].lora_down.weight, self.modules[n].lora_up.weight)]
-            if params and lr > 0:
-                groups.append({"name": group_name, "params": params, "lr": lr})
-        return groups
+        return param_groups(self, default_lr, unet_lr, text_encoder_lr)
 
     def requires_grad_(self, flag: bool = True) -> LoRANetwork:
         for p in self.parameters():
@@ -92,6 +109,22 @@ class LoRANetwork:
             module.lora_down.train(mode)
             module.lora_up.train(mode)
             module.training = mode
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[LoRANetwork]:
+        """Eval mode (no dropouts) inside the block, each module's previous mode restored afterwards.
+
+        For sample images and validation loss. Unlike kohya, whose dropouts stay active while it samples.
+        """
+        previous = {name: module.training for name, module in self.modules.items()}
+        self.train(False)
+        try:
+            yield self
+        finally:
+            for name, module in self.modules.items():
+                module.lora_down.train(previous[name])
+                module.lora_up.train(previous[name])
+                module.training = previous[name]
 
     def to(self, dtype: torch.dtype) -> LoRANetwork:
         """Cast the LoRA parameters (not the base layers) to ``dtype``."""
@@ -132,6 +165,12 @@ class LoRANetwork:
             module.alpha.fill_(float(state[f"{name}.alpha"]))
             module.scale = float(module.alpha) / module.rank
 
+    def apply_max_norm(self, max_norm: float) -> tuple[int, float, float]:
+        """[kohya: scale_weight_norms] Cap every ‖ΔW‖ at ``max_norm``; see :func:`sdlora.network.max_norm.apply`."""
+        from sdlora.network.max_norm import apply_max_norm
+
+        return apply_max_norm(self.modules.values(), max_norm)
+
     def merge(self) -> None:
         """Fold every ΔW into its base weight (idempotent)."""
         for module in self.modules.values():
@@ -140,7 +179,11 @@ class LoRANetwork:
     def remove(self) -> None:
         """Put the base layers back (unmerged weights stay as they are); the network is empty afterwards."""
         for name, module in self.modules.items():
-            root, path = self._paths[name]
-            _replace_child(root, path, module.base)
+            placement = self.placements[name]
+            _replace_child(placement.root, placement.path, module.base)
         self.modules.clear()
-        self._paths.clear()
+        self.placements.clear()
+        self.blocks.clear()
+
+    def is_unet(self, name: str) -> bool:
+        return name.startswith(UNET_PREFIX + "_")

@@ -1,0 +1,98 @@
+"""Value and combination checks of the ``network`` options (part of the one validation pass in :mod:`.validate`).
+
+Needs only the config and the model family's class (block count, number of text encoders): nothing is loaded, and a
+``network.weights`` file is checked from its key names alone.
+"""
+
+from __future__ import annotations
+
+from numbers import Number
+
+from omegaconf import DictConfig
+
+_CONV_OPTIONS = ("conv_rank", "conv_alpha", "conv_block_dims", "conv_block_alphas")
+_DROPOUTS = ("dropout", "rank_dropout", "module_dropout")
+_LORAPLUS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
+
+
+def check_network(network: DictConfig, family_cls, problems: list[str]) -> None:
+    """Append one readable message per problem of the ``network`` node to ``problems``."""
+    if network.rank < 1:
+        problems.append(f"network.rank must be ≥ 1, got {network.rank}")
+    if network.alpha < 0:
+        problems.append(f"network.alpha must be ≥ 0 (0 means alpha = rank), got {network.alpha}")
+    if not (network.train_unet or network.train_text_encoder):
+        problems.append("network.train_unet and network.train_text_encoder are both false: nothing to train")
+    _check_type(network, problems)
+    for option in _DROPOUTS:
+        if not 0 <= network[option] < 1:
+            problems.append(f"network.{option} must be in [0, 1) (a probability; 0 = off), got {network[option]}")
+    if network.scale_weight_norms < 0:
+        problems.append(f"network.scale_weight_norms must be ≥ 0 (0 = off; kohya suggests 1), got "
+                        f"{network.scale_weight_norms}")  # fmt: skip
+    if network.unet_lr is not None and network.unet_lr < 0:
+        problems.append(f"network.unet_lr must be ≥ 0, got {network.unet_lr}")
+    encoders = len(family_cls.te_prefixes) if family_cls is not None else None
+    _check_text_encoder_lr(network.text_encoder_lr, encoders, problems)
+    for option in _LORAPLUS:
+        if network[option] is not None and network[option] <= 0:
+            problems.append(f"network.{option} must be > 0 or null, got {network[option]}")
+    if family_cls is not None:
+        _check_blocks(network, family_cls, problems)
+    if network.weights is not None:
+        from sdlora.network.weights import check_lora_file
+
+        problem = check_lora_file(network.weights)
+        if problem:
+            problems.append(problem)
+
+
+def _check_type(network: DictConfig, problems: list[str]) -> None:
+    kind = str(getattr(network.name, "value", network.name))
+    if kind == "lora":
+        set_options = [f"network.{o}" for o in _CONV_OPTIONS if network[o] is not None]
+        if set_options:
+            verb = "is" if len(set_options) == 1 else "are"
+            problems.append(f"{', '.join(set_options)} {verb} set, but network=lora trains no 3×3 convs: use "
+                            "network=locon (kohya's LoCon) or leave them null")  # fmt: skip
+        return
+    if network.conv_rank is None or network.conv_rank < 1:
+        problems.append(f"network=locon needs network.conv_rank ≥ 1 (kohya conv_dim), got {network.conv_rank}")
+    if network.conv_alpha is not None and network.conv_alpha < 0:
+        problems.append(f"network.conv_alpha must be ≥ 0 (0 means alpha = conv_rank), got {network.conv_alpha}")
+
+
+def _check_text_encoder_lr(value, encoders: int | None, problems: list[str]) -> None:
+    values = [value] if value is None or isinstance(value, Number) else list(value)
+    if any(v is not None and (not isinstance(v, Number) or isinstance(v, bool) or v < 0) for v in values):
+        problems.append(f"network.text_encoder_lr must be null, a number ≥ 0, or a list of them; got {value}")
+    elif encoders is not None and len(values) not in (1, encoders):
+        problems.append(
+            f"network.text_encoder_lr has {len(values)} values but this model has {encoders} text encoder(s): give one "
+            "value for all, or one per encoder"
+        )
+
+
+def _check_blocks(network: DictConfig, family_cls, problems: list[str]) -> None:
+    count = family_cls.unet_blocks
+    for option, what in (
+        ("block_lr_weight", "lr factor"),
+        ("block_dims", "rank"),
+        ("block_alphas", "alpha"),
+        ("conv_block_dims", "rank"),
+        ("conv_block_alphas", "alpha"),
+    ):
+        values = network[option]
+        if values is None:
+            continue
+        if len(values) != count:
+            problems.append(
+                f"network.{option} needs {count} values for model={family_cls.name} (one {what} per U-Net block: "
+                f"{_layout(count)}), got {len(values)}"
+            )
+        if any(v < 0 for v in values):
+            problems.append(f"network.{option} values must be ≥ 0, got {list(values)}")
+
+
+def _layout(count: int) -> str:
+    return "IN00–IN11, MID, OUT00–OUT11" if count == 25 else "emb, IN0–IN8, MID0–MID2, OUT0–OUT8, out"

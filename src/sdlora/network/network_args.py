@@ -1,0 +1,57 @@
+"""The network part of kohya's metadata: ``ss_network_args`` and the ``ss_network_dim``/``ss_network_alpha`` used.
+
+kohya records ``--network_args`` as a JSON object of strings (``{"conv_dim": "4", "rank_dropout": "0.1"}``); we write
+the same names for the options that are set, so kohya's tools and the web UIs read our files as theirs. The U-Net
+block lr weights are written as kohya's three lists ``down_lr_weight``, ``mid_lr_weight``, ``up_lr_weight``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _csv(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def split_block_lr_weight(weights) -> dict[str, str]:
+    """25 values → down (12), mid (1), up (12); 23 (SDXL) → down (blocks 1–9), mid (10–12), up (13–21)."""
+    weights = list(weights)
+    if len(weights) == 25:
+        down, mid, up = weights[:12], weights[12:13], weights[13:]
+    else:
+        down, mid, up = weights[1:10], weights[10:13], weights[13:22]
+    return {"down_lr_weight": _csv(down), "mid_lr_weight": _csv(mid), "up_lr_weight": _csv(up)}
+
+
+def network_args(network: Any) -> dict[str, str]:
+    """kohya's network_args for a ``network`` config node (only what is set)."""
+    args: dict[str, str] = {}
+    if str(getattr(network.name, "value", network.name)) == "locon":
+        args["conv_dim"] = str(network.conv_rank)
+        args["conv_alpha"] = str(network.conv_alpha if network.conv_alpha is not None else 1.0)
+    for option in ("rank_dropout", "module_dropout"):
+        if network[option]:
+            args[option] = str(network[option])
+    for option in ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas"):
+        if network[option] is not None:
+            args[option] = _csv(network[option])
+    if network.block_lr_weight is not None:
+        args.update(split_block_lr_weight(network.block_lr_weight))
+    for option in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"):
+        if network[option] is not None:
+            args[option] = str(network[option])
+    return args
+
+
+def used_dim_alpha(network: Any, lora: Any = None) -> tuple[Any, Any]:
+    """(ss_network_dim, ss_network_alpha): the configured values, or with ``network.weights`` those of the built
+    network's Linear/1×1 modules — one number each when they agree, else "Dynamic" (kohya's word for mixed ranks)."""
+    if network.weights is None or lora is None:
+        return network.rank, network.alpha if network.alpha else float(network.rank)
+    base = [m for m in lora.modules.values() if tuple(m.lora_down.weight.shape[2:]) in ((), (1, 1))]
+    ranks = {m.rank for m in base}
+    alphas = {float(m.alpha) for m in base}
+    rank = ranks.pop() if len(ranks) == 1 else "Dynamic"
+    alpha = alphas.pop() if len(alphas) == 1 else "Dynamic"
+    return rank, alpha
