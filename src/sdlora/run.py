@@ -36,7 +36,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     trainer_cfg = cfg.trainer
     data = build_training_data(
         cfg.data, resolution, cfg.seed, trainer_cfg.accumulate_grad_batches, trainer_cfg.max_steps,
-        trainer_cfg.max_epochs,
+        trainer_cfg.max_epochs, bucket_defaults=family.default_bucket_reso,
+        prior_loss_weight=cfg.loss.prior_loss_weight,
     )  # fmt: skip
     log.info("Run folder: %s\n%s", run_dir, data.plan.format())
     atomic_write_json(run_dir / "data_plan.json", data.plan.to_json())
@@ -56,9 +57,13 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    from sdlora.callbacks.data_plan import LogDataPlan
+    from sdlora.data.caching import prepare_caches
+
     saver = _make_saver(cfg, run_dir, family, data, resolution)
-    trainer = _make_trainer(cfg, run_dir, data.plan.length, [saver])
+    trainer = _make_trainer(cfg, run_dir, data.plan.length, [saver, LogDataPlan(data.plan)])
     components = family.load(_weight_dtype(cfg, trainer))
+    prepare_caches(cfg.data, data.dataset, family, components, run_dir, trainer.strategy.root_device)
     network = build_network(family, components, cfg.network)
     log.info(
         "Model: %s from %s (%s). LoRA: %d modules, %s trainable parameters",
