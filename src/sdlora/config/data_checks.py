@@ -98,7 +98,7 @@ def _buckets(cfg: DictConfig, resolution: tuple[int, int] | None, problems: list
             "are 1/8 of the image and the U-Net must be able to halve them)"
         )
         return
-    if not data.enable_bucket:
+    if not data.enable_bucket or data.bucket_no_upscale:  # no_upscale ignores min/max_bucket_reso (kohya)
         return
     lo = data.min_bucket_reso if data.min_bucket_reso is not None else default_min
     hi = data.max_bucket_reso if data.max_bucket_reso is not None else default_max
@@ -108,7 +108,7 @@ def _buckets(cfg: DictConfig, resolution: tuple[int, int] | None, problems: list
     if lo > hi:
         problems.append(f"data.min_bucket_reso={lo} is larger than data.max_bucket_reso={hi}")
     resolution = resolution or ((default_res, default_res) if default_res else None)
-    if resolution is not None and not data.bucket_no_upscale:
+    if resolution is not None:
         if min(resolution) < lo:
             problems.append(
                 f"data.resolution {resolution[0]}x{resolution[1]} is smaller than data.min_bucket_reso={lo}: lower "
