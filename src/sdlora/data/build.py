@@ -60,14 +60,44 @@ def build_training_data(
     subsets, warnings = resolve_subsets(data_cfg)
     strict = bool(_get(data_cfg, "strict", False))
     scan = scan_records(subsets, None, strict=strict, workers=min(8, os.cpu_count() or 1))
-    spec = bucket_spec(data_cfg, resolution, bucket_defaults)
+    train_dir = _get(data_cfg, "train_dir", None)
+    return plan_training_data(
+        scan,
+        bucket_spec(data_cfg, resolution, bucket_defaults),
+        int(_get(data_cfg, "batch_size", 1)),
+        seed,
+        accumulate_grad_batches,
+        max_steps,
+        max_epochs,
+        strict=strict,
+        warnings=warnings,
+        prior_loss_weight=prior_loss_weight,
+        source=f"data.train_dir={train_dir!r}" if train_dir else "data.subsets",
+    )
+
+
+def plan_training_data(
+    scan: ScanResult,
+    spec: BucketSpec,
+    batch_size: int,
+    seed: int,
+    accumulate_grad_batches: int,
+    max_steps: int,
+    max_epochs: int | None,
+    *,
+    strict: bool = False,
+    warnings: list[str] | None = None,
+    prior_loss_weight: float = 1.0,
+    source: str = "data.train_dir",
+) -> TrainingData:
+    """From scanned images (sizes, captions) to buckets, repeats, entries, sampler, training length and plan."""
+    warnings = list(warnings or [])
     assigner = BucketAssigner(spec)
     records, placements = _place(scan, assigner, strict, warnings)
     if not any(not r.subset.is_reg for r in records):
-        raise SdloraError(_no_images_message(data_cfg, subsets))
+        raise SdloraError(_no_images_message(source, scan.subsets))
     repeats, reg = _repeats(records)
     entries = [Entry(i, placements[i].bucket) for i, n in enumerate(repeats) for _ in range(n)]
-    batch_size = int(_get(data_cfg, "batch_size", 1))
     sampler = BucketBatchSampler(list(group_by_bucket(entries).values()), batch_size, seed=seed)
     length = training_length(len(sampler), accumulate_grad_batches, max_steps, max_epochs)
     plan = DataPlan(
@@ -135,12 +165,10 @@ def _repeats(records: list[ImageRecord]) -> tuple[list[int], RegBalance]:
     return repeats, reg
 
 
-def _no_images_message(data_cfg: Any, subsets: list) -> str:
+def _no_images_message(source: str, subsets: list) -> str:
     found = ", ".join(s.name for s in subsets if not s.is_reg)
-    train_dir = _get(data_cfg, "train_dir", None)
-    where = f"data.train_dir={train_dir!r}" if train_dir else "data.subsets"
     return (
-        f"{where} has no usable images in its folders ({found}); images must be .png/.jpg/.jpeg/.webp/.bmp files "
+        f"{source} has no usable images in its folders ({found}); images must be .png/.jpg/.jpeg/.webp/.bmp files "
         "directly inside a '<repeats>_<name>' folder (e.g. 10_mysubject/001.png)"
     )
 
