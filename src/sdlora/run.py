@@ -57,13 +57,10 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    from sdlora.callbacks.data_plan import LogDataPlan
-    from sdlora.data.caching import prepare_caches
-
     saver = _make_saver(cfg, run_dir, family, data, resolution)
-    trainer = _make_trainer(cfg, run_dir, data.plan.length, [saver, LogDataPlan(data.plan)])
+    trainer = _make_trainer(cfg, run_dir, data.plan.length, [saver])
     components = family.load(_weight_dtype(cfg, trainer))
-    prepare_caches(cfg.data, data.dataset, family, components, run_dir, trainer.strategy.root_device)
+    _prepare_data(cfg, run_dir, family, components, data, trainer)
     network = build_network(family, components, cfg.network)
     log.info(
         "Model: %s from %s (%s). LoRA: %d modules, %s trainable parameters",
@@ -76,6 +73,15 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
     for path in saver.saved:
         log.info("Saved %s", path)
     return summary
+
+
+def _prepare_data(cfg: DictConfig, run_dir: Path, family, components, data, trainer) -> None:
+    """Latent / text-encoder caches (data.cache_*) and the data plan in TensorBoard at fit start."""
+    from sdlora.callbacks.data_plan import LogDataPlan
+    from sdlora.data.caching import prepare_caches
+
+    trainer.callbacks.append(LogDataPlan(data.plan))
+    prepare_caches(cfg.data, data.dataset, family, components, run_dir, trainer.strategy.root_device)
 
 
 def _weight_dtype(cfg: DictConfig, trainer):

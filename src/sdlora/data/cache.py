@@ -44,7 +44,8 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy())  # hashed in place, no copy
     return digest.hexdigest()
 
 
