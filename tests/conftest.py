@@ -32,6 +32,7 @@ def tiny_overrides(train_dir: Path | str, *extra: str, model: str = "tiny") -> l
         f"data.train_dir={train_dir}",
         "data.caption_extension=.txt",
         "data.resolution=64",
+        "data.min_bucket_reso=64",  # 64-px images also for model=sd15/sdxl loaded from tiny checkpoints
         "data.batch_size=2",
         "trainer.max_steps=4",
         "trainer.log_every_n_steps=1",

@@ -36,7 +36,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     trainer_cfg = cfg.trainer
     data = build_training_data(
         cfg.data, resolution, cfg.seed, trainer_cfg.accumulate_grad_batches, trainer_cfg.max_steps,
-        trainer_cfg.max_epochs,
+        trainer_cfg.max_epochs, bucket_defaults=family.default_bucket_reso,
+        prior_loss_weight=cfg.loss.prior_loss_weight,
     )  # fmt: skip
     log.info("Run folder: %s\n%s", run_dir, data.plan.format())
     atomic_write_json(run_dir / "data_plan.json", data.plan.to_json())
@@ -60,6 +61,7 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
     saver = _make_saver(cfg, run_dir, family, data, resolution, run_info)
     trainer = _make_trainer(cfg, run_dir, data.plan.length, [*_network_callbacks(cfg), saver])
     components = family.load(_weight_dtype(cfg, trainer))
+    _prepare_data(cfg, run_dir, family, components, data, trainer)
     network = build_network(family, components, cfg.network)
     run_info["network"] = network
     log.info(
@@ -73,6 +75,15 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
     for path in saver.saved:
         log.info("Saved %s", path)
     return summary
+
+
+def _prepare_data(cfg: DictConfig, run_dir: Path, family, components, data, trainer) -> None:
+    """Latent / text-encoder caches (data.cache_*) and the data plan in TensorBoard at fit start."""
+    from sdlora.callbacks.data_plan import LogDataPlan
+    from sdlora.data.caching import prepare_caches
+
+    trainer.callbacks.append(LogDataPlan(data.plan))
+    prepare_caches(cfg.data, data.dataset, family, components, run_dir, trainer.strategy.root_device)
 
 
 def _weight_dtype(cfg: DictConfig, trainer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,12 @@ from sdlora.data.records import scan_records
 from sdlora.errors import SdloraError
 
 
-def _image(path: Path, size=(16, 12), color=(200, 10, 10)) -> Path:
+def _image(path: Path, size=(16, 12), color=None) -> Path:
+    """A flat image; its colour comes from its path so that no two test images are duplicates."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if color is None:
+        digest = hashlib.sha256(str(path).encode()).digest()
+        color = (digest[0], digest[1], digest[2])
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}[path.suffix.lower()]
     Image.new("RGB", size, color).save(path, format=fmt)
     return path
@@ -218,7 +223,9 @@ def test_scan_records_captions_and_class_token_fallback(tmp_path):
     assert by_name["b.jpg"].caption == "sks dog" and not by_name["b.jpg"].has_caption_file  # class tokens
     assert scan.images_per_subset == {d.resolve(): 2}
     assert scan.captions_per_subset == {d.resolve(): 1}
-    assert scan.warnings == []  # some caption files exist: no warning
+    (warning,) = scan.warnings  # the image without a caption file is named
+    assert "1 image(s)" in warning and "b.jpg" in warning and "class tokens 'sks dog'" in warning
+    assert "a.png" not in warning
 
 
 def test_scan_records_caption_replaces_class_tokens(tmp_path):

@@ -240,13 +240,22 @@ def test_build_training_data_plan(train_dir):
     assert all(Path(i["path"]).is_absolute() for i in bucket["images"])
     assert (js["steps_per_epoch"], js["total_steps"], js["epochs"], js["batches_per_epoch"]) == (4, 12, 3, 4)
     assert (js["num_images"], js["num_reg_images"], js["batch_size"]) == (3, 0, 2)
-    assert len(js["warnings"]) == 3
+    assert len(js["warnings"]) == 4
     assert any("notes" in w and "ignored folder" in w for w in js["warnings"])
     assert any("small.png" in w and "skipped" in w for w in js["warnings"])
     assert any(f"no .txt caption files in {cat}" in w for w in js["warnings"])
+    assert any(f"1 image(s) in {dog} have no .txt caption file" in w and "b.jpg" in w for w in js["warnings"])
+    assert not any("upscaled" in w for w in js["warnings"])  # every image covers 32×32 already
     subsets = {s["path"]: s for s in js["subsets"]}
-    assert subsets[str(dog)] == {"path": str(dog), "images": 2, "caption_files": 1, "repeats": 3}
-    assert subsets[str(cat)] == {"path": str(cat), "images": 1, "caption_files": 0, "repeats": 1}
+    common = {"is_reg": False}
+    assert subsets[str(dog)] == {
+        "path": str(dog), "images": 2, "caption_files": 1, "repeats": 3, "class_tokens": "sks dog", "images_used": 2,
+        **common,
+    }  # fmt: skip
+    assert subsets[str(cat)] == {
+        "path": str(cat), "images": 1, "caption_files": 0, "repeats": 1, "class_tokens": "cat", "images_used": 1,
+        **common,
+    }  # fmt: skip
 
 
 def test_build_respects_max_steps_and_accumulation(train_dir):

@@ -135,17 +135,72 @@ class LossConfig:
     ip_noise_gamma: float | None = None  # e.g. 0.1 [ip_noise_gamma]
     ip_noise_gamma_random_strength: bool = False  # [ip_noise_gamma_random_strength]
     zero_terminal_snr: bool = False  # rescale the schedule to SNR_T = 0 [zero_terminal_snr]
+    prior_loss_weight: float = 1.0  # loss weight of regularisation images (data.reg_dir) [prior_loss_weight]
+
+
+class CacheMode(str, Enum):
+    """Where VAE latents are cached [kohya: --cache_latents (memory), --cache_latents_to_disk (disk)]."""
+
+    none = "none"
+    memory = "memory"
+    disk = "disk"
+
+
+@dataclass
+class SubsetConfig:
+    """One image folder of ``data.subsets`` (kohya's dataset-config ``[[datasets.subsets]]``); null = data.*'s value."""
+
+    dir: str = MISSING  # folder with the images (not recursive) [image_dir]
+    repeats: int = 1  # [num_repeats]
+    class_tokens: str | None = None  # caption of images without a caption file [class_tokens]
+    is_reg: bool = False  # regularisation images (balanced as kohya; loss.prior_loss_weight) [is_reg]
+    caption_extension: str | None = None  # [caption_extension]
+    shuffle_caption: bool | None = None  # [shuffle_caption]
+    keep_tokens: int | None = None  # [keep_tokens]
+    caption_separator: str | None = None  # [caption_separator]
+    caption_dropout_rate: float | None = None  # [caption_dropout_rate]
+    caption_tag_dropout_rate: float | None = None  # [caption_tag_dropout_rate]
+    caption_dropout_every_n_epochs: int | None = None  # [caption_dropout_every_n_epochs]
+    flip_aug: bool | None = None  # [flip_aug]
+    color_aug: bool | None = None  # [color_aug]
+    random_crop: bool | None = None  # [random_crop]
 
 
 @dataclass
 class DataConfig:
-    """Training images in kohya's folder convention."""
+    """Training images in kohya's folder convention, captions, buckets, augmentation and caches."""
 
-    train_dir: str = MISSING  # parent of the `<repeats>_<name>` folders [train_data_dir]
+    train_dir: str | None = None  # parent of the `<repeats>_<name>` folders [train_data_dir]
+    reg_dir: str | None = None  # parent of `<repeats>_<class>` regularisation folders [reg_data_dir]
+    subsets: list[SubsetConfig] = field(default_factory=list)  # explicit folders instead of / besides train_dir
     resolution: str | None = None  # "512" or "768,512" (W,H); null: the family's default [resolution]
     batch_size: int = 1  # [train_batch_size]
+    # captions
     caption_extension: str = ".caption"  # kohya's default; most datasets use .txt [caption_extension]
-    num_workers: int = 0  # DataLoader worker processes [max_data_loader_n_workers]
+    shuffle_caption: bool = False  # shuffle the comma-separated tags [shuffle_caption]
+    keep_tokens: int = 0  # the first n tags stay in place (tags, not CLIP tokens) [keep_tokens]
+    caption_separator: str = ","  # tag separator for shuffling and tag dropout [caption_separator]
+    caption_dropout_rate: float = 0.0  # probability of an empty caption [caption_dropout_rate]
+    caption_tag_dropout_rate: float = 0.0  # probability of dropping each non-kept tag [caption_tag_dropout_rate]
+    caption_dropout_every_n_epochs: int = 0  # every n-th epoch trains uncaptioned [caption_dropout_every_n_epochs]
+    # aspect-ratio buckets
+    enable_bucket: bool = True  # kohya_ss GUI default (sd-scripts' CLI default is off) [enable_bucket]
+    min_bucket_reso: int | None = None  # null: the family's default (256; 64 for tiny) [min_bucket_reso]
+    max_bucket_reso: int | None = None  # null: the family's default (1024) [max_bucket_reso]
+    bucket_reso_steps: int = 64  # bucket sides are multiples of this (SDXL: of 32) [bucket_reso_steps]
+    bucket_no_upscale: bool = False  # buckets from the image sizes, never upscaling [bucket_no_upscale]
+    # augmentation
+    flip_aug: bool = False  # horizontal flip with p = 0.5 [flip_aug]
+    color_aug: bool = False  # hue shift or gamma with p = 0.33 [color_aug]
+    random_crop: bool = False  # random instead of centred crop [random_crop]
+    # caches
+    cache_latents: CacheMode = CacheMode.none  # [cache_latents / cache_latents_to_disk]
+    vae_batch_size: int = 1  # images per VAE call while caching [vae_batch_size]
+    cache_text_encoder_outputs: bool = False  # [cache_text_encoder_outputs]
+    cache_text_encoder_outputs_to_disk: bool = False  # implies cache_text_encoder_outputs [..._to_disk]
+    caption_variants: int = 1  # cached caption variants per image (shuffle/tag dropout with a TE cache)
+    cache_dir: str | None = None  # disk caches; null: <run folder>/cache (set it to share between runs)
+    num_workers: int = 0  # DataLoader worker processes; decoding threads while caching [max_data_loader_n_workers]
     strict: bool = False  # unreadable or unusable images are errors instead of skipped with a warning
 
 

@@ -7,9 +7,8 @@ combinations (paths that must exist, ranges, limits) before anything heavy is im
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sdlora.errors import SdloraError
 
@@ -61,27 +60,9 @@ def _check_model(cfg: DictConfig, problems: list[str]) -> None:
 
 
 def _check_data(cfg: DictConfig, problems: list[str]) -> None:
-    data = cfg.data
-    if OmegaConf.is_missing(data, "train_dir"):
-        problems.append("data.train_dir is required: the folder holding the '<repeats>_<name>' image folders")
-    elif not Path(data.train_dir).expanduser().is_dir():
-        problems.append(f"data.train_dir={data.train_dir!r} does not exist or is not a folder")
-    if data.resolution is not None:
-        parts = str(data.resolution).replace("x", ",").split(",")
-        try:
-            sizes = [int(p) for p in parts]
-            if len(sizes) not in (1, 2) or any(s < 64 or s % 8 for s in sizes):
-                raise ValueError
-        except ValueError:
-            problems.append(
-                f"data.resolution={data.resolution!r} must be 'N' or 'W,H' with sides ≥ 64 and multiples of 8"
-            )
-    if data.batch_size < 1:
-        problems.append(f"data.batch_size must be ≥ 1, got {data.batch_size}")
-    if data.num_workers < 0:
-        problems.append(f"data.num_workers must be ≥ 0, got {data.num_workers}")
-    if not data.caption_extension.strip():
-        problems.append("data.caption_extension must not be empty (e.g. .txt or .caption)")
+    from sdlora.config.data_checks import check_data
+
+    check_data(cfg, problems)
 
 
 def _check_network(cfg: DictConfig, problems: list[str]) -> None:

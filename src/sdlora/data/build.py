@@ -1,17 +1,23 @@
-"""From ``cfg.data`` to a data plan, a dataset and a bucket batch sampler (no model needed)."""
+"""From ``cfg.data`` to a data plan, a dataset and a bucket batch sampler (no model needed).
+
+folders (train, reg, data.subsets) → scan images and captions → buckets → regularisation balance → entries
+(image × repeats) → bucket batch sampler → training length → data plan.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
-from sdlora.data.captions import normalise_extension
+from sdlora.data.buckets import BucketAssigner, BucketSpec, Placement, is_upscaled
 from sdlora.data.dataset import Entry, LoRADataset, group_by_bucket
-from sdlora.data.folders import scan_subsets
 from sdlora.data.plan import DataPlan
-from sdlora.data.records import scan_records
+from sdlora.data.records import ImageRecord, ScanResult, scan_records
+from sdlora.data.regularisation import RegBalance, balance_regularisation
 from sdlora.data.sampler import BucketBatchSampler
 from sdlora.data.steps import training_length
+from sdlora.data.subsets import resolve_subsets
 from sdlora.errors import SdloraError
 
 
@@ -22,35 +28,172 @@ class TrainingData:
     sampler: BucketBatchSampler
 
 
-def build_training_data(
-    data_cfg, resolution: tuple[int, int], seed: int, accumulate_grad_batches: int, max_steps: int, max_epochs
-) -> TrainingData:
-    """Scan ``data.train_dir``, assign every image × repeat to a bucket and work out the training length.
+def _get(cfg: Any, name: str, default: Any) -> Any:
+    value = cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
+    return default if value is None else value
 
-    Until aspect-ratio bucketing is added, every image goes to the single bucket ``resolution`` (resized to cover
-    it, centre-cropped).
-    """
-    subsets, warnings = scan_subsets(data_cfg.train_dir)
-    extension = normalise_extension(data_cfg.caption_extension)
-    scan = scan_records(subsets, extension, strict=data_cfg.strict, workers=min(8, os.cpu_count() or 1))
-    if not scan.records:
-        found = ", ".join(s.name for s in subsets)
-        raise SdloraError(
-            f"data.train_dir={data_cfg.train_dir!r} has no usable images in its subfolders ({found}); "
-            "images must be .png/.jpg/.jpeg/.webp/.bmp files directly inside a '<repeats>_<name>' folder"
-        )
-    entries = [Entry(i, resolution) for i, record in enumerate(scan.records) for _ in range(record.repeats)]
-    sampler = BucketBatchSampler(list(group_by_bucket(entries).values()), data_cfg.batch_size, seed=seed)
+
+def bucket_spec(data_cfg: Any, resolution: tuple[int, int], defaults: tuple[int, int] = (256, 1024)) -> BucketSpec:
+    """The run's bucket options; null ``min/max_bucket_reso`` take the model family's ``defaults``."""
+    return BucketSpec(
+        enabled=bool(_get(data_cfg, "enable_bucket", False)),
+        resolution=tuple(resolution),
+        min_reso=int(_get(data_cfg, "min_bucket_reso", defaults[0])),
+        max_reso=int(_get(data_cfg, "max_bucket_reso", defaults[1])),
+        steps=int(_get(data_cfg, "bucket_reso_steps", 64)),
+        no_upscale=bool(_get(data_cfg, "bucket_no_upscale", False)),
+    )
+
+
+def build_training_data(
+    data_cfg: Any,
+    resolution: tuple[int, int],
+    seed: int,
+    accumulate_grad_batches: int,
+    max_steps: int,
+    max_epochs: int | None,
+    *,
+    bucket_defaults: tuple[int, int] = (256, 1024),
+    prior_loss_weight: float = 1.0,
+) -> TrainingData:
+    """Scan the image folders, place every image in a bucket, balance regularisation images, plan the run."""
+    subsets, warnings = resolve_subsets(data_cfg)
+    strict = bool(_get(data_cfg, "strict", False))
+    scan = scan_records(subsets, None, strict=strict, workers=min(8, os.cpu_count() or 1))
+    train_dir = _get(data_cfg, "train_dir", None)
+    return plan_training_data(
+        scan,
+        bucket_spec(data_cfg, resolution, bucket_defaults),
+        int(_get(data_cfg, "batch_size", 1)),
+        seed,
+        accumulate_grad_batches,
+        max_steps,
+        max_epochs,
+        strict=strict,
+        warnings=warnings,
+        prior_loss_weight=prior_loss_weight,
+        source=f"data.train_dir={train_dir!r}" if train_dir else "data.subsets",
+    )
+
+
+def plan_training_data(
+    scan: ScanResult,
+    spec: BucketSpec,
+    batch_size: int,
+    seed: int,
+    accumulate_grad_batches: int,
+    max_steps: int,
+    max_epochs: int | None,
+    *,
+    strict: bool = False,
+    warnings: list[str] | None = None,
+    prior_loss_weight: float = 1.0,
+    source: str = "data.train_dir",
+) -> TrainingData:
+    """From scanned images (sizes, captions) to buckets, repeats, entries, sampler, training length and plan."""
+    warnings = list(warnings or [])
+    assigner = BucketAssigner(spec)
+    records, placements = _place(scan, assigner, strict, warnings)
+    if not any(not r.subset.is_reg for r in records):
+        raise SdloraError(_no_images_message(source, scan.subsets))
+    repeats, reg = _repeats(records)
+    entries = [Entry(i, placements[i].bucket) for i, n in enumerate(repeats) for _ in range(n)]
+    sampler = BucketBatchSampler(list(group_by_bucket(entries).values()), batch_size, seed=seed)
     length = training_length(len(sampler), accumulate_grad_batches, max_steps, max_epochs)
     plan = DataPlan(
-        scan.records,
+        records,
         entries,
         scan,
-        data_cfg.batch_size,
+        batch_size,
         accumulate_grad_batches,
         length,
         max_steps,
         max_epochs,
         warnings=warnings + scan.warnings,
+        placements=placements,
+        spec=spec,
+        bucket_list=assigner.resolutions if spec.enabled else None,
+        reg=reg,
+        repeats=repeats,
     )
-    return TrainingData(plan, LoRADataset(scan.records, entries, seed), sampler)
+    plan.warnings += _plan_warnings(plan)
+    dataset = LoRADataset(records, entries, seed, placements=placements, prior_loss_weight=prior_loss_weight)
+    return TrainingData(plan, dataset, sampler)
+
+
+def _place(
+    scan: ScanResult, assigner: BucketAssigner, strict: bool, warnings: list[str]
+) -> tuple[list[ImageRecord], list[Placement]]:
+    """Bucket every record; images too small for any bucket (``bucket_no_upscale``) are skipped or an error."""
+    kept, placements = [], []
+    steps = assigner.spec.steps
+    for record in scan.records:
+        placement = assigner.select(record.size)
+        if placement is None:
+            w, h = record.size
+            problem = (
+                f"{record.path}: {w}x{h} px is smaller than the smallest bucket with data.bucket_no_upscale=true "
+                f"(each side needs ≥ data.bucket_reso_steps={steps} px)"
+            )
+            if strict:
+                raise SdloraError(f"{problem} (data.strict=true; remove the file or set data.strict=false)")
+            warnings.append(f"skipped {problem}")
+            scan.images_per_subset[record.subset.directory] -= 1
+            scan.captions_per_subset[record.subset.directory] -= record.has_caption_file
+            continue
+        kept.append(record)
+        placements.append(placement)
+    scan.records = kept
+    return kept, placements
+
+
+def _repeats(records: list[ImageRecord]) -> tuple[list[int], RegBalance]:
+    """Repeats per record: the folder's for training images, kohya's balance for regularisation images."""
+    repeats = [0 if r.subset.is_reg else r.repeats for r in records]
+    target = sum(repeats)
+    reg_index = [i for i, r in enumerate(records) if r.subset.is_reg]
+    balanced = balance_regularisation(target, [records[i].repeats for i in reg_index])
+    for i, n in zip(reg_index, balanced, strict=True):
+        repeats[i] = n
+    reg = RegBalance(
+        target=target,
+        images=len(reg_index),
+        images_used=sum(n > 0 for n in balanced),
+        requested=sum(records[i].repeats for i in reg_index),
+        count_with_repeats=sum(balanced),
+    )
+    return repeats, reg
+
+
+def _no_images_message(source: str, subsets: list) -> str:
+    found = ", ".join(s.name for s in subsets if not s.is_reg)
+    return (
+        f"{source} has no usable images in its folders ({found}); images must be .png/.jpg/.jpeg/.webp/.bmp files "
+        "directly inside a '<repeats>_<name>' folder (e.g. 10_mysubject/001.png)"
+    )
+
+
+def _plan_warnings(plan: DataPlan) -> list[str]:
+    """Tiny buckets (every batch of them is short) and images upscaled to fit their bucket."""
+    warnings = []
+    if plan.batch_size > 1:
+        for (w, h), indices in plan.buckets().items():
+            if len(indices) < plan.batch_size:
+                warnings.append(
+                    f"bucket {w}×{h} holds only {len(indices)} sample(s) with repeats, fewer than data.batch_size="
+                    f"{plan.batch_size}: its batches are smaller"
+                )
+    used = [i for i, n in enumerate(plan.repeats) if n > 0]
+    upscaled = [i for i in used if is_upscaled(plan.records[i].size, plan.placements[i])]
+    if upscaled:
+        shown = ", ".join(
+            f"{plan.records[i].path.name} ({plan.records[i].size[0]}×{plan.records[i].size[1]} → "
+            f"{plan.placements[i].bucket[0]}×{plan.placements[i].bucket[1]})"
+            for i in upscaled[:5]
+        )
+        more = f" and {len(upscaled) - 5} more" if len(upscaled) > 5 else ""
+        warnings.append(
+            f"{len(upscaled)} image(s) are smaller than their bucket and are upscaled: {shown}{more} "
+            "(data.bucket_no_upscale=true keeps them at their size)"
+        )
+    return warnings

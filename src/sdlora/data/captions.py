@@ -2,12 +2,18 @@
 
 A missing caption file means the subset's class tokens are the caption (kohya); a caption file replaces them. The
 default extension is kohya's ``.caption``; most datasets use ``.txt`` (``data.caption_extension=.txt``).
+
+Per sample, a caption may be dropped (trained empty), and its comma-separated tags shuffled or dropped
+(:func:`process_caption`), with randomness from a generator seeded per (seed, epoch, sample).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from sdlora.data.folders import SubsetOptions
 from sdlora.errors import SdloraError
 
 
@@ -34,3 +40,47 @@ def read_caption(image: Path, extension: str) -> str | None:
         ) from None
     lines = text.splitlines()
     return lines[0].strip() if lines else ""
+
+
+# --- per-sample caption processing (kohya ``process_caption``) -------------------------------------------------------
+
+
+def caption_dropped(options: SubsetOptions, rng: np.random.Generator, epoch: int) -> bool:
+    """Whether this sample trains with an empty caption [caption_dropout_rate, caption_dropout_every_n_epochs].
+
+    Dropped if U < ``caption_dropout_rate`` (U ~ U[0, 1) drawn only when the rate is > 0), or if
+    n = ``caption_dropout_every_n_epochs`` > 0 and (epoch + 1) % n == 0: kohya counts epochs from 1, sdlora's
+    ``epoch`` from 0, so n = 2 drops the captions of the 2nd, 4th, … epoch.
+    """
+    if options.caption_dropout_rate > 0 and rng.random() < options.caption_dropout_rate:
+        return True
+    n = options.caption_dropout_every_n_epochs
+    return n > 0 and (epoch + 1) % n == 0
+
+
+def augment_tags(caption: str, options: SubsetOptions, rng: np.random.Generator) -> str:
+    """Shuffle and drop tags [shuffle_caption, keep_tokens, caption_tag_dropout_rate, caption_separator].
+
+    Without shuffling or tag dropout the caption is returned unchanged. Otherwise it is split on
+    ``caption_separator`` (tags stripped, empty ones removed); the first ``keep_tokens`` tags stay first and are
+    never dropped; the others are shuffled (``shuffle_caption``), then each is dropped with probability
+    ``caption_tag_dropout_rate``; the tags are joined with ", " (kohya).
+    """
+    if not options.augments_tags:
+        return caption
+    tags = [t.strip() for t in caption.split(options.caption_separator)]
+    tags = [t for t in tags if t]
+    fixed, flexible = tags[: options.keep_tokens], tags[options.keep_tokens :]
+    if options.shuffle_caption:
+        flexible = [flexible[i] for i in rng.permutation(len(flexible))]
+    if options.caption_tag_dropout_rate > 0:
+        keep = rng.random(len(flexible)) >= options.caption_tag_dropout_rate
+        flexible = [t for t, k in zip(flexible, keep, strict=True) if k]
+    return ", ".join(fixed + flexible)
+
+
+def process_caption(caption: str, options: SubsetOptions, rng: np.random.Generator, epoch: int) -> str:
+    """The caption one sample trains with: empty when dropped (:func:`caption_dropped`), else :func:`augment_tags`."""
+    if caption_dropped(options, rng, epoch):
+        return ""
+    return augment_tags(caption, options, rng)

@@ -1,18 +1,29 @@
 """The training dataset: one entry per image × repeat, each assigned to a bucket resolution.
 
-``dataset[(entry, epoch)]`` loads the image, fits it to its bucket (resize to cover, crop) and returns the pixels,
-caption, SDXL size conditioning (original h, w, crop top, left, target h, w) and the sample's loss weight.
+``dataset[(entry, epoch)]`` returns one sample: the image fitted to its bucket (resize to cover, crop; random crop,
+colour augmentation and flip as its folder says) as pixels — or, with a latent cache, the cached VAE posterior of the
+centred crop (flipped or not) — the caption after dropout / shuffling / tag dropout (or cached text-encoder outputs of
+one caption variant), SDXL's size conditioning (original h, w, crop top, left, target h, w; the crop as actually
+taken, mirrored for flipped samples) and the loss weight (``loss.prior_loss_weight`` for regularisation images).
+
+All randomness comes from :func:`sdlora.data.augment.sample_rng` (seed, epoch, entry, purpose).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
-from sdlora.data.images import apply_fit, load_rgb, plan_fit
+from sdlora.data import augment
+from sdlora.data.buckets import Placement
+from sdlora.data.captions import caption_dropped, process_caption
+from sdlora.data.images import Fit, fit_image, load_rgb, plan_fit, to_array
 from sdlora.data.records import ImageRecord
 
 
@@ -30,37 +41,117 @@ def group_by_bucket(entries: list[Entry]) -> dict[tuple[int, int], list[int]]:
     return dict(sorted(table.items()))
 
 
+class LatentSource(Protocol):
+    def get(self, record: int, flipped: bool) -> dict[str, torch.Tensor]: ...
+
+
+class TextSource(Protocol):
+    num_variants: int
+
+    def get(self, record: int, variant: int | None) -> tuple[str, dict[str, torch.Tensor]]: ...
+
+
+def size_condition(fit: Fit, flipped: bool) -> tuple[int, int, int, int, int, int]:
+    """SDXL's (original h, w, crop top, crop left, target h, w) for a sample cropped as ``fit`` says.
+
+    For a flipped sample the left offset is that of the crop in the mirrored image (resized_w − crop_right).
+    """
+    (ow, oh), (left, top), (bw, bh) = fit.original, fit.offset, fit.bucket
+    if flipped:
+        left = augment.flip_crop_left(fit.resized[0], left, bw)
+    return oh, ow, top, left, bh, bw
+
+
+def bucket_pixels(
+    image: Path | Image.Image, fit: Fit, flipped: bool = False, color_rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Load (if a path), resize and crop as ``fit`` says, colour-augment (if a generator is given), flip → [3, H, W]."""
+    img = load_rgb(image) if isinstance(image, Path) else image
+    array = np.asarray(fit_image(img, fit))  # [H, W, 3] uint8
+    if color_rng is not None:
+        array = augment.color_aug(array, color_rng)
+    if flipped:
+        array = array[:, ::-1]
+    return to_array(array)
+
+
 class LoRADataset(Dataset):
-    def __init__(self, records: list[ImageRecord], entries: list[Entry], seed: int) -> None:
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        entries: list[Entry],
+        seed: int,
+        placements: list[Placement] | None = None,
+        prior_loss_weight: float = 1.0,
+    ) -> None:
         self.records = records
         self.entries = entries
         self.seed = seed
+        self.placements = placements  # per record; None: scale every image to cover its entry's bucket
+        self.prior_loss_weight = prior_loss_weight
+        self.latents: LatentSource | None = None  # set by the latent cache (data.cache_latents)
+        self.text: TextSource | None = None  # set by the text-encoder output cache
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        index, _epoch = key if isinstance(key, tuple) else (key, 0)
+    def rng(self, epoch: int, index: int, purpose: int) -> np.random.Generator:
+        return augment.sample_rng(self.seed, epoch, index, purpose)
+
+    def fit(self, entry: Entry, crop_fraction: tuple[float, float] | None = None) -> Fit:
+        record = self.records[entry.record]
+        resized = self.placements[entry.record].resized if self.placements is not None else None
+        return plan_fit(record.size, entry.bucket, crop_fraction, resized)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         entry = self.entries[index]
         record = self.records[entry.record]
-        fit = plan_fit(record.size, entry.bucket)
-        pixels = apply_fit(load_rgb(record.path), fit)  # [3, H, W]
-        (ow, oh), (left, top), (bw, bh) = record.size, fit.offset, entry.bucket
-        return {
-            "pixels": pixels,
-            "caption": record.caption,
-            "size_cond": (oh, ow, top, left, bh, bw),
-            "loss_weight": 1.0,
-            "path": str(record.path),
-        }
+        options = record.subset.options
+        flipped = options.flip_aug and augment.flip_drawn(self.rng(epoch, index, augment.FLIP))
+        if self.latents is not None:
+            fit = self.fit(entry)
+            sample: dict[str, Any] = dict(self.latents.get(entry.record, flipped))
+        else:
+            crop = tuple(self.rng(epoch, index, augment.CROP).random(2)) if options.random_crop else None
+            fit = self.fit(entry, crop)
+            color = self.rng(epoch, index, augment.COLOR) if options.color_aug else None
+            sample = {"pixels": bucket_pixels(record.path, fit, flipped, color)}
+        sample["caption"] = self._caption(index, entry.record, epoch, sample)
+        sample["size_cond"] = size_condition(fit, flipped)
+        sample["loss_weight"] = self.prior_loss_weight if record.subset.is_reg else 1.0
+        sample["path"] = str(record.path)
+        return sample
+
+    def _caption(self, index: int, record_index: int, epoch: int, sample: dict[str, Any]) -> str:
+        """The caption of the sample; with a text cache its encoded variant is added to ``sample``."""
+        record = self.records[record_index]
+        options = record.subset.options
+        rng = self.rng(epoch, index, augment.CAPTION)
+        if self.text is None:
+            return process_caption(record.caption, options, rng, epoch)
+        variant = None
+        if not caption_dropped(options, rng, epoch):
+            count = self.text.num_variants if options.augments_tags else 1
+            variant = int(self.rng(epoch, index, augment.VARIANT).integers(count)) if count > 1 else 0
+        caption, tensors = self.text.get(record_index, variant)
+        sample.update(tensors)
+        return caption
+
+
+_STACKED = ("pixels", "latent_mean", "latent_std", "text_hidden", "text_pooled")
 
 
 def collate_batch(samples: list[dict]) -> dict:
-    """Stack one bucket's samples: pixels [B, 3, H, W], size_cond [B, 6], loss_weight [B]; captions/paths lists."""
-    return {
-        "pixels": torch.from_numpy(np.stack([s["pixels"] for s in samples])),
+    """Stack one bucket's samples: pixels [B, 3, H, W] or latent_mean/std [B, 4, h, w], size_cond [B, 6],
+    loss_weight [B], cached text states [B, L, D] and pooled [B, P] when present; captions/paths as lists."""
+    batch = {
         "captions": [s["caption"] for s in samples],
         "size_cond": torch.tensor([s["size_cond"] for s in samples], dtype=torch.float32),
         "loss_weight": torch.tensor([s["loss_weight"] for s in samples], dtype=torch.float32),
         "paths": [s["path"] for s in samples],
     }
+    for key in _STACKED:
+        if key in samples[0]:
+            batch[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
+    return batch

@@ -17,13 +17,39 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 
 
 @dataclass(frozen=True)
+class SubsetOptions:
+    """Caption and augmentation settings of a subset (``data.*``, or per folder in ``data.subsets``)."""
+
+    caption_extension: str = ".caption"
+    shuffle_caption: bool = False
+    keep_tokens: int = 0
+    caption_separator: str = ","
+    caption_dropout_rate: float = 0.0
+    caption_tag_dropout_rate: float = 0.0
+    caption_dropout_every_n_epochs: int = 0
+    flip_aug: bool = False
+    color_aug: bool = False
+    random_crop: bool = False
+
+    @property
+    def augments_tags(self) -> bool:
+        """Whether a caption's tags change from sample to sample (shuffle or tag dropout)."""
+        return self.shuffle_caption or self.caption_tag_dropout_rate > 0
+
+    @property
+    def drops_captions(self) -> bool:
+        return self.caption_dropout_rate > 0 or self.caption_dropout_every_n_epochs > 0
+
+
+@dataclass(frozen=True)
 class Subset:
-    """One ``<repeats>_<class tokens>`` folder."""
+    """One image folder: a ``<repeats>_<class tokens>`` folder, or an entry of ``data.subsets``."""
 
     directory: Path
     repeats: int
     class_tokens: str
     is_reg: bool = False
+    options: SubsetOptions = SubsetOptions()
 
     @property
     def name(self) -> str:
@@ -44,7 +70,9 @@ def list_images(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def scan_subsets(root: str | Path, option: str = "data.train_dir", is_reg: bool = False) -> tuple[list[Subset], list]:
+def scan_subsets(
+    root: str | Path, option: str = "data.train_dir", is_reg: bool = False, options: SubsetOptions = SubsetOptions()
+) -> tuple[list[Subset], list]:
     """The subsets under ``root`` and a warning per ignored subfolder; a missing or empty root is an error."""
     root = Path(root).expanduser()
     if not root.exists():
@@ -55,9 +83,15 @@ def scan_subsets(root: str | Path, option: str = "data.train_dir", is_reg: bool 
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
         parsed = parse_folder_name(child.name)
         if parsed is None:
-            warnings.append(f"ignored folder {child} (its name does not start with '<repeats>_', e.g. 10_{child.name})")
+            head = child.name.partition("_")[0]
+            reason = (
+                "its repeats are 0; use at least 1"
+                if head.isdecimal() and "_" in child.name
+                else f"its name does not start with '<repeats>_', e.g. 10_{child.name}"
+            )
+            warnings.append(f"ignored folder {child} ({reason})")
             continue
-        subsets.append(Subset(child.resolve(), parsed[0], parsed[1], is_reg))
+        subsets.append(Subset(child.resolve(), parsed[0], parsed[1], is_reg, options))
     if not subsets:
         loose = list_images(root)
         hint = (
@@ -66,7 +100,8 @@ def scan_subsets(root: str | Path, option: str = "data.train_dir", is_reg: bool 
             else ""
         )
         raise SdloraError(
-            f"{option}={str(root)!r} has no '<repeats>_<name>' subfolders (kohya's convention, e.g. 10_mysubject)."
-            + hint
+            f"{option}={str(root)!r} has no '<repeats>_<name>' subfolders (kohya's convention).{hint} Expected "
+            f"layout:\n  {root}/\n    10_mysubject/      <- seen 10 times per epoch; caption fallback 'mysubject'\n"
+            "      001.png  001.txt\n      002.jpg  002.txt"
         )
     return subsets, warnings

@@ -8,6 +8,8 @@ channel is dropped, not composited (kohya).
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +23,23 @@ class ImageProblem(Exception):
 
 def probe_image(path: Path) -> tuple[int, int]:
     """(width, height) of a readable image; decodes it fully so that a corrupt file is caught before training."""
+    return read_image_info(path)[0]
+
+
+def read_image_info(path: Path) -> tuple[tuple[int, int], str]:
+    """((width, height), SHA-256 of the file's bytes) of a readable image, read once and fully decoded.
+
+    A corrupt or truncated file raises :class:`ImageProblem`. JPEGs decode at 1/8 scale (the whole stream is still
+    read, about 10× faster).
+    """
     try:
-        with Image.open(path) as img:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
             size = img.size
-            if img.format == "JPEG":  # decode at 1/8 scale: still reads the whole stream, ~10x faster
+            if img.format == "JPEG":
                 img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
             img.load()
-            return size
+        return size, hashlib.sha256(data).hexdigest()
     except Exception as exc:
         raise ImageProblem(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
 
@@ -50,14 +62,24 @@ class Fit:
 
 def cover_size(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[int, int]:
     """Scale (W, H) so it covers the bucket with the aspect ratio kept: s = h_b/h if W/H > w_b/h_b else w_b/w."""
-    (w, h), (bw, bh) = size, bucket
-    scale = bh / h if w / h > bw / bh else bw / w
-    return max(bw, round(w * scale)), max(bh, round(h * scale))
+    from sdlora.data.buckets import cover_resize
+
+    return cover_resize(size, bucket)
 
 
-def plan_fit(size: tuple[int, int], bucket: tuple[int, int], crop_fraction: tuple[float, float] | None = None) -> Fit:
-    """Resize-then-crop plan; ``crop_fraction`` in [0, 1]² picks a random crop, None the centred one."""
-    resized = cover_size(size, bucket)
+def plan_fit(
+    size: tuple[int, int],
+    bucket: tuple[int, int],
+    crop_fraction: tuple[float, float] | None = None,
+    resized: tuple[int, int] | None = None,
+) -> Fit:
+    """Resize-then-crop plan; ``crop_fraction`` in [0, 1]² picks a random crop, None the centred one.
+
+    ``resized`` is the size chosen with the bucket (``bucket_no_upscale`` keeps small images at their size); by
+    default the image is scaled to cover the bucket. A random crop offset is uniform over the excess + 1 positions,
+    as kohya's ``random.randint(0, excess)``.
+    """
+    resized = resized or cover_size(size, bucket)
     excess_w, excess_h = resized[0] - bucket[0], resized[1] - bucket[1]
     if crop_fraction is None:
         offset = (excess_w // 2, excess_h // 2)
@@ -69,13 +91,22 @@ def plan_fit(size: tuple[int, int], bucket: tuple[int, int], crop_fraction: tupl
     return Fit(size, resized, bucket, offset)
 
 
-def apply_fit(img: Image.Image, fit: Fit) -> np.ndarray:
-    """Resize and crop ``img`` as ``fit`` says → float32 [3, H, W] in [−1, 1]."""
+def fit_image(img: Image.Image, fit: Fit) -> Image.Image:
+    """Resize (area averaging down, Lanczos up) and crop ``img`` as ``fit`` says → a bucket-sized RGB image."""
     if img.size != fit.resized:
         downscale = fit.resized[0] < img.size[0]
         method = Image.Resampling.BOX if downscale else Image.Resampling.LANCZOS
         img = img.resize(fit.resized, method)
     left, top = fit.offset
-    img = img.crop((left, top, left + fit.bucket[0], top + fit.bucket[1]))
+    return img.crop((left, top, left + fit.bucket[0], top + fit.bucket[1]))
+
+
+def to_array(img: np.ndarray | Image.Image) -> np.ndarray:
+    """RGB uint8 [H, W, 3] (or a PIL image) → float32 [3, H, W] in [−1, 1] (x / 127.5 − 1)."""
     array = np.asarray(img, dtype=np.float32) / 127.5 - 1.0  # [H, W, 3]
     return np.ascontiguousarray(array.transpose(2, 0, 1))  # [3, H, W]
+
+
+def apply_fit(img: Image.Image, fit: Fit) -> np.ndarray:
+    """Resize and crop ``img`` as ``fit`` says → float32 [3, H, W] in [−1, 1]."""
+    return to_array(fit_image(img, fit))

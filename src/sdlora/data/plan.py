@@ -2,8 +2,9 @@
 
 JSON format (DESIGN §3): ``{"buckets": [{"resolution": [W, H], "count_with_repeats": n, "images": [{"path": abs,
 "repeats": r}]}], "steps_per_epoch": S, "total_steps": T, "num_images": n, "num_reg_images": m, "warnings": [...]}``
-plus ``subsets``, ``batch_size``, ``batches_per_epoch`` and ``epochs``. ``num_images`` counts distinct training image
-files (``num_reg_images`` regularisation ones); ``count_with_repeats`` counts entries, i.e. images × repeats.
+plus ``subsets``, ``bucketing``, ``regularisation``, ``batch_size``, ``batches_per_epoch`` and ``epochs``.
+``num_images`` counts distinct training image files (``num_reg_images`` regularisation ones); ``count_with_repeats``
+counts entries, i.e. images × repeats (regularisation images with their balanced repeats).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from sdlora.data.buckets import BucketSpec, Placement
 from sdlora.data.dataset import Entry, group_by_bucket
 from sdlora.data.records import ImageRecord, ScanResult
+from sdlora.data.regularisation import RegBalance
 from sdlora.data.steps import TrainingLength
 
 
@@ -27,6 +30,16 @@ class DataPlan:
     max_steps: int
     max_epochs: int | None
     warnings: list[str] = field(default_factory=list)
+    placements: list[Placement] | None = None  # per record
+    spec: BucketSpec | None = None
+    bucket_list: list[tuple[int, int]] | None = None  # kohya's predefined bucket list (None: made from the images)
+    reg: RegBalance | None = None
+    repeats: list[int] | None = None  # per record, after regularisation balancing
+
+    def __post_init__(self) -> None:
+        if self.repeats is None:
+            counts = Counter(e.record for e in self.entries)
+            self.repeats = [counts.get(i, 0) for i in range(len(self.records))]
 
     def buckets(self) -> dict[tuple[int, int], list[int]]:
         """Bucket resolution → entry indices, in sorted resolution order."""
@@ -40,24 +53,61 @@ class DataPlan:
     def num_reg_images(self) -> int:
         return sum(r.subset.is_reg for r in self.records)
 
+    @property
+    def num_train_images_with_repeats(self) -> int:
+        """kohya's num_train_images: Σ training images × repeats."""
+        return sum(n for r, n in zip(self.records, self.repeats, strict=True) if not r.subset.is_reg)
+
+    def mean_ar_error(self) -> float:
+        """Mean |aspect-ratio error| of the used images, without repeats (kohya's mean_img_ar_error)."""
+        if not self.placements:
+            return 0.0
+        errors = [abs(p.ar_error) for p, n in zip(self.placements, self.repeats, strict=True) if n > 0]
+        return sum(errors) / len(errors) if errors else 0.0
+
+    def bucket_info(self) -> dict:
+        """kohya's ``ss_bucket_info``: {"buckets": {index: {"resolution": [W, H], "count": n}}, "mean_img_ar_error"}.
+
+        The index is the bucket's position in kohya's sorted bucket list (only non-empty buckets are listed).
+        """
+        buckets = self.buckets()
+        resolutions = self.bucket_list or list(buckets)
+        info = {
+            str(i): {"resolution": list(res), "count": len(buckets[res])}
+            for i, res in enumerate(resolutions)
+            if res in buckets
+        }
+        return {"buckets": info, "mean_img_ar_error": self.mean_ar_error()}
+
+    def subset_rows(self) -> list[dict]:
+        rows = []
+        used = Counter()
+        for record, n in zip(self.records, self.repeats, strict=True):
+            used[record.subset.directory] += n > 0
+        for subset in self.scan.subsets:
+            count = self.scan.images_per_subset.get(subset.directory, 0)
+            rows.append(
+                {
+                    "path": str(subset.directory),
+                    "images": count,
+                    "caption_files": self.scan.captions_per_subset.get(subset.directory, 0),
+                    "repeats": subset.repeats,
+                    "class_tokens": subset.class_tokens,
+                    "is_reg": subset.is_reg,
+                    "images_used": used[subset.directory],
+                }
+            )
+        return rows
+
     def to_json(self) -> dict:
         buckets = []
         for resolution, entries in self.buckets().items():
             per_record = Counter(self.entries[i].record for i in entries)
             images = [{"path": str(self.records[r].path), "repeats": n} for r, n in sorted(per_record.items())]
             buckets.append({"resolution": list(resolution), "count_with_repeats": len(entries), "images": images})
-        subsets = [
-            {
-                "path": str(directory),
-                "images": count,
-                "caption_files": self.scan.captions_per_subset.get(directory, 0),
-                "repeats": next((r.repeats for r in self.records if r.subset.directory == directory), None),
-            }
-            for directory, count in self.scan.images_per_subset.items()
-        ]
-        return {
+        out = {
             "buckets": buckets,
-            "subsets": subsets,
+            "subsets": self.subset_rows(),
             "batch_size": self.batch_size,
             "batches_per_epoch": self.length.batches_per_epoch,
             "steps_per_epoch": self.length.steps_per_epoch,
@@ -65,29 +115,24 @@ class DataPlan:
             "epochs": self.length.epochs,
             "num_images": self.num_images,
             "num_reg_images": self.num_reg_images,
-            "warnings": list(self.warnings),
         }
+        if self.spec is not None:
+            out["bucketing"] = {
+                "enabled": self.spec.enabled,
+                "resolution": list(self.spec.resolution),
+                "min_bucket_reso": self.spec.min_reso,
+                "max_bucket_reso": self.spec.max_reso,
+                "bucket_reso_steps": self.spec.steps,
+                "bucket_no_upscale": self.spec.no_upscale,
+                "mean_ar_error": self.mean_ar_error(),
+            }
+        if self.reg is not None:
+            out["regularisation"] = self.reg.to_json()
+        out["warnings"] = list(self.warnings)
+        return out
 
     def format(self) -> str:
         """A human-readable table of the plan."""
-        lines = ["Data plan", f"  {'folder':<40} {'images':>7} {'captions':>9} {'repeats':>8} {'× repeats':>10}"]
-        for directory, count in self.scan.images_per_subset.items():
-            repeats = next((r.repeats for r in self.records if r.subset.directory == directory), 0)
-            captions = self.scan.captions_per_subset.get(directory, 0)
-            lines.append(f"  {directory.name:<40} {count:>7} {captions:>9} {repeats:>8} {count * repeats:>10}")
-        lines.append(f"  {'bucket (W×H)':<40} {'images':>7} {'× repeats':>28} {'batches':>8}")
-        for (w, h), entries in self.buckets().items():
-            n_images = len({self.entries[i].record for i in entries})
-            batches = -(-len(entries) // self.batch_size)
-            lines.append(f"  {f'{w}×{h}':<40} {n_images:>7} {len(entries):>28} {batches:>8}")
-        length = self.length
-        max_epochs = "none" if self.max_epochs is None else self.max_epochs
-        max_steps = "none" if self.max_steps in (None, -1) else self.max_steps
-        lines += [
-            f"  batch size {self.batch_size}, gradient accumulation {self.accumulate_grad_batches}: "
-            f"{length.batches_per_epoch} batches = {length.steps_per_epoch} optimizer steps per epoch",
-            f"  training: {length.total_steps} steps over {length.epochs} epoch(s) "
-            f"(trainer.max_steps={max_steps}, trainer.max_epochs={max_epochs}; whichever comes first)",
-        ]
-        lines += [f"  warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
+        from sdlora.data.plan_text import format_plan
+
+        return format_plan(self)

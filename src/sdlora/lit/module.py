@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from sdlora.data.latents import sample_posterior
 from sdlora.diffusion.loss import weighted_mean
 from sdlora.diffusion.objective import DiffusionObjective
 from sdlora.errors import SdloraError
@@ -86,6 +87,19 @@ class LoRATrainingModule(L.LightningModule):
             latents = posterior.sample(generator=self.generator)
         return latents.float() * self.family.latent_scale
 
+    def batch_latents(self, batch: dict) -> torch.Tensor:
+        """Scaled latents of a batch: sampled from the cached posterior (data.cache_latents) or encoded now."""
+        if "latent_mean" in batch:
+            latents = sample_posterior(batch["latent_mean"], batch["latent_std"], self.generator)  # [B, 4, h, w]
+            return latents * self.family.latent_scale
+        return self.encode_latents(batch["pixels"])
+
+    def batch_text(self, batch: dict) -> TextConditioning:
+        """Text conditioning of a batch: cached text-encoder outputs when the batch carries them, else encoded now."""
+        if "text_hidden" in batch:
+            return TextConditioning(batch["text_hidden"], batch.get("text_pooled"))
+        return self.encode_text(batch["captions"])
+
     def encode_text(self, captions: list[str]) -> TextConditioning:
         if self.train_text_encoder:
             return self.family.encode_text(self.components, captions)
@@ -94,8 +108,8 @@ class LoRATrainingModule(L.LightningModule):
 
     def diffusion_loss(self, batch: dict) -> torch.Tensor:
         """The per-sample diffusion loss [B] of a batch."""
-        latents = self.encode_latents(batch["pixels"])  # [B, 4, h, w]
-        text = self.encode_text(batch["captions"])
+        latents = self.batch_latents(batch)  # [B, 4, h, w]
+        text = self.batch_text(batch)
         noised = self.objective.noise(latents, generator=self.generator)
         unet_dtype = next(self.unet.parameters()).dtype
         inputs = self.family.unet_inputs(text, batch["size_cond"].to(self.device))

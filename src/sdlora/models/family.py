@@ -56,6 +56,8 @@ class ModelFamily:
     te_prefixes: ClassVar[tuple[str, ...]]  # kohya LoRA key prefix of each text encoder
     latent_scale: ClassVar[float]
     default_resolution: ClassVar[int]
+    default_bucket_reso: ClassVar[tuple[int, int]] = (256, 1024)  # kohya's --min/max_bucket_reso defaults
+    bucket_reso_multiple: ClassVar[int] = 64  # bucket_reso_steps must divide by it (kohya: 64 SD1/2, 32 SDXL)
     default_v_parameterization: ClassVar[bool] = False
     vae_needs_fp32: ClassVar[bool] = False  # SDXL's VAE produces NaN latents in fp16
     is_v2: ClassVar[bool] = False  # kohya ss_v2

@@ -27,6 +27,7 @@ class SDXLFamily(ModelFamily):
     te_prefixes = ("lora_te1", "lora_te2")
     latent_scale = 0.13025
     default_resolution = 1024
+    bucket_reso_multiple = 32  # kohya: verify_bucket_reso_steps(32) for SDXL
     vae_needs_fp32 = True
     base_model_version = "sdxl_base_v1-0"
     modelspec_implementation = "https://github.com/Stability-AI/generative-models"

@@ -16,6 +16,8 @@ class TinySD15Family(SD15Family):
     name = "tiny"
     shipped_config = "tiny"
     default_resolution = 64
+    default_bucket_reso = (64, 1024)
+    bucket_reso_multiple = 16  # the tiny U-Net halves the 1/8-size latent once
     tiny = True
 
 
@@ -23,4 +25,6 @@ class TinySDXLFamily(SDXLFamily):
     name = "tiny_sdxl"
     shipped_config = "tiny_sdxl"
     default_resolution = 64
+    default_bucket_reso = (64, 1024)
+    bucket_reso_multiple = 16  # the tiny U-Net halves the 1/8-size latent once
     tiny = True

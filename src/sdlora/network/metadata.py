@@ -143,47 +143,59 @@ def _loss_keys(cfg: Any) -> dict[str, Any]:
         "ss_huber_schedule": getattr(loss.huber_schedule, "value", loss.huber_schedule),
         "ss_huber_c": loss.huber_c,
         "ss_huber_scale": loss.huber_scale,
-        "ss_prior_loss_weight": 1.0,
+        "ss_prior_loss_weight": loss.prior_loss_weight,
     }
+
+
+def _dirs_info(plan: Any, is_reg: bool) -> dict[str, dict[str, int]]:
+    """kohya's ss_dataset_dirs / ss_reg_dataset_dirs: {folder name: {"n_repeats", "img_count"}}."""
+    info: dict[str, dict[str, int]] = {}
+    for row in plan.subset_rows():
+        if row["is_reg"] != is_reg or not row["images"]:
+            continue
+        name, i = Path(row["path"]).name, 2
+        while name in info:  # the same folder name twice (data.subsets): kohya appends " (2)"
+            name, i = f"{Path(row['path']).name} ({i})", i + 1
+        info[name] = {"n_repeats": row["repeats"], "img_count": row["images"]}
+    return info
+
+
+def _any_subset(plan: Any, option: str) -> bool:
+    """Whether any folder uses an augmentation (data.* or a data.subsets entry)."""
+    return any(getattr(subset.options, option) for subset in plan.scan.subsets)
 
 
 def _dataset_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
-    """Images, repeats, captions and buckets (kohya's keys for a run without a dataset config)."""
+    """Images, repeats, captions, augmentation and buckets (kohya's keys for a run without a dataset config)."""
     data, trainer = cfg.data, cfg.trainer
     width, height = run["resolution"]
-    dataset_dirs = {
-        d.name: {"n_repeats": next(r.repeats for r in plan.records if r.subset.directory == d), "img_count": n}
-        for d, n in plan.scan.images_per_subset.items()
-        if n
-    }
-    buckets = {
-        str(i): {"resolution": list(res), "count": len(entries)}
-        for i, (res, entries) in enumerate(plan.buckets().items())
-    }
+    spec = plan.spec
+    enabled = bool(spec and spec.enabled)
+    cache = str(getattr(data.cache_latents, "value", data.cache_latents))
     return {
-        "ss_num_train_images": sum(r.repeats for r in plan.records if not r.subset.is_reg),
-        "ss_num_reg_images": plan.num_reg_images,
-        "ss_cache_latents": False,
-        "ss_caption_dropout_rate": 0.0,
-        "ss_caption_dropout_every_n_epochs": 0,
-        "ss_caption_tag_dropout_rate": 0.0,
+        "ss_num_train_images": plan.num_train_images_with_repeats,
+        "ss_num_reg_images": plan.reg.requested if plan.reg is not None else 0,
+        "ss_cache_latents": cache != "none",
+        "ss_caption_dropout_rate": data.caption_dropout_rate,
+        "ss_caption_dropout_every_n_epochs": data.caption_dropout_every_n_epochs,
+        "ss_caption_tag_dropout_rate": data.caption_tag_dropout_rate,
         "ss_face_crop_aug_range": None,
         "ss_batch_size_per_device": data.batch_size,
         "ss_total_batch_size": data.batch_size * trainer.accumulate_grad_batches * run.get("world_size", 1),
         "ss_resolution": f"({width}, {height})",
-        "ss_color_aug": False,
-        "ss_flip_aug": False,
-        "ss_random_crop": False,
-        "ss_shuffle_caption": False,
-        "ss_enable_bucket": False,
-        "ss_bucket_no_upscale": False,
-        "ss_min_bucket_reso": None,
-        "ss_max_bucket_reso": None,
-        "ss_keep_tokens": 0,
-        "ss_dataset_dirs": json.dumps(dataset_dirs),
-        "ss_reg_dataset_dirs": json.dumps({}),
+        "ss_color_aug": _any_subset(plan, "color_aug"),
+        "ss_flip_aug": _any_subset(plan, "flip_aug"),
+        "ss_random_crop": _any_subset(plan, "random_crop"),
+        "ss_shuffle_caption": _any_subset(plan, "shuffle_caption"),
+        "ss_enable_bucket": enabled,
+        "ss_bucket_no_upscale": enabled and spec.no_upscale,
+        "ss_min_bucket_reso": spec.min_reso if enabled else None,
+        "ss_max_bucket_reso": spec.max_reso if enabled else None,
+        "ss_keep_tokens": data.keep_tokens,
+        "ss_dataset_dirs": json.dumps(_dirs_info(plan, False)),
+        "ss_reg_dataset_dirs": json.dumps(_dirs_info(plan, True)),
         "ss_tag_frequency": json.dumps(tag_frequency(plan.records)),
-        "ss_bucket_info": json.dumps({"buckets": buckets, "mean_img_ar_error": 0.0}),
+        "ss_bucket_info": json.dumps(plan.bucket_info() if enabled else None),
     }
 
 

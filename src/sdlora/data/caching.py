@@ -1,0 +1,57 @@
+"""Run the caches a config asks for (``data.cache_latents``, ``data.cache_text_encoder_outputs``) once the model is
+loaded and before training starts. Disk caches go to ``data.cache_dir`` or ``<run folder>/cache``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("sdlora")
+
+
+def cache_folder(data_cfg: Any, run_dir: Path) -> Path:
+    return Path(data_cfg.cache_dir).expanduser() if data_cfg.get("cache_dir") else Path(run_dir) / "cache"
+
+
+def latent_cache_mode(data_cfg: Any) -> str:
+    value = data_cfg.get("cache_latents", "none")
+    return str(getattr(value, "value", value))
+
+
+def caches_text(data_cfg: Any) -> bool:
+    return bool(data_cfg.get("cache_text_encoder_outputs") or data_cfg.get("cache_text_encoder_outputs_to_disk"))
+
+
+def prepare_caches(data_cfg: Any, dataset, family, components, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    """Fill the dataset's latent and text caches; returns the reports by cache name."""
+    from sdlora.data.latent_cache import cache_latents
+    from sdlora.data.text_cache import cache_text_outputs
+
+    folder = cache_folder(data_cfg, run_dir)
+    reports: dict[str, Any] = {}
+    mode = latent_cache_mode(data_cfg)
+    if mode != "none":
+        components.vae.to(device)
+        reports["latents"] = cache_latents(
+            dataset, components.vae, mode=mode, folder=folder / "latents", batch_size=data_cfg.vae_batch_size,
+            workers=data_cfg.num_workers,
+        )  # fmt: skip
+        _log("latents", reports["latents"], mode == "disk")
+    if caches_text(data_cfg):
+        for encoder in components.text_encoders:
+            encoder.to(device)
+        to_disk = bool(data_cfg.get("cache_text_encoder_outputs_to_disk"))
+        reports["text"] = cache_text_outputs(
+            dataset, family, components, to_disk=to_disk, folder=folder / "text", batch_size=data_cfg.batch_size,
+            num_variants=data_cfg.caption_variants,
+        )  # fmt: skip
+        _log("text-encoder outputs", reports["text"], to_disk)
+    return reports
+
+
+def _log(what: str, report, to_disk: bool) -> None:
+    where = f" in {report.folder}" if to_disk else " in memory"
+    log.info("Cached %s%s: %d computed, %d reused", what, where, report.computed, report.reused)

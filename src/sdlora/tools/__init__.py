@@ -1,0 +1,1 @@
+"""Command-line tools over sdlora's building blocks (scripts/*.py are thin wrappers around them)."""
