@@ -28,6 +28,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     from sdlora.config.validate import validate
     from sdlora.data.build import build_training_data
+    from sdlora.data.validation import validation_from_config
 
     run_dir = Path(run_dir)
     validate(cfg)
@@ -37,18 +38,48 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     data = build_training_data(
         cfg.data, resolution, cfg.seed, trainer_cfg.accumulate_grad_batches, trainer_cfg.max_steps,
         trainer_cfg.max_epochs, bucket_defaults=family.default_bucket_reso,
-        prior_loss_weight=cfg.loss.prior_loss_weight,
+        prior_loss_weight=cfg.loss.prior_loss_weight, validation_split=cfg.validation.split,
+        validation_seed=cfg.validation.seed,
     )  # fmt: skip
-    log.info("Run folder: %s\n%s", run_dir, data.plan.format())
-    atomic_write_json(run_dir / "data_plan.json", data.plan.to_json())
+    validation = validation_from_config(cfg, data.held_out, resolution, family.default_bucket_reso)
+    _use_masks(cfg, data)
+    plan = data.plan.to_json()
+    plan["validation"] = _validation_summary(cfg, validation)
+    log.info("Run folder: %s\n%s\n  validation: %s", run_dir, data.plan.format(), plan["validation"]["text"])
+    atomic_write_json(run_dir / "data_plan.json", plan)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "total_steps": data.plan.length.total_steps}
     if cfg.dry_run:
         log.info("dry_run=true: stopping before the model is loaded")
         return summary
-    return _fit(cfg, run_dir, family, data, resolution, summary)
+    return _fit(cfg, run_dir, family, data, validation, resolution, summary)
 
 
-def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict[str, Any]) -> dict[str, Any]:
+def _use_masks(cfg: DictConfig, data) -> None:
+    """``loss.masked``: give the dataset its mask source and warn about images that have no mask."""
+    from sdlora.data.masks import MaskSource, mask_warnings
+
+    if cfg.loss.masked:
+        data.dataset.masks = MaskSource(cfg.data.mask_dir)
+        used = [r.path for r, n in zip(data.plan.records, data.plan.repeats, strict=True) if n > 0]
+        data.plan.warnings += mask_warnings(data.dataset.masks, used)
+
+
+def _validation_summary(cfg: DictConfig, validation) -> dict[str, Any]:
+    """The validation part of the data plan (images, timesteps, schedule)."""
+    from sdlora.diffusion.validation import validation_timesteps
+
+    if validation is None:
+        return {"images": 0, "text": "off (set validation.dir or validation.split to get val/loss)"}
+    timesteps = validation_timesteps(cfg.loss.min_timestep, cfg.loss.max_timestep, cfg.validation.num_timesteps)
+    every = cfg.validation.every_n_steps
+    when = f"every {every} steps and at the end" if every else "at the end of training"
+    text = f"{validation.num_images} images from {validation.source} at timesteps {timesteps}, {when}"
+    paths = [str(r.path) for r in validation.dataset.records]
+    return {"images": validation.num_images, "paths": paths, "timesteps": timesteps, "every_n_steps": every,
+            "text": text}  # fmt: skip
+
+
+def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, summary: dict) -> dict[str, Any]:
     import lightning as L
 
     from sdlora.data.datamodule import LoRADataModule
@@ -59,7 +90,7 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_info: dict[str, Any] = {}  # run facts for the metadata, completed once the network exists
     saver = _make_saver(cfg, run_dir, family, data, resolution, run_info)
-    trainer = _make_trainer(cfg, run_dir, data.plan.length, [*_network_callbacks(cfg), saver])
+    trainer = _make_trainer(cfg, run_dir, data.plan.length, [*_network_callbacks(cfg), saver], validation)
     components = family.load(_weight_dtype(cfg, trainer))
     _prepare_data(cfg, run_dir, family, components, data, trainer)
     network = build_network(family, components, cfg.network)
@@ -69,9 +100,12 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
         family.name, components.source, components.prediction_type, len(network), f"{network.num_parameters():,}",
     )  # fmt: skip
     configure_memory(family, components, trainer.strategy.root_device.type)
-    module = _make_module(cfg, family, components, network, data.plan.length)
-    trainer.fit(module, datamodule=LoRADataModule(data, cfg.data.num_workers))
+    module = _make_module(cfg, family, components, network, data.plan.length, validation is not None)
+    datamodule = LoRADataModule(data, cfg.data.num_workers, validation, cfg.validation.every_n_steps is not None)
+    trainer.fit(module, datamodule=datamodule)
     summary.update(steps=trainer.global_step, loss=module.loss_average.mean, files=[str(p) for p in saver.saved])
+    if validation is not None:
+        summary.update(_final_validation(trainer, module, datamodule))
     for path in saver.saved:
         log.info("Saved %s", path)
     return summary
@@ -110,9 +144,23 @@ def _make_objective(cfg: DictConfig, prediction_type: str):
     return DiffusionObjective(prediction_type, settings)
 
 
-def _make_module(cfg: DictConfig, family, components, network, length):
+def _final_validation(trainer, module, datamodule) -> dict[str, float]:
+    """val/loss after the last step (evaluated now unless the last step was just evaluated), and the best one."""
+    history = module.validation.history
+    if not history or history[-1][0] != trainer.global_step:
+        trainer.validate(module, dataloaders=datamodule.validation_loader(), verbose=False)
+    return {"val_loss": history[-1][1], "best_val_loss": min(value for _, value in history)}
+
+
+def _make_module(cfg: DictConfig, family, components, network, length, validate: bool = False):
     from sdlora.lit.module import LoRATrainingModule
+    from sdlora.lit.validation import ValidationLoss
     from sdlora.optim.factory import instantiate_partial
+
+    validation = None
+    if validate:
+        v = cfg.validation
+        validation = ValidationLoss(cfg.loss.min_timestep, cfg.loss.max_timestep, v.num_timesteps, v.seed)
 
     return LoRATrainingModule(
         family,
@@ -129,6 +177,7 @@ def _make_module(cfg: DictConfig, family, components, network, length):
         batches_per_epoch=length.batches_per_epoch,
         objective=_make_objective(cfg, components.prediction_type),
         seed=cfg.seed,
+        validation=validation,
     )
 
 
@@ -174,7 +223,15 @@ def _hash_in_background(location: str | None, hasher) -> Future | None:
     return future
 
 
-def _make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list):
+def _validation_schedule(cfg: DictConfig, validation) -> dict[str, Any]:
+    """Trainer arguments that evaluate every ``validation.every_n_steps`` optimizer steps (counted in batches)."""
+    every = cfg.validation.every_n_steps
+    if validation is None or not every:
+        return {}
+    return {"val_check_interval": every * cfg.trainer.accumulate_grad_batches, "check_val_every_n_epoch": None}
+
+
+def _make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list, validation=None):
     """The Lightning Trainer; its limits are the plan's (steps and epochs, whichever the config makes first)."""
     import lightning as L
     from hydra.utils import instantiate
@@ -201,6 +258,7 @@ def _make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list):
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
+        **_validation_schedule(cfg, validation),
     )
 
 
@@ -217,4 +275,4 @@ def hydra_task(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.RUN:
             raise SystemExit(1) from None
         raise
-    return summary.get("loss")
+    return summary.get("val_loss", summary.get("loss"))

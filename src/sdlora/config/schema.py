@@ -135,6 +135,7 @@ class LossConfig:
     ip_noise_gamma: float | None = None  # e.g. 0.1 [ip_noise_gamma]
     ip_noise_gamma_random_strength: bool = False  # [ip_noise_gamma_random_strength]
     zero_terminal_snr: bool = False  # rescale the schedule to SNR_T = 0 [zero_terminal_snr]
+    masked: bool = False  # weight the loss by a mask (data.mask_dir file or alpha channel) [masked_loss]
     prior_loss_weight: float = 1.0  # loss weight of regularisation images (data.reg_dir) [prior_loss_weight]
 
 
@@ -202,6 +203,7 @@ class DataConfig:
     cache_dir: str | None = None  # disk caches; null: <run folder>/cache (set it to share between runs)
     num_workers: int = 0  # DataLoader worker processes; decoding threads while caching [max_data_loader_n_workers]
     strict: bool = False  # unreadable or unusable images are errors instead of skipped with a warning
+    mask_dir: str | None = None  # loss.masked: masks with the images' stems (else their alpha channel)
 
 
 @dataclass
@@ -242,6 +244,18 @@ class SaveConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """A deterministic validation loss, ``val/loss`` (fixed timesteps and noise; what sweeps minimise)."""
+
+    dir: str | None = None  # held-out kohya-style folder (parent of <repeats>_<name> folders; repeats ignored)
+    split: float = 0.0  # or: this fraction of the training images (at least one), chosen by validation.seed
+    every_n_steps: int | None = None  # evaluate every n optimizer steps; null: only at the end of training
+    num_timesteps: int = 4  # timesteps spread over [loss.min_timestep, loss.max_timestep)
+    seed: int = 0  # fixes the split and the noise, independent of the training seed
+    batch_size: int | None = None  # null: data.batch_size
+
+
+@dataclass
 class TrainConfig:
     """The root of ``conf/train.yaml``."""
 
@@ -255,6 +269,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = None  # `_target_` of a Lightning logger, or null
     save: SaveConfig = field(default_factory=SaveConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     seed: int = 42  # [seed]
     dry_run: bool = False  # print the data plan and exit
 

@@ -7,6 +7,7 @@ combinations (paths that must exist, ranges, limits) before anything heavy is im
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -153,6 +154,28 @@ def _check_trainer_and_save(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"save.output_name={name!r} must be a plain file name (files go into the run folder)")
 
 
+def _check_validation_and_masks(cfg: DictConfig, problems: list[str]) -> None:
+    v = cfg.validation
+    if not 0 <= v.split < 1:
+        problems.append(f"validation.split must be in [0, 1) (a fraction of the training images), got {v.split}")
+    if v.dir and v.split:
+        problems.append("validation.dir and validation.split are both set: choose one source of validation images")
+    if v.dir and not Path(v.dir).expanduser().is_dir():
+        problems.append(f"validation.dir={v.dir!r} does not exist or is not a folder")
+    for option in ("every_n_steps", "batch_size"):
+        if v[option] is not None and v[option] < 1:
+            problems.append(f"validation.{option} must be ≥ 1 or null, got {v[option]}")
+    if v.num_timesteps < 1:
+        problems.append(f"validation.num_timesteps must be ≥ 1, got {v.num_timesteps}")
+    if v.every_n_steps and not (v.dir or v.split):
+        problems.append("validation.every_n_steps needs validation images: set validation.dir or validation.split")
+    mask_dir = cfg.data.mask_dir
+    if mask_dir and not cfg.loss.masked:
+        problems.append("data.mask_dir is set but loss.masked=false: set loss.masked=true to use the masks")
+    if mask_dir and not Path(mask_dir).expanduser().is_dir():
+        problems.append(f"data.mask_dir={mask_dir!r} does not exist or is not a folder")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one :class:`SdloraError` listing every problem of ``cfg``; return quietly when there are none."""
     from sdlora.optim.factory import check_optimizer, check_scheduler
@@ -162,6 +185,7 @@ def validate(cfg: DictConfig) -> None:
     _check_data(cfg, problems)
     _check_network(cfg, problems)
     _check_loss(cfg, problems)
+    _check_validation_and_masks(cfg, problems)
     _check_trainer_and_save(cfg, problems)
     problems += check_optimizer(cfg.optimizer)
     problems += check_scheduler(cfg.scheduler)

@@ -7,7 +7,7 @@ folders (train, reg, data.subsets) → scan images and captions → buckets → 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sdlora.data.buckets import BucketAssigner, BucketSpec, Placement, is_upscaled
@@ -18,6 +18,7 @@ from sdlora.data.regularisation import RegBalance, balance_regularisation
 from sdlora.data.sampler import BucketBatchSampler
 from sdlora.data.steps import training_length
 from sdlora.data.subsets import resolve_subsets
+from sdlora.data.validation import hold_out
 from sdlora.errors import SdloraError
 
 
@@ -26,6 +27,7 @@ class TrainingData:
     plan: DataPlan
     dataset: LoRADataset
     sampler: BucketBatchSampler
+    held_out: list[ImageRecord] = field(default_factory=list)  # validation.split images, not trained on
 
 
 def _get(cfg: Any, name: str, default: Any) -> Any:
@@ -55,13 +57,19 @@ def build_training_data(
     *,
     bucket_defaults: tuple[int, int] = (256, 1024),
     prior_loss_weight: float = 1.0,
+    validation_split: float = 0.0,
+    validation_seed: int = 0,
 ) -> TrainingData:
-    """Scan the image folders, place every image in a bucket, balance regularisation images, plan the run."""
+    """Scan the image folders, place every image in a bucket, balance regularisation images, plan the run.
+
+    With ``validation_split`` > 0 that fraction of the training images is held out (``TrainingData.held_out``).
+    """
     subsets, warnings = resolve_subsets(data_cfg)
     strict = bool(_get(data_cfg, "strict", False))
     scan = scan_records(subsets, None, strict=strict, workers=min(8, os.cpu_count() or 1))
+    held_out = hold_out(scan, validation_split, validation_seed) if validation_split > 0 else []
     train_dir = _get(data_cfg, "train_dir", None)
-    return plan_training_data(
+    data = plan_training_data(
         scan,
         bucket_spec(data_cfg, resolution, bucket_defaults),
         int(_get(data_cfg, "batch_size", 1)),
@@ -74,6 +82,8 @@ def build_training_data(
         prior_loss_weight=prior_loss_weight,
         source=f"data.train_dir={train_dir!r}" if train_dir else "data.subsets",
     )
+    data.held_out = held_out
+    return data
 
 
 def plan_training_data(

@@ -24,6 +24,7 @@ from sdlora.data import augment
 from sdlora.data.buckets import Placement
 from sdlora.data.captions import caption_dropped, process_caption
 from sdlora.data.images import Fit, fit_image, load_rgb, plan_fit, to_array
+from sdlora.data.masks import MaskSource
 from sdlora.data.records import ImageRecord
 
 
@@ -91,6 +92,7 @@ class LoRADataset(Dataset):
         self.prior_loss_weight = prior_loss_weight
         self.latents: LatentSource | None = None  # set by the latent cache (data.cache_latents)
         self.text: TextSource | None = None  # set by the text-encoder output cache
+        self.masks: MaskSource | None = None  # set when loss.masked is on
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -117,6 +119,8 @@ class LoRADataset(Dataset):
             fit = self.fit(entry, crop)
             color = self.rng(epoch, index, augment.COLOR) if options.color_aug else None
             sample = {"pixels": bucket_pixels(record.path, fit, flipped, color)}
+        if self.masks is not None:
+            sample["mask"] = self.masks.array(record.path, record.size, fit, flipped)  # [1, H, W]
         sample["caption"] = self._caption(index, entry.record, epoch, sample)
         sample["size_cond"] = size_condition(fit, flipped)
         sample["loss_weight"] = self.prior_loss_weight if record.subset.is_reg else 1.0
@@ -139,7 +143,7 @@ class LoRADataset(Dataset):
         return caption
 
 
-_STACKED = ("pixels", "latent_mean", "latent_std", "text_hidden", "text_pooled")
+_STACKED = ("pixels", "latent_mean", "latent_std", "text_hidden", "text_pooled", "mask")
 
 
 def collate_batch(samples: list[dict]) -> dict:

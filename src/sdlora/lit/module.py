@@ -24,6 +24,7 @@ from sdlora.diffusion.loss import weighted_mean
 from sdlora.diffusion.objective import DiffusionObjective
 from sdlora.errors import SdloraError
 from sdlora.lit.running_mean import RunningMean
+from sdlora.lit.validation import ValidationLoss
 from sdlora.models.family import Components, ModelFamily, TextConditioning
 from sdlora.network.network import LoRANetwork
 
@@ -42,6 +43,7 @@ class LoRATrainingModule(L.LightningModule):
         batches_per_epoch: int,
         objective: DiffusionObjective,
         seed: int = 0,
+        validation: ValidationLoss | None = None,
     ) -> None:
         super().__init__()
         self.family = family
@@ -56,6 +58,7 @@ class LoRATrainingModule(L.LightningModule):
         self.total_steps = total_steps
         self.objective = objective
         self.seed = seed
+        self.validation = validation
         self.train_text_encoder = any(not n.startswith("lora_unet") for n in network.modules)
         self.loss_average = RunningMean(batches_per_epoch)
         self.epoch_losses: list[float] = []
@@ -79,12 +82,13 @@ class LoRATrainingModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------------- step
     @torch.no_grad()
-    def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] in [−1, 1] → scaled latents [B, 4, H/8, W/8] (float32), sampled from the VAE posterior."""
+    def encode_latents(self, pixels: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """[B, 3, H, W] in [−1, 1] → scaled latents [B, 4, H/8, W/8] (float32): a sample of the VAE posterior, or
+        its mean with ``sample=False`` (validation)."""
         vae = self.vae
         with torch.autocast(device_type=self.device.type, enabled=False):
             posterior = vae.encode(pixels.to(device=self.device, dtype=vae.dtype)).latent_dist
-            latents = posterior.sample(generator=self.generator)
+            latents = posterior.sample(generator=self.generator) if sample else posterior.mean
         return latents.float() * self.family.latent_scale
 
     def batch_latents(self, batch: dict) -> torch.Tensor:
@@ -133,6 +137,21 @@ class LoRATrainingModule(L.LightningModule):
             "network.text_encoder_lr), fp16 overflow (try precision=bf16_mixed or precision=fp32), or a corrupt "
             "image in that batch."
         )
+
+    # ----------------------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        if self.validation is not None:
+            self.validation.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if self.validation is not None:
+            self.validation.update(self, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.validation is not None and self.validation.count:
+            value = self.validation.value
+            self.validation.history.append((self.global_step, value))
+            self.log("val/loss", value, on_epoch=True, prog_bar=True)
 
     # -------------------------------------------------------------------------------------------- logging
     def _log_step(self, loss: float) -> None:
