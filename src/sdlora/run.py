@@ -21,8 +21,9 @@ from sdlora.utils.quiet import quiet_third_party, tidy_lightning_logging
 log = logging.getLogger("sdlora")
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train a LoRA as ``cfg`` says, writing everything into ``run_dir``; returns a summary of the run."""
+def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
+    """Train a LoRA as ``cfg`` says, writing everything into ``run_dir``; returns a summary of the run.
+    ``callbacks``: extra Lightning callbacks (programmatic use, tests)."""
     quiet_third_party()
     from hydra.utils import instantiate
 
@@ -41,25 +42,46 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     log.info("Run folder: %s\n%s", run_dir, data.plan.format())
     atomic_write_json(run_dir / "data_plan.json", data.plan.to_json())
     summary: dict[str, Any] = {"run_dir": str(run_dir), "total_steps": data.plan.length.total_steps}
+    _check_schedule(cfg, data.plan.length.total_steps)
     if cfg.dry_run:
         log.info("dry_run=true: stopping before the model is loaded")
         return summary
-    return _fit(cfg, run_dir, family, data, resolution, summary)
+    return _fit(cfg, run_dir, family, data, resolution, summary, list(callbacks or []))
 
 
-def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict[str, Any]) -> dict[str, Any]:
+def _check_schedule(cfg: DictConfig, total_steps: int) -> None:
+    """The optimizer and schedule built once over the run's real horizon (e.g. warm-up + decay must fit in it)."""
+    from sdlora.optim.checks import build_problems
+
+    problems = build_problems(cfg.optimizer, cfg.scheduler, total_steps)
+    if problems:
+        raise SdloraError(f"the configuration has {len(problems)} problem(s):", problems)
+
+
+def _fit(
+    cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict[str, Any], callbacks: list
+) -> dict[str, Any]:
     import lightning as L
 
     from sdlora.data.datamodule import LoRADataModule
     from sdlora.models.loading import configure_memory
     from sdlora.network.build import build_network
+    from sdlora.optim.rules import apply_optimizer_rules
+    from sdlora.precision.policy import device_type, resolve_precision
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    saver = _make_saver(cfg, run_dir, family, data, resolution)
-    trainer = _make_trainer(cfg, run_dir, data.plan.length, [saver])
-    components = family.load(_weight_dtype(cfg, trainer))
+    device = device_type(cfg.trainer.accelerator)
+    precision = resolve_precision(cfg.precision, device)
+    for note in precision.notes:
+        log.warning("%s", note)
+    apply_optimizer_rules(cfg, device, precision.lora_dtype)
+    saver = _make_saver(cfg, run_dir, family, data, resolution, precision)
+    callbacks = [saver, *_precision_callbacks(cfg, precision), *callbacks]
+    trainer = _make_trainer(cfg, run_dir, data.plan.length, callbacks, precision.trainer_kwargs(device))
+    components = family.load(precision.torch_dtype(precision.weight_dtype), precision.torch_dtype(precision.vae_dtype))
     network = build_network(family, components, cfg.network)
+    network.to(precision.torch_dtype(precision.lora_dtype))  # float32 unless full_fp16 / full_bf16
     log.info(
         "Model: %s from %s (%s). LoRA: %d modules, %s trainable parameters",
         family.name, components.source, components.prediction_type, len(network), f"{network.num_parameters():,}",
@@ -73,15 +95,12 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, resolution, summary: dict
     return summary
 
 
-def _weight_dtype(cfg: DictConfig, trainer):
-    """The frozen model's dtype: the precision option's, unless Lightning fell back to another autocast dtype."""
-    import torch
+def _precision_callbacks(cfg: DictConfig, precision) -> list:
+    if not precision.stochastic_rounding:
+        return []
+    from sdlora.precision.rounding import StochasticRounding
 
-    configured = getattr(torch, cfg.precision.weight_dtype)
-    if cfg.precision.trainer_precision == "16-mixed" and trainer.precision == "bf16-mixed":
-        log.warning("precision=fp16_mixed: fp16 autocast is not available on this device; using bf16 instead")
-        return torch.bfloat16
-    return configured
+    return [StochasticRounding(seed=cfg.seed)]
 
 
 def _make_module(cfg: DictConfig, family, components, network, length):
@@ -107,7 +126,7 @@ def _make_module(cfg: DictConfig, family, components, network, length):
     )
 
 
-def _make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution):
+def _make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution, precision):
     """The callback writing LoRA files, with kohya's metadata for this run."""
     from sdlora.callbacks.save_lora import SaveLoRA
     from sdlora.network.io import SAVE_DTYPES
@@ -119,6 +138,7 @@ def _make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution):
         "version": __version__,
         "model_path": family.pretrained,
         "vae_path": family.vae,
+        "precision": precision,
     }
 
     def metadata(prediction_type: str) -> dict[str, str]:
@@ -145,7 +165,7 @@ def _hash_in_background(location: str | None, hasher) -> Future | None:
     return future
 
 
-def _make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list):
+def _make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list, precision_kwargs: dict):
     """The Lightning Trainer; its limits are the plan's (steps and epochs, whichever the config makes first)."""
     import lightning as L
     from hydra.utils import instantiate
@@ -158,7 +178,7 @@ def _make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list):
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=cfg.precision.trainer_precision,
+        **precision_kwargs,
         max_steps=length.total_steps,
         max_epochs=length.epochs,
         accumulate_grad_batches=t.accumulate_grad_batches,

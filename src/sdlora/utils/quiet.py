@@ -28,6 +28,7 @@ _WARNINGS = (
     r".*LeafSpec.*",
     r".*does not have many workers.*",
     r"Found \d+ module\(s\) in eval mode.*",  # the frozen base model is in eval mode on purpose
+    r"Paged optimizers are not supported on CPU.*",  # bitsandbytes; sdlora.optim.rules warns naming the fallback
 )
 
 
