@@ -6,11 +6,11 @@ of its parameters), a small VAE and text encoder — and the same batch, fed aga
 textbook one: VAE encode, text encode, noise, U-Net, MSE, backward, clip, step, zero_grad. sdlora's is
 ``LoRATrainingModule`` under ``lightning.Trainer`` with a TensorBoard logger, as ``train.py`` runs it.
 
-Each measurement runs in its own process (peak RSS is per process); the two loops alternate for ``--rounds`` rounds
-and the medians are compared. Printed: median step time and peak RSS of each, and the ratios (targets: step ≤ 1.05,
+Each measurement runs in its own process (peak RSS is per process); the measurements are interleaved for ``--rounds``
+rounds (so that a change of load on a shared machine hits all of them alike) and the medians are compared. Printed: median step time and peak RSS of each, and the ratios (targets: step ≤ 1.05,
 RSS ≤ 1.10); then sdlora's step with precision fp32, bf16_mixed and full_bf16.
 
-    python benchmarks/step_overhead.py                 # about 5 minutes on 2 CPU cores
+    python benchmarks/step_overhead.py                 # about 10 minutes on 2 idle CPU cores
     python benchmarks/step_overhead.py --steps 20 --rounds 3 --resolution 256
 """
 
@@ -192,7 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating plain/sdlora measurements")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all the measurements")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--worker", choices=["plain", "lightning"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -200,26 +200,27 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    results: dict[str, list[dict]] = {"plain": [], "lightning": []}
-    for _ in range(args.rounds):
-        for kind in ("plain", "lightning"):
-            results[kind].append(measure(kind, "fp32", args))
-    step = {k: statistics.median(r["step_s"] for r in v) for k, v in results.items()}
-    rss = {k: statistics.median(r["peak_rss_mib"] for r in v) for k, v in results.items()}
+    variants = [("plain", "fp32"), ("lightning", "fp32"), ("lightning", "bf16_mixed"), ("lightning", "full_bf16")]
+    results: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
+    for _ in range(args.rounds):  # interleaved, so that a change of load on the machine hits every variant alike
+        for kind, precision in variants:
+            results[(kind, precision)].append(measure(kind, precision, args))
+    step = {v: statistics.median(r["step_s"] for r in rs) for v, rs in results.items()}
+    rss = {v: statistics.median(r["peak_rss_mib"] for r in rs) for v, rs in results.items()}
+    plain, ours = ("plain", "fp32"), ("lightning", "fp32")
     print(f"model: SD1.5-shaped, half-width U-Net, {args.resolution}px, batch 1, LoRA rank 16 on the U-Net; "
-          f"{args.steps} steps after {args.warmup} warm-up, {args.rounds} rounds, median")  # fmt: skip
+          f"{args.steps} steps after {args.warmup} warm-up; median of {args.rounds} interleaved rounds")  # fmt: skip
     print(f"{'':24}{'step (s)':>10}{'peak RSS (MiB)':>16}")
-    for kind, label in (("plain", "plain PyTorch loop"), ("lightning", "sdlora (Lightning)")):
-        print(f"{label:24}{step[kind]:>10.3f}{rss[kind]:>16.0f}")
-    ratios = step["lightning"] / step["plain"], rss["lightning"] / rss["plain"]
+    for variant, label in ((plain, "plain PyTorch loop"), (ours, "sdlora (Lightning)")):
+        print(f"{label:24}{step[variant]:>10.3f}{rss[variant]:>16.0f}")
+    ratios = step[ours] / step[plain], rss[ours] / rss[plain]
     print(f"{'ratio sdlora / plain':24}{ratios[0]:>10.3f}{ratios[1]:>16.3f}   (targets ≤ 1.05, ≤ 1.10)")
     print("\nsdlora step by precision (this CPU):")
-    base = None
     for precision in ("fp32", "bf16_mixed", "full_bf16"):
-        r = measure("lightning", precision, args)
-        base = base or r
-        print(f"  {precision:12}{r['step_s']:>8.3f} s ({r['step_s'] / base['step_s']:.2f}x)"
-              f"{r['peak_rss_mib']:>9.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x)")  # fmt: skip
+        v = ("lightning", precision)
+        print(f"  {precision:12}{step[v]:>8.3f} s ({step[v] / step[ours]:.2f}x)"
+              f"{rss[v]:>9.0f} MiB ({rss[v] / rss[ours]:.2f}x)")  # fmt: skip
+    print("per round (step s):", {f"{k}/{p}": [round(r["step_s"], 3) for r in rs] for (k, p), rs in results.items()})
 
 
 if __name__ == "__main__":

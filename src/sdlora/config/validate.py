@@ -141,7 +141,6 @@ def _check_optimization_and_precision(cfg: DictConfig, problems: list[str]) -> N
 
 def validate(cfg: DictConfig) -> None:
     """Raise one :class:`SdloraError` listing every problem of ``cfg``; return quietly when there are none."""
-
     problems: list[str] = []
     _check_model(cfg, problems)
     _check_data(cfg, problems)
