@@ -7,8 +7,9 @@ textbook one: VAE encode, text encode, noise, U-Net, MSE, backward, clip, step, 
 ``LoRATrainingModule`` under ``lightning.Trainer`` with a TensorBoard logger, as ``train.py`` runs it.
 
 Each measurement runs in its own process (peak RSS is per process); the measurements are interleaved for ``--rounds``
-rounds (so that a change of load on a shared machine hits all of them alike) and the medians are compared. Printed: median step time and peak RSS of each, and the ratios (targets: step ≤ 1.05,
-RSS ≤ 1.10); then sdlora's step with precision fp32, bf16_mixed and full_bf16.
+rounds (so that a change of load on a shared machine hits all of them alike) and the medians are compared. Printed:
+median step time and peak RSS of each, and the ratios (targets: step ≤ 1.05, RSS ≤ 1.10); then sdlora's step with
+precision fp32, bf16_mixed and full_bf16.
 
     python benchmarks/step_overhead.py                 # about 10 minutes on 2 idle CPU cores
     python benchmarks/step_overhead.py --steps 20 --rounds 3 --resolution 256
