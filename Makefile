@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sdlora-installed
 
-.PHONY: install demo test test-all lint format clean
+.PHONY: install demo test test-all bench lint format clean
 
 # torch first (pinned: a CPU build where one is on disk; set TORCH=... for another build), then the package.
 $(STAMP): pyproject.toml
@@ -24,6 +24,9 @@ test: $(STAMP)  ## the test suite (CPU, offline)
 
 test-all: $(STAMP)  ## also the slow tests on full-size architectures
 	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: $(STAMP)  ## sdlora's training step vs a plain PyTorch loop, and precision costs (prints ratios; minutes)
+	$(PY) benchmarks/step_overhead.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from sdlora.config.validate import validate
 from sdlora.errors import SdloraError
 from sdlora.models.family import ModelFamily
-from sdlora.optim.factory import instantiate_partial
+from sdlora.optim.factory import build_scheduler, instantiate_partial
 from tests.conftest import CONF_DIR, EXAMPLE_DATA, ROOT, compose_config
 
 BASE = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
@@ -43,9 +43,17 @@ def test_model_options_instantiate(option):
     assert isinstance(family, ModelFamily) and family.name == option
 
 
+# options that need more than their name to run
+NEEDS = {
+    ("optimizer", "custom"): ["optimizer._target_=torch.optim.RAdam"],
+    ("scheduler", "custom"): ["scheduler._target_=torch.optim.lr_scheduler.StepLR", "+scheduler.step_size=3"],
+    ("scheduler", "adafactor"): ["optimizer=adafactor"],
+}
+
+
 @pytest.mark.parametrize("option", options("optimizer"))
 def test_optimizer_options_build_an_optimizer(option):
-    cfg = compose_config(*BASE, f"optimizer={option}")
+    cfg = compose_config(*BASE, f"optimizer={option}", *NEEDS.get(("optimizer", option), []))
     param = torch.nn.Parameter(torch.zeros(4, 4))
     optimizer = instantiate_partial(cfg.optimizer)([{"params": [param], "lr": cfg.optimizer.lr, "name": "unet"}])
     param.grad = torch.ones_like(param)
@@ -56,13 +64,16 @@ def test_optimizer_options_build_an_optimizer(option):
 
 @pytest.mark.parametrize("option", options("scheduler"))
 def test_scheduler_options_build_a_scheduler(option):
-    cfg = compose_config(*BASE, f"scheduler={option}")
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = instantiate_partial(cfg.scheduler)(optimizer, total_steps=10)
+    cfg = compose_config(*BASE, f"scheduler={option}", *NEEDS.get(("scheduler", option), []))
+    validate(cfg)
+    param = torch.nn.Parameter(torch.zeros(4, 4))
+    optimizer = instantiate_partial(cfg.optimizer)([{"params": [param], "lr": cfg.optimizer.lr}])
+    scheduler = build_scheduler(instantiate_partial(cfg.scheduler), optimizer, total_steps=10)
     for _ in range(10):
+        param.grad = torch.ones_like(param)
         optimizer.step()
         scheduler.step()
-    assert 0.0 <= optimizer.param_groups[0]["lr"] <= 1.0
+    assert 0.0 <= optimizer.param_groups[0]["lr"] <= cfg.optimizer.lr
 
 
 @pytest.mark.parametrize("option", options("precision"))

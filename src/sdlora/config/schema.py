@@ -70,6 +70,9 @@ class ModelConfig:
     max_token_length: int = 75  # 75, 150 or 225 tokens per caption [max_token_length]
     gradient_checkpointing: bool = False  # [gradient_checkpointing]
     attention: Attention = Attention.sdpa  # [sdpa / xformers]
+    channels_last: bool = False  # U-Net weights in channels-last memory format (no kohya option)
+    compile: bool = False  # torch.compile the U-Net [torch_compile]
+    compile_backend: str = "inductor"  # torch.compile backend [dynamo_backend]
     config: str | None = None  # diffusers config folder for single-file checkpoints (default: shipped for the family)
     init_seed: int = 0  # tiny families without `pretrained`: seed of the random weights
 
@@ -214,6 +217,9 @@ class PrecisionConfig:
     trainer_precision: str = "32-true"  # Lightning's precision flag
     weight_dtype: str = "float32"  # dtype of the frozen base model (U-Net, text encoders, VAE)
     mixed_precision: str = "no"  # kohya's name for it, written to ss_mixed_precision
+    lora_dtype: str = "float32"  # LoRA params, grads, optimizer state; 16-bit = [full_fp16 / full_bf16]
+    stochastic_rounding: bool = False  # full_bf16: round LoRA updates stochastically (beyond kohya)
+    no_half_vae: bool | None = None  # VAE in float32; null: the family's default (true for SDXL) [no_half_vae]
 
 
 @dataclass

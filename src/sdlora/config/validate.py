@@ -176,10 +176,21 @@ def _check_validation_and_masks(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"data.mask_dir={mask_dir!r} does not exist or is not a folder")
 
 
+def _check_optimization_and_precision(cfg: DictConfig, problems: list[str]) -> None:
+    """Optimizer, scheduler and precision nodes (keys, values, combinations) and the model's compile option."""
+    from sdlora.optim.checks import check_optimization
+    from sdlora.optim.rules import adaptive_lr_problems
+    from sdlora.precision.policy import check_precision
+
+    found = check_optimization(cfg)
+    problems += found or adaptive_lr_problems(cfg)
+    problems += check_precision(cfg.precision)
+    if cfg.model.compile and not str(cfg.model.compile_backend).strip():
+        problems.append("model.compile_backend must name a torch.compile backend (e.g. inductor)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one :class:`SdloraError` listing every problem of ``cfg``; return quietly when there are none."""
-    from sdlora.optim.factory import check_optimizer, check_scheduler
-
     problems: list[str] = []
     _check_model(cfg, problems)
     _check_data(cfg, problems)
@@ -187,7 +198,6 @@ def validate(cfg: DictConfig) -> None:
     _check_loss(cfg, problems)
     _check_validation_and_masks(cfg, problems)
     _check_trainer_and_save(cfg, problems)
-    problems += check_optimizer(cfg.optimizer)
-    problems += check_scheduler(cfg.scheduler)
+    _check_optimization_and_precision(cfg, problems)
     if problems:
         raise SdloraError(f"the configuration has {len(problems)} problem(s):", problems)

@@ -27,6 +27,7 @@ from sdlora.lit.running_mean import RunningMean
 from sdlora.lit.validation import ValidationLoss
 from sdlora.models.family import Components, ModelFamily, TextConditioning
 from sdlora.network.network import LoRANetwork
+from sdlora.optim.factory import build_scheduler
 
 
 class LoRATrainingModule(L.LightningModule):
@@ -159,9 +160,11 @@ class LoRATrainingModule(L.LightningModule):
         self.epoch_losses.append(loss)
         self.log("loss/current", loss, on_step=True, on_epoch=False)
         self.log("loss/average", average, on_step=True, on_epoch=False, prog_bar=True)
-        optimizer = self.optimizers()
-        for group in getattr(optimizer, "param_groups", []):
+        groups = getattr(self.optimizers(), "param_groups", [])
+        for group in groups:
             self.log(f"lr/{group['name']}", group["lr"], on_step=True, on_epoch=False)
+        if groups and "d" in groups[0]:  # D-Adaptation / Prodigy: the adapted step size d·lr, as kohya logs it
+            self.log("lr/d*lr", float(groups[0]["d"]) * groups[0]["lr"], on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self) -> None:
         if self.epoch_losses:
@@ -173,5 +176,5 @@ class LoRATrainingModule(L.LightningModule):
         lrs = self.learning_rates
         groups = self.network.param_groups(lrs["default"], lrs.get("unet"), lrs.get("text_encoder"))
         optimizer = self.optimizer_factory(groups)
-        scheduler = self.scheduler_factory(optimizer, total_steps=self.total_steps)
+        scheduler = build_scheduler(self.scheduler_factory, optimizer, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -76,6 +76,9 @@ class ModelFamily:
         attention: str = "sdpa",
         config: str | None = None,
         init_seed: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         self.pretrained = pretrained
         self.vae = vae
@@ -86,13 +89,17 @@ class ModelFamily:
         self.attention = getattr(attention, "value", attention)
         self.config = config
         self.init_seed = init_seed
+        self.channels_last = channels_last
+        self.compile = compile
+        self.compile_backend = compile_backend
 
     # ----------------------------------------------------------------------------------------------- loading
-    def load(self, weight_dtype: torch.dtype = torch.float32) -> Components:
-        """Load (or build) the components, frozen, in ``weight_dtype`` (the VAE in fp32 where the family needs it)."""
+    def load(self, weight_dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype | None = None) -> Components:
+        """Load (or build) the components, frozen, in ``weight_dtype``; the VAE in ``vae_dtype`` (default: fp32 where
+        the family needs it, else ``weight_dtype``)."""
         from sdlora.models.loading import load_components
 
-        return load_components(self, weight_dtype)
+        return load_components(self, weight_dtype, vae_dtype)
 
     # ----------------------------------------------------------------------------------------- conditioning
     def tokenize(self, tokenizer: Any, captions: list[str]) -> torch.Tensor:

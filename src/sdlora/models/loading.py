@@ -129,8 +129,9 @@ def load_vae(family: ModelFamily, value: str, dtype: torch.dtype) -> torch.nn.Mo
         raise SdloraError(f"could not load model.vae={value!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def load_components(family: ModelFamily, weight_dtype: torch.dtype) -> Components:
-    """Load or build ``family``'s components, frozen, in ``weight_dtype``; resolve the prediction type."""
+def load_components(family: ModelFamily, weight_dtype: torch.dtype, vae_dtype: torch.dtype | None = None) -> Components:
+    """Load or build ``family``'s components, frozen, in ``weight_dtype`` (the VAE in ``vae_dtype``, by default fp32
+    for families whose VAE overflows in fp16, else ``weight_dtype``); resolve the prediction type."""
     if family.pretrained is None:
         if not family.tiny:
             raise SdloraError(f"model.pretrained is required for model={family.name}")
@@ -157,7 +158,8 @@ def load_components(family: ModelFamily, weight_dtype: torch.dtype) -> Component
     unet, vae, encoders, tokenizers = parts
     if family.vae is not None:
         vae = load_vae(family, family.vae, weight_dtype)
-    vae_dtype = torch.float32 if family.vae_needs_fp32 else weight_dtype
+    if vae_dtype is None:
+        vae_dtype = torch.float32 if family.vae_needs_fp32 else weight_dtype
     for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((te, weight_dtype) for te in encoders)):
         if any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
             module.to(dtype=dtype)
@@ -176,7 +178,8 @@ def _prediction_type(family: ModelFamily, found: str | None) -> str:
 
 
 def configure_memory(family: ModelFamily, components: Components, device_type: str) -> None:
-    """Gradient checkpointing and the attention backend [kohya: --gradient_checkpointing, --sdpa, --xformers]."""
+    """Gradient checkpointing, the attention backend, channels-last weights and torch.compile of the U-Net
+    [kohya: --gradient_checkpointing, --sdpa, --xformers, --torch_compile, --dynamo_backend]."""
     if family.gradient_checkpointing:
         components.unet.enable_gradient_checkpointing()
         for encoder in components.text_encoders:
@@ -191,3 +194,18 @@ def configure_memory(family: ModelFamily, components: Components, device_type: s
             raise SdloraError(
                 f"model.attention=xformers could not be enabled ({exc}); use model.attention=sdpa"
             ) from exc
+    if family.channels_last:
+        components.unet.to(memory_format=torch.channels_last)  # 4-D weights (convolutions) NHWC
+    if family.compile:
+        compile_unet(components.unet, family.compile_backend)
+
+
+def compile_unet(unet: torch.nn.Module, backend: str) -> None:
+    """``torch.compile`` the U-Net in place (``nn.Module.compile``: the module object, its parameters and the LoRA
+    modules inside stay the same). Compilation itself happens at the first training step."""
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        available = ", ".join(torch._dynamo.list_backends())
+        raise SdloraError(f"model.compile_backend={backend!r} is not a torch.compile backend (available: {available})")
+    unet.compile(backend=backend)

@@ -72,32 +72,69 @@ def training_metadata(cfg: Any, family: Any, prediction_type: str, plan: Any, ru
 
 
 def _schedule_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
-    """Session, learning rates, optimizer, steps and epochs."""
+    """Session, learning rates, optimizer, schedule, precision, steps and epochs."""
     network, trainer, optimizer = cfg.network, cfg.trainer, cfg.optimizer
-    optimizer_args = {k: v for k, v in optimizer.items() if not str(k).startswith("_") and k != "lr"}
+    precision = run.get("precision")
+    lrs = {"ss_learning_rate": None, "ss_text_encoder_lr": network.text_encoder_lr, "ss_unet_lr": network.unet_lr}
+    lrs = {k: optimizer.lr if v is None else v for k, v in lrs.items()}
+    if _adafactor_relative_step(cfg):
+        lrs = dict.fromkeys(lrs)  # kohya sets them to None: Adafactor chooses its own step size
     return {
         "ss_session_id": random.randint(0, 2**32),
         "ss_training_started_at": time.time(),
         "ss_output_name": cfg.save.output_name,
-        "ss_learning_rate": optimizer.lr,
-        "ss_text_encoder_lr": network.text_encoder_lr if network.text_encoder_lr is not None else optimizer.lr,
-        "ss_unet_lr": network.unet_lr if network.unet_lr is not None else optimizer.lr,
+        **lrs,
         "ss_num_batches_per_epoch": plan.length.batches_per_epoch,
         "ss_num_epochs": plan.length.epochs,
         "ss_gradient_checkpointing": cfg.model.gradient_checkpointing,
         "ss_gradient_accumulation_steps": trainer.accumulate_grad_batches,
         "ss_max_train_steps": plan.length.total_steps,
         "ss_lr_warmup_steps": cfg.scheduler.get("warmup_steps", 0),
-        "ss_lr_scheduler": str(cfg.scheduler._target_).rsplit(".", 1)[-1],
-        "ss_optimizer": f"{optimizer._target_}({','.join(f'{k}={v}' for k, v in optimizer_args.items())})",
+        "ss_lr_scheduler": scheduler_name(cfg.scheduler),
+        "ss_optimizer": optimizer_description(optimizer),
         "ss_max_grad_norm": trainer.gradient_clip_val or 0.0,
-        "ss_mixed_precision": cfg.precision.mixed_precision,
-        "ss_full_fp16": False,
+        "ss_mixed_precision": precision.mixed_precision if precision else cfg.precision.mixed_precision,
+        "ss_full_fp16": precision.full_fp16 if precision else cfg.precision.lora_dtype == "float16",
         "ss_seed": cfg.seed,
         "ss_lowram": False,
         "ss_training_comment": None,
         "ss_sd_scripts_commit_hash": f"sdlora {run['version']}",
     }
+
+
+def _adafactor_relative_step(cfg: Any) -> bool:
+    from sdlora.optim.rules import adafactor_relative_step, is_adafactor
+
+    return is_adafactor(optimizer_class(cfg.optimizer)) and adafactor_relative_step(cfg.optimizer)
+
+
+def optimizer_class(node: Any) -> str:
+    from sdlora.optim.factory import target_class_name
+
+    return target_class_name(node)
+
+
+def _literal(value: Any) -> str:
+    """A config value as kohya's ``optimizer_args`` literal (lists become tuples: ``betas=(0.9, 0.999)``)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    return str(tuple(value)) if isinstance(value, list) else str(value)
+
+
+def optimizer_description(node: Any) -> str:
+    """``ss_optimizer``: ``module.Class(k=v,…)`` with the optimizer's arguments besides lr, as kohya writes it."""
+    args = ",".join(f"{k}={_literal(v)}" for k, v in node.items() if not str(k).startswith("_") and k != "lr")
+    return optimizer_class(node) + (f"({args})" if args else "")
+
+
+def scheduler_name(node: Any) -> str:
+    """``ss_lr_scheduler``: kohya's scheduler name (sdlora's factories carry it), ``adafactor:<initial lr>``."""
+    name = str(node._target_).rsplit(".", 1)[-1]
+    if str(node._target_) == "sdlora.optim.schedulers.adafactor":
+        return f"adafactor:{node.get('initial_lr')}"
+    return name
 
 
 def _network_keys(cfg: Any, lora: Any = None) -> dict[str, Any]:

@@ -15,6 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 
 # arguments the run passes itself (not set in the config)
 RUNTIME_ARGS = {"optimizer": {"params"}, "scheduler": {"optimizer", "total_steps"}}
+# import name → pip package, for the optional optimizer libraries
+PACKAGES = {
+    "bitsandbytes": "bitsandbytes",
+    "lion_pytorch": "lion-pytorch",
+    "dadaptation": "dadaptation",
+    "prodigyopt": "prodigyopt",
+    "transformers": "transformers",
+    "schedulefree": "schedulefree",
+}
 
 
 def locate_target(node: DictConfig, group: str) -> tuple[Any, list[str]]:
@@ -24,12 +33,43 @@ def locate_target(node: DictConfig, group: str) -> tuple[Any, list[str]]:
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     if not target:
         return None, [f"{group}: no _target_ (choose a {group}=… option or set {group}._target_=package.Class)"]
+    missing = _missing_package(target)
+    if missing:
+        return None, [f"{group}._target_={target!r} needs the Python package {missing!r}: pip install {missing}"]
     try:
         fn = get_method(target)
     except Exception as exc:
         reason = str(exc).splitlines()[0]
         return None, [f"{group}._target_={target!r} cannot be imported ({reason})"]
     return fn, _unknown_keys(fn, node, group)
+
+
+def _missing_package(target: str) -> str | None:
+    """The pip name of ``target``'s top-level package when it is a known optional library that is not installed."""
+    import importlib.util
+
+    top = str(target).split(".", 1)[0]
+    if top in PACKAGES and importlib.util.find_spec(top) is None:
+        return PACKAGES[top]
+    return None
+
+
+def target_class_name(node: DictConfig) -> str:
+    """``module.Class`` of what ``node._target_`` builds, as kohya names it in ``ss_optimizer`` (the class's own module,
+    e.g. ``torch.optim.adamw.AdamW``). sdlora's builder functions declare the class they build."""
+    from hydra.utils import get_method
+
+    target = str(node._target_)
+    try:
+        fn = get_method(target)
+    except Exception:
+        return target
+    declared = getattr(fn, "optimizer_class", None)
+    if declared:
+        return declared
+    if isinstance(fn, type):
+        return f"{fn.__module__}.{fn.__name__}"
+    return target
 
 
 def _unknown_keys(fn: Any, node: DictConfig, group: str) -> list[str]:
@@ -63,6 +103,17 @@ def check_optimizer(node: DictConfig) -> list[str]:
 
 def check_scheduler(node: DictConfig) -> list[str]:
     return locate_target(node, "scheduler")[1]
+
+
+def build_scheduler(factory: Any, optimizer: Any, total_steps: int) -> Any:
+    """Call a scheduler partial; ``total_steps`` (the run's optimizer steps) goes to factories that take it — all of
+    sdlora's — and not to other classes such as ``torch.optim.lr_scheduler.StepLR`` (``scheduler=custom``)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {"total_steps": None}
+    takes_total = "total_steps" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return factory(optimizer, total_steps=total_steps) if takes_total else factory(optimizer)
 
 
 def instantiate_partial(node: DictConfig) -> Any:

@@ -29,6 +29,7 @@ _WARNINGS = (
     r".*does not have many workers.*",
     r"Found \d+ module\(s\) in eval mode.*",  # the frozen base model is in eval mode on purpose
     r"Total length of `list` across ranks is zero.*",  # no validation batches during fit (validation at the end)
+    r"Paged optimizers are not supported on CPU.*",  # bitsandbytes; sdlora.optim.rules warns naming the fallback
 )
 
 

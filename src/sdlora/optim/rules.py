@@ -1,0 +1,179 @@
+"""kohya's optimizer-dependent rules (kohya-semantics §10.1), applied once to the validated config before training.
+
+- Adafactor with ``relative_step`` (its default; ``warmup_init`` forces it) sets its own step size: the schedule is
+  switched to ``scheduler=adafactor`` (with a warning when another one was chosen), ``optimizer.lr`` becomes its
+  ``initial_lr``, and ``network.unet_lr`` / ``network.text_encoder_lr`` are ignored. Without a relative step kohya's
+  hints are repeated (gradient clipping on, constant_with_warmup, clip_threshold 1.0).
+- D-Adaptation and Prodigy adapt the step size: a warning when ``optimizer.lr`` ≤ 0.1 (use about 1.0); Prodigy with
+  16-bit LoRA parameters warms up badly (measured, DESIGN §5).
+- bitsandbytes: paged optimizers need CUDA (elsewhere bitsandbytes falls back to the non-paged one: a warning says
+  so), and one step of the optimizer is tried on the training device first, so that a build without support for it
+  stops with a message naming the option instead of a traceback from the first training step.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from omegaconf import DictConfig, OmegaConf
+
+from sdlora.errors import SdloraError
+from sdlora.optim.adafactor import uses_relative_step
+from sdlora.optim.factory import instantiate_partial, target_class_name
+
+log = logging.getLogger("sdlora")
+
+ADAPTIVE_PACKAGES = ("dadaptation", "prodigyopt")
+ADAFACTOR_SCHEDULER = "sdlora.optim.schedulers.adafactor"
+
+
+def is_adaptive(class_name: str) -> bool:
+    """D-Adaptation or Prodigy (they keep the adapted step size ``d`` in their param groups)."""
+    return class_name.split(".", 1)[0] in ADAPTIVE_PACKAGES
+
+
+def is_adafactor(class_name: str) -> bool:
+    return class_name.startswith("transformers.") and class_name.endswith(".Adafactor")
+
+
+def is_bitsandbytes(class_name: str) -> bool:
+    return class_name.startswith("bitsandbytes.")
+
+
+def adafactor_relative_step(node: DictConfig) -> bool:
+    return uses_relative_step(node.get("relative_step", True), node.get("warmup_init", False))
+
+
+def scheduler_in_effect(optimizer: DictConfig, scheduler: DictConfig) -> DictConfig:
+    """The schedule the run will use: ``scheduler=adafactor`` for Adafactor with a relative step, else ``scheduler``."""
+    relative = is_adafactor(target_class_name(optimizer)) and adafactor_relative_step(optimizer)
+    if not relative or scheduler.get("_target_") == ADAFACTOR_SCHEDULER:
+        return scheduler
+    return OmegaConf.create({"_target_": ADAFACTOR_SCHEDULER, "_partial_": True, "initial_lr": None})
+
+
+def apply_optimizer_rules(cfg: DictConfig, device_type: str, lora_dtype: str = "float32") -> list[str]:
+    """Apply the rules to ``cfg`` (the scheduler node may be replaced); log and return the warnings."""
+    name = target_class_name(cfg.optimizer)
+    notes: list[str] = []
+    if is_adafactor(name):
+        notes += _adafactor(cfg)
+    if is_adaptive(name):
+        notes += _adaptive(cfg, name, lora_dtype)
+    if is_bitsandbytes(name):
+        notes += _bitsandbytes(cfg, name, device_type)
+    for note in notes:
+        log.warning("%s", note)
+    return notes
+
+
+def _adafactor(cfg: DictConfig) -> list[str]:
+    notes = []
+    optimizer, scheduler = cfg.optimizer, cfg.scheduler
+    if not adafactor_relative_step(optimizer):
+        if (cfg.trainer.gradient_clip_val or 0) > 0:
+            notes.append(
+                "optimizer=adafactor with a fixed lr: trainer.gradient_clip_val is set, so gradients are clipped "
+                "(kohya suggests trainer.gradient_clip_val=0)"
+            )
+        if not str(scheduler._target_).endswith(".constant_with_warmup"):
+            notes.append("optimizer=adafactor with a fixed lr: kohya suggests scheduler=constant_with_warmup")
+        if optimizer.get("clip_threshold", 1.0) != 1.0:
+            notes.append("optimizer=adafactor: kohya suggests optimizer.clip_threshold=1.0")
+        return notes
+    if scheduler._target_ != ADAFACTOR_SCHEDULER:
+        notes.append(
+            f"optimizer=adafactor with relative_step=true computes its own step size: scheduler "
+            f"{scheduler._target_} is replaced by scheduler=adafactor, as kohya does (set "
+            "optimizer.relative_step=false to use a schedule)"
+        )
+        cfg.scheduler = scheduler_in_effect(optimizer, scheduler)
+    if cfg.scheduler.get("initial_lr") is None:
+        cfg.scheduler.initial_lr = optimizer.lr
+    ignored = [k for k in ("unet_lr", "text_encoder_lr") if cfg.network.get(k) is not None]
+    if ignored:
+        notes.append(
+            f"optimizer=adafactor with relative_step=true uses one step size for all parameters: "
+            f"{', '.join('network.' + k for k in ignored)} ignored (kohya)"
+        )
+    return notes
+
+
+def first_group_lr(cfg: DictConfig) -> float:
+    """The lr of the first optimizer group: the text encoder's when it is trained, else the U-Net's."""
+    network, default = cfg.network, cfg.optimizer.lr
+    if network.train_text_encoder and network.text_encoder_lr != 0:
+        return default if network.text_encoder_lr is None else network.text_encoder_lr
+    return default if network.unet_lr is None else network.unet_lr
+
+
+def adaptive_lr_problems(cfg: DictConfig) -> list[str]:
+    """D-Adaptation and Prodigy refuse different lrs in their groups (0 excepted): a config error, found early."""
+    if not is_adaptive(target_class_name(cfg.optimizer)):
+        return []
+    network, default = cfg.network, cfg.optimizer.lr
+    lrs = {}
+    if network.train_unet:
+        lrs["network.unet_lr"] = default if network.unet_lr is None else network.unet_lr
+    if network.train_text_encoder:
+        lrs["network.text_encoder_lr"] = default if network.text_encoder_lr is None else network.text_encoder_lr
+    used = {lr for lr in lrs.values() if lr > 0}
+    if len(used) > 1:
+        values = ", ".join(f"{k}={v}" for k, v in lrs.items())
+        return [
+            f"optimizer {cfg.optimizer._target_} adapts one step size for all parameters and needs the same lr in "
+            f"every group, but {values} (set only optimizer.lr, or 0 to freeze a side)"
+        ]
+    return []
+
+
+def _adaptive(cfg: DictConfig, name: str, lora_dtype: str) -> list[str]:
+    notes = []
+    short = name.rsplit(".", 1)[-1]
+    lr = first_group_lr(cfg)
+    if lr <= 0.1:
+        notes.append(
+            f"{short} adapts its step size: the learning rate is a multiplier, set optimizer.lr around 1.0 "
+            f"(got lr={lr})"
+        )
+    if name.startswith("prodigyopt.") and lora_dtype != "float32":
+        notes.append(
+            f"{short} with {lora_dtype} LoRA parameters is slow and its step-size estimate warms up badly; "
+            "precision=bf16_mixed keeps the LoRA parameters in float32"
+        )
+    return notes
+
+
+def _bitsandbytes(cfg: DictConfig, name: str, device_type: str) -> list[str]:
+    notes = []
+    short = name.rsplit(".", 1)[-1]
+    if short.startswith("Paged") and device_type != "cuda":
+        notes.append(
+            f"{short} keeps its state in paged memory, which needs a CUDA GPU: on {device_type} bitsandbytes uses the "
+            f"non-paged {short.removeprefix('Paged')} instead"
+        )
+    _try_one_step(cfg.optimizer, short, device_type)
+    return notes
+
+
+def _try_one_step(node: DictConfig, short: str, device_type: str) -> None:
+    """One step on a stand-in parameter large enough for 8-bit state (≥ 4096 elements) on the training device."""
+    import torch
+
+    param = torch.nn.Parameter(torch.ones(64, 128, device=device_type))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optimizer = instantiate_partial(node)([{"params": [param], "lr": node.lr}])
+            param.grad = torch.full_like(param, 1e-3)
+            optimizer.step()
+    except Exception as exc:
+        import bitsandbytes
+
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SdloraError(
+            f"optimizer {node._target_} ({short}) cannot run on {device_type} with bitsandbytes "
+            f"{bitsandbytes.__version__}: {reason}. Update bitsandbytes or choose an optimizer without it "
+            "(optimizer=adamw, optimizer=lion, …)"
+        ) from exc

@@ -1,0 +1,134 @@
+"""Which dtype each part of a run uses, from the ``precision`` group and the training device (kohya-semantics §10.3).
+
+| option       | autocast (Lightning) | frozen U-Net/TEs | VAE                    | LoRA params, grads, opt. state |
+|--------------|----------------------|------------------|------------------------|--------------------------------|
+| fp32         | none (32-true)       | float32          | float32                | float32                        |
+| bf16_mixed   | bf16 (bf16-mixed)    | bfloat16         | bf16 (fp32 for SDXL)   | float32                        |
+| fp16_mixed   | fp16 (16-mixed)      | float16          | fp16 (fp32 for SDXL)   | float32 (grad scaler)          |
+| full_bf16    | bf16 (bf16-mixed)    | bfloat16         | bf16 (fp32 for SDXL)   | bfloat16                       |
+| full_fp16    | fp16 (16-mixed)      | float16          | fp16 (fp32 for SDXL)   | float16 (fp16-grad scaler)     |
+
+``precision.no_half_vae`` overrides the VAE column (true: float32; false: the frozen model's dtype). Lightning has no
+fp16 autocast on a CPU: there fp16_mixed runs as bf16_mixed and full_fp16 as full_bf16, with a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DTYPES = ("float32", "float16", "bfloat16")
+TRAINER_PRECISIONS = {"32-true": "float32", "16-mixed": "float16", "bf16-mixed": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """The effective precision of a run (after any fallback for the device)."""
+
+    name: str
+    trainer_precision: str  # Lightning's precision flag
+    weight_dtype: str  # frozen U-Net and text encoders
+    lora_dtype: str  # LoRA parameters, their gradients and (torch optimizers') state
+    vae_dtype: str | None  # None: the family's default (float32 for SDXL, else weight_dtype)
+    mixed_precision: str  # kohya's name: "no", "fp16", "bf16"
+    stochastic_rounding: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def full_fp16(self) -> bool:
+        return self.lora_dtype == "float16"
+
+    @property
+    def full_bf16(self) -> bool:
+        return self.lora_dtype == "bfloat16"
+
+    def torch_dtype(self, name: str | None) -> Any:
+        import torch
+
+        return None if name is None else getattr(torch, name)
+
+    def trainer_kwargs(self, device_type: str) -> dict[str, Any]:
+        """``precision=`` for the Trainer, or the mixed-precision plugin with the fp16-gradient scaler (full_fp16)."""
+        if self.full_fp16 and self.trainer_precision == "16-mixed":
+            from lightning.pytorch.plugins.precision import MixedPrecision
+
+            from sdlora.precision.scaler import FP16ParamsGradScaler
+
+            scaler = FP16ParamsGradScaler(device_type)
+            return {"plugins": [MixedPrecision("16-mixed", device_type, scaler=scaler)]}
+        return {"precision": self.trainer_precision}
+
+
+def check_precision(node: Any) -> list[str]:
+    """Value and combination problems of the ``precision`` node."""
+    problems = []
+    flag = node.trainer_precision
+    if flag not in TRAINER_PRECISIONS:
+        problems.append(f"precision.trainer_precision={flag!r} must be one of {', '.join(TRAINER_PRECISIONS)}")
+    for key in ("weight_dtype", "lora_dtype"):
+        if node[key] not in DTYPES:
+            problems.append(f"precision.{key}={node[key]!r} must be one of {', '.join(DTYPES)}")
+    if problems:
+        return problems
+    autocast = TRAINER_PRECISIONS[flag]
+    if node.weight_dtype not in ("float32", autocast):
+        problems.append(
+            f"precision.weight_dtype={node.weight_dtype} does not fit precision.trainer_precision={flag}: the frozen "
+            f"model must be float32 or the autocast dtype ({autocast})"
+        )
+    if node.lora_dtype != "float32" and node.lora_dtype != autocast:
+        problems.append(
+            f"precision.lora_dtype={node.lora_dtype} needs precision.trainer_precision="
+            f"{'16-mixed' if node.lora_dtype == 'float16' else 'bf16-mixed'} (kohya: full_fp16 requires mixed "
+            "precision fp16, full_bf16 requires bf16); use precision=full_fp16 or precision=full_bf16"
+        )
+    if node.stochastic_rounding and node.lora_dtype != "bfloat16":
+        problems.append(
+            "precision.stochastic_rounding=true rounds bfloat16 LoRA updates: use it with precision=full_bf16"
+        )
+    return problems
+
+
+def resolve_precision(node: Any, device_type: str) -> PrecisionPlan:
+    """The plan for ``node`` on ``device_type`` ("cpu", "cuda", …); fp16 autocast falls back to bf16 on a CPU."""
+    flag, weight, lora, mixed = node.trainer_precision, node.weight_dtype, node.lora_dtype, node.mixed_precision
+    name, notes = node.name, []
+    if flag == "16-mixed" and device_type == "cpu":
+        flag, mixed = "bf16-mixed", "bf16"
+        weight = "bfloat16" if weight == "float16" else weight
+        if lora == "float16":
+            lora, name = "bfloat16", "full_bf16"
+            notes.append(
+                f"precision={node.name}: fp16 autocast and its gradient scaler are not available on cpu; training "
+                "as precision=full_bf16 (LoRA parameters, gradients and optimizer state in bfloat16)"
+            )
+        else:
+            name = "bf16_mixed"
+            notes.append(
+                f"precision={node.name}: fp16 autocast is not available on cpu; using bf16 autocast and a bfloat16 "
+                "frozen model instead (precision=bf16_mixed)"
+            )
+    no_half_vae = node.get("no_half_vae")
+    vae = None if no_half_vae is None else ("float32" if no_half_vae else weight)
+    return PrecisionPlan(
+        name=name,
+        trainer_precision=flag,
+        weight_dtype=weight,
+        lora_dtype=lora,
+        vae_dtype=vae,
+        mixed_precision=mixed,
+        stochastic_rounding=bool(node.get("stochastic_rounding", False)),
+        notes=notes,
+    )
+
+
+def device_type(accelerator: str) -> str:
+    """The device type Lightning's ``accelerator`` option will train on ("cuda", "mps" or "cpu")."""
+    import torch
+
+    accelerator = str(accelerator).lower()
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "cuda"
+    if accelerator in ("mps", "auto") and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
