@@ -129,7 +129,8 @@ def make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution, run_inf
     """The callback writing LoRA files, with kohya's metadata for this run (``run_info`` gets the network later)."""
     from sdlora.callbacks.save_lora import SaveLoRA
     from sdlora.network.io import SAVE_DTYPES
-    from sdlora.network.metadata import file_sha256, modelspec_metadata, training_metadata
+    from sdlora.network.metadata import modelspec_metadata, training_metadata
+    from sdlora.utils.hashing import file_sha256
 
     model_hash = _hash_in_background(family.pretrained, file_sha256)
     run_info.update(resolution=resolution, version=__version__, model_path=family.pretrained, vae_path=family.vae)

@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from sdlora.data.cache import DiskCache, file_sha256, module_fingerprint
+from sdlora.data.cache import DiskCache, module_fingerprint
 from sdlora.errors import SdloraError
+from sdlora.utils.hashing import file_sha256
 
 LATENT_FORMAT = 1  # bump when the preprocessing (resize filters, crop rule, normalisation) changes
 

@@ -27,14 +27,6 @@ def legacy_model_hash(path: Path) -> str:
         return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_file_metadata(key: str, location: str | None, full_hash: str | None = None) -> dict[str, str]:
     """``ss_<key>_name`` (basename) and, for files, the legacy and full SHA-256 hashes [ss_sd_model_*, ss_vae_*]."""
     if not location:
