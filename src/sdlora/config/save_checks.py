@@ -1,4 +1,4 @@
-"""Value and combination checks of ``save.*``, ``sample.*`` and ``resume`` (collected by :mod:`sdlora.config.validate`)."""
+"""Value and combination checks of ``save.*``, ``sample.*`` and ``resume`` (collected by ``config.validate``)."""
 
 from __future__ import annotations
 

@@ -181,6 +181,8 @@ class LoRATrainingModule(L.LightningModule):
         self.epoch_losses.append(loss)
         self.log("loss/current", loss, on_step=True, on_epoch=False)
         self.log("loss/average", average, on_step=True, on_epoch=False, prog_bar=True)
+        if self.nonfinite_skipped:  # cumulative, from the first skipped batch on
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), on_step=True, on_epoch=False)
         groups = getattr(self.optimizers(), "param_groups", [])
         for group in groups:
             self.log(f"lr/{group['name']}", group["lr"], on_step=True, on_epoch=False)

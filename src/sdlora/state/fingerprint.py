@@ -61,7 +61,7 @@ def fingerprint_hash(print_: dict[str, Any]) -> str:
 
 
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, dict) and not set(value) == {"sha256", "text"}:
+    if isinstance(value, dict) and set(value) != {"sha256", "text"}:
         out: dict[str, Any] = {}
         for key, item in value.items():
             out.update(_flatten(item, f"{prefix}.{key}"))

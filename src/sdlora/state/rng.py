@@ -46,7 +46,7 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator | N
             generator.set_state(saved[name])
 
 
-class preserved_rng:  # noqa: N801  (used as a context manager, like torch.random.fork_rng)
+class preserved_rng:
     """Context manager: every stream (and the named generators) is as before when the block ends."""
 
     def __init__(self, generators: dict[str, torch.Generator | None] | None = None) -> None:
