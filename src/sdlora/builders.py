@@ -90,6 +90,7 @@ def make_module(cfg: DictConfig, family, components, network, length, validate: 
         objective=make_objective(cfg, components.prediction_type),
         seed=cfg.seed,
         validation=validation,
+        skip_nonfinite=cfg.trainer.skip_nonfinite,
     )
 
 
@@ -125,9 +126,10 @@ def data_plan_callback(plan):
     return LogDataPlan(plan)
 
 
-def make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution, run_info: dict[str, Any]):
-    """The callback writing LoRA files, with kohya's metadata for this run (``run_info`` gets the network later)."""
-    from sdlora.callbacks.save_lora import SaveLoRA
+def make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution, run_info: dict[str, Any], state=None):
+    """The callback writing LoRA files and states, with kohya's metadata for this run (``run_info`` gets the network
+    later); ``state`` is the :class:`~sdlora.callbacks.state.TrainingState` callback."""
+    from sdlora.callbacks.save_lora import SaveLoRA, SaveSchedule
     from sdlora.network.io import SAVE_DTYPES
     from sdlora.network.metadata import modelspec_metadata, training_metadata
     from sdlora.utils.hashing import file_sha256
@@ -142,11 +144,45 @@ def make_saver(cfg: DictConfig, run_dir: Path, family, data, resolution, run_inf
             **modelspec_metadata(family, prediction_type, cfg.save.output_name, resolution, cfg),
         }
 
-    save_precision = cfg.save.precision.value if cfg.save.precision is not None else None
-    return SaveLoRA(
-        run_dir, cfg.save.output_name, metadata, data.plan.length.steps_per_epoch,
-        save_format=cfg.save.format.value, dtype=SAVE_DTYPES[save_precision], also_diffusers=cfg.save.also_diffusers,
+    save = cfg.save
+    save_precision = save.precision.value if save.precision is not None else None
+    schedule = SaveSchedule(
+        save.every_n_steps, save.every_n_epochs, save.last_n_steps, save.last_n_epochs, save.state,
+        save.last_n_steps_state, save.last_n_epochs_state, epochs=data.plan.length.epochs,
     )  # fmt: skip
+    return SaveLoRA(
+        run_dir, save.output_name, metadata, data.plan.length.steps_per_epoch,
+        save_format=save.format.value, dtype=SAVE_DTYPES[save_precision], also_diffusers=save.also_diffusers,
+        schedule=schedule, state_kind=(lambda kind: setattr(state, "kind", kind)) if state is not None else None,
+    )  # fmt: skip
+
+
+def state_callbacks(cfg: DictConfig, data) -> list:
+    """What a training state holds beyond Lightning's checkpoint (:class:`TrainingState`), and the sampler's epoch."""
+    from sdlora.callbacks.state import TrainingState
+    from sdlora.data.datamodule import SamplerEpoch
+    from sdlora.state.fingerprint import fingerprint
+
+    return [TrainingState(fingerprint(cfg, data.plan)), SamplerEpoch(data.sampler)]
+
+
+def sample_callbacks(cfg: DictConfig, family, run_dir: Path) -> list:
+    """Sample images during training (``sample.prompts``)."""
+    if not cfg.sample.prompts:
+        return []
+    from sdlora.callbacks.sampling import SampleImages
+
+    return [SampleImages.from_config(cfg, family, run_dir)]
+
+
+def check_resume(cfg: DictConfig, data):
+    """``resume``: the state to continue (its settings compared with this config), or None."""
+    if not cfg.resume:
+        return None
+    from sdlora.state.fingerprint import fingerprint
+    from sdlora.state.resume import check_resume as check
+
+    return check(cfg.resume, fingerprint(cfg, data.plan), cfg.resume_allow_changes)
 
 
 def _hash_in_background(location: str | None, hasher) -> Future | None:
@@ -174,8 +210,11 @@ def make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list, extra_
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import TQDMProgressBar
 
+    from sdlora.state.checkpoint_io import StateFolderIO
+
     t = cfg.trainer
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger else False
+    extra_kwargs = {**extra_kwargs, "plugins": [*extra_kwargs.get("plugins", []), StateFolderIO()]}
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,

@@ -26,7 +26,7 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
     quiet_third_party()
     from hydra.utils import instantiate
 
-    from sdlora.builders import check_schedule, use_masks, validation_summary
+    from sdlora.builders import check_resume, check_schedule, use_masks, validation_summary
     from sdlora.config.validate import validate
     from sdlora.data.build import build_training_data
     from sdlora.data.validation import validation_from_config
@@ -50,13 +50,14 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
     atomic_write_json(run_dir / "data_plan.json", plan)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "total_steps": data.plan.length.total_steps}
     check_schedule(cfg, data.plan.length.total_steps)
+    resume = check_resume(cfg, data)
     if cfg.dry_run:
         log.info("dry_run=true: stopping before the model is loaded")
         return summary
-    return _fit(cfg, run_dir, family, data, validation, resolution, summary, list(callbacks or []))
+    return _fit(cfg, run_dir, family, data, validation, resolution, summary, list(callbacks or []), resume)
 
 
-def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, summary: dict, callbacks: list):
+def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, summary: dict, callbacks: list, resume):
     import lightning as L
 
     from sdlora import builders
@@ -75,8 +76,10 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
         log.warning("%s", note)
     apply_optimizer_rules(cfg, device, precision.lora_dtype)
     run_info: dict[str, Any] = {"precision": precision}  # run facts for the metadata; the network is added below
-    saver = builders.make_saver(cfg, run_dir, family, data, resolution, run_info)
-    callbacks = [*builders.network_callbacks(cfg), saver, *builders.precision_callbacks(cfg, precision), *callbacks]
+    state, sampler_epoch = builders.state_callbacks(cfg, data)
+    saver = builders.make_saver(cfg, run_dir, family, data, resolution, run_info, state)
+    callbacks = [*builders.network_callbacks(cfg), *builders.sample_callbacks(cfg, family, run_dir), saver, state,
+                 sampler_epoch, *builders.precision_callbacks(cfg, precision), *callbacks]  # fmt: skip
     callbacks.append(builders.data_plan_callback(data.plan))
     trainer_kwargs = {**precision.trainer_kwargs(device), **builders.validation_schedule(cfg, validation)}
     trainer = builders.make_trainer(cfg, run_dir, data.plan.length, callbacks, trainer_kwargs)
@@ -92,8 +95,12 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     configure_memory(family, components, trainer.strategy.root_device.type)
     module = builders.make_module(cfg, family, components, network, data.plan.length, validation is not None)
     datamodule = LoRADataModule(data, cfg.data.num_workers, validation, cfg.validation.every_n_steps is not None)
-    trainer.fit(module, datamodule=datamodule)
-    summary.update(steps=trainer.global_step, loss=module.loss_average.mean, files=[str(p) for p in saver.saved])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
+    summary.update(steps=trainer.global_step, loss=module.loss_average.mean, files=[str(p) for p in saver.saved],
+                   states=[str(p) for p in saver.states], nonfinite_skipped=module.nonfinite_skipped)  # fmt: skip
+    if saver.interrupted is not None:
+        summary["interrupted"] = str(saver.interrupted)
+        return summary
     if validation is not None:
         summary.update(builders.final_validation(trainer, module, datamodule))
     for path in saver.saved:
@@ -117,4 +124,7 @@ def hydra_task(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.RUN:
             raise SystemExit(1) from None
         raise
+    if "interrupted" in summary:
+        log.warning("Training stopped by Ctrl-C; continue with resume=%s", summary["interrupted"])
+        raise SystemExit(130)
     return summary.get("val_loss", summary.get("loss"))

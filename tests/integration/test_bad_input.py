@@ -155,5 +155,5 @@ def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
         "loss_weight": torch.ones(1),
         "paths": ["/data/2_tok/img0.png"],
     }
-    with pytest.raises(SdloraError, match=r"the loss became nan at step 0 .*img0.png.*learning rate"):
+    with pytest.raises(SdloraError, match=r"the loss became nan in step 1 .*img0.png.*learning rate"):
         module.training_step(batch, 0)

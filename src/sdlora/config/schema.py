@@ -237,16 +237,35 @@ class TrainerConfig:
     num_nodes: int = 1
     enable_progress_bar: bool = True
     fast_dev_run: Any = False
+    skip_nonfinite: bool = False  # skip (count and log) batches with a non-finite loss instead of stopping (no kohya)
 
 
 @dataclass
 class SaveConfig:
-    """LoRA files written to the run folder."""
+    """LoRA files and training states written to the run folder (names and retention as kohya, reference §8)."""
 
     output_name: str = "last"  # <output_name>.safetensors [output_name]
     precision: SavePrecision | None = None  # null: the dtype the LoRA was trained in [save_precision]
     format: SaveFormat = SaveFormat.safetensors  # [save_model_as]
     also_diffusers: bool = False  # also write <name>.diffusers.safetensors in diffusers/PEFT key format
+    every_n_steps: int | None = None  # <name>-step00000200.<ext> every n optimizer steps [save_every_n_steps]
+    every_n_epochs: int | None = None  # <name>-000001.<ext> every n epochs, not after the last [save_every_n_epochs]
+    last_n_steps: int | None = None  # keep files of the last n steps only [save_last_n_steps]
+    last_n_epochs: int | None = None  # keep the last n epoch files only [save_last_n_epochs]
+    state: bool = False  # a training state folder <name>-…-state/ beside every save and at the end [save_state]
+    last_n_steps_state: int | None = None  # null: save.last_n_steps (n counts steps) [save_last_n_steps_state]
+    last_n_epochs_state: int | None = None  # null: save.last_n_epochs [save_last_n_epochs_state]
+
+
+@dataclass
+class SampleConfig:
+    """Sample images during training, written to <run folder>/sample/ and TensorBoard (reference §12)."""
+
+    prompts: str | None = None  # .txt with --n --w --h --s --l --d options, .toml or .json [sample_prompts]
+    every_n_steps: int | None = None  # every n optimizer steps [sample_every_n_steps]
+    every_n_epochs: int | None = None  # at the end of every n-th epoch; may be combined [sample_every_n_epochs]
+    at_start: bool = False  # also before the first step (and when a resumed run starts) [sample_at_first]
+    sampler: str = "ddim"  # ddim, euler, euler_a, dpmsolver++, … (README) [sample_sampler]
 
 
 @dataclass
@@ -276,8 +295,11 @@ class TrainConfig:
     logger: Any = None  # `_target_` of a Lightning logger, or null
     save: SaveConfig = field(default_factory=SaveConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     seed: int = 42  # [seed]
     dry_run: bool = False  # print the data plan and exit
+    resume: str | None = None  # a state folder, a folder of runs (its newest state), or "latest" (outputs/) [resume]
+    resume_allow_changes: bool = False  # resume although the data order or the schedule changed (no kohya option)
 
 
 def register() -> None:

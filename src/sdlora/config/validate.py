@@ -189,6 +189,14 @@ def _check_optimization_and_precision(cfg: DictConfig, problems: list[str]) -> N
         problems.append("model.compile_backend must name a torch.compile backend (e.g. inductor)")
 
 
+def _check_saving_sampling_resume(cfg: DictConfig, problems: list[str]) -> None:
+    from sdlora.config.save_checks import check_resume, check_sample, check_save
+
+    check_save(cfg.save, problems)
+    check_sample(cfg.sample, problems)
+    check_resume(cfg, problems)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one :class:`SdloraError` listing every problem of ``cfg``; return quietly when there are none."""
     problems: list[str] = []
@@ -199,5 +207,6 @@ def validate(cfg: DictConfig) -> None:
     _check_validation_and_masks(cfg, problems)
     _check_trainer_and_save(cfg, problems)
     _check_optimization_and_precision(cfg, problems)
+    _check_saving_sampling_resume(cfg, problems)
     if problems:
         raise SdloraError(f"the configuration has {len(problems)} problem(s):", problems)

@@ -1,13 +1,59 @@
-"""LightningDataModule over the prepared dataset and bucket batch sampler."""
+"""LightningDataModule over the prepared dataset and bucket batch sampler.
+
+The training DataLoader is resumable: Lightning saves its ``state_dict`` in every checkpoint (a state folder) and
+hands it back before the first batch of a resumed run, so the run continues mid-epoch with the next batch of the same
+order. The DataLoaders draw their worker seeds from their own generators, never from the global torch RNG, so creating
+an iterator (at every epoch start, or for a validation pass) does not shift the random streams of training.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from sdlora.data.build import TrainingData
 from sdlora.data.dataset import collate_batch
+from sdlora.data.sampler import BucketBatchSampler
 from sdlora.data.validation import ValidationData
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`BucketBatchSampler` whose position Lightning saves and restores.
+
+    ``position`` returns the batches of the current epoch the training loop has processed. The position is taken from
+    the loop, not from the batches yielded: Lightning prefetches one batch, so the loader is always one ahead.
+    """
+
+    position: Callable[[], int] | None = None
+
+    def state_dict(self) -> dict:
+        sampler: BucketBatchSampler = self.batch_sampler
+        consumed = self.position() if self.position is not None else sampler.start
+        epoch = sampler.epoch
+        if consumed >= len(sampler):  # the epoch is done: the next batch is the first of the next epoch
+            epoch, consumed = epoch + 1, 0
+        return {"epoch": epoch, "start": consumed, "seed": sampler.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        sampler: BucketBatchSampler = self.batch_sampler
+        sampler.load_state_dict({**state, "seed": sampler.seed})  # the config's seed (it may differ on purpose)
+
+
+class SamplerEpoch(L.Callback):
+    """Tells the bucket batch sampler which epoch starts, so every epoch has its own order and augmentation.
+
+    (Lightning's own ``set_epoch`` call reaches samplers and the sampler *inside* a batch sampler, not a batch sampler
+    itself.) An epoch resumed mid-way gets no ``on_train_epoch_start``; its sampler state comes from the checkpoint.
+    """
+
+    def __init__(self, sampler: BucketBatchSampler) -> None:
+        self.sampler = sampler
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.sampler.set_epoch(trainer.current_epoch)
 
 
 class LoRADataModule(L.LightningDataModule):
@@ -22,13 +68,19 @@ class LoRADataModule(L.LightningDataModule):
         self.validate_during_fit = validate_during_fit
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        loader = ResumableDataLoader(
             self.data.dataset,
             batch_sampler=self.data.sampler,
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.data.sampler.seed),
         )
+        loader.position = self._batches_processed
+        return loader
+
+    def _batches_processed(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def val_dataloader(self) -> DataLoader | list:
         """The validation images during fit (``validation.every_n_steps``); none otherwise."""
@@ -38,5 +90,6 @@ class LoRADataModule(L.LightningDataModule):
 
     def validation_loader(self) -> DataLoader:
         return DataLoader(
-            self.validation.dataset, batch_sampler=self.validation.sampler, num_workers=0, collate_fn=collate_batch
-        )
+            self.validation.dataset, batch_sampler=self.validation.sampler, num_workers=0, collate_fn=collate_batch,
+            generator=torch.Generator(),
+        )  # fmt: skip

@@ -6,11 +6,16 @@ training_step (kohya-semantics §4.1):
   ε ~ N(0, I), t ~ U{min_timestep, …, max_timestep − 1}, x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε
   target = ε or v;  loss = mean_B( w_b · mean_{C,H,W} (unet(x_t, t) − target)² )
 Only the LoRA parameters are trainable. All randomness of the step comes from one generator seeded from
-``seed``, so a run is reproducible.
+``seed`` (and the global torch RNG for the LoRA dropouts), so a run is reproducible.
+
+A non-finite loss stops training (:class:`NonFiniteLoss`, a state is saved first when states are on), or with
+``trainer.skip_nonfinite`` the batch is skipped: ``training_step`` returns None, so it gives no gradient (the other
+micro-batches of an accumulated step still count), and ``train/nonfinite_skipped`` counts it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +34,22 @@ from sdlora.models.family import Components, ModelFamily, TextConditioning
 from sdlora.network.network import LoRANetwork
 from sdlora.optim.factory import build_scheduler
 
+log = logging.getLogger("sdlora")
+
+
+class NonFiniteLoss(SdloraError):
+    """The loss of a batch is NaN or infinite (the message names the step, the images and likely causes)."""
+
+
+def nonfinite_message(value: float, paths: list[str], step: int, epoch: int) -> str:
+    """What to tell the user about a non-finite loss in optimizer step ``step`` (1-based) of epoch ``epoch``."""
+    return (
+        f"the loss became {value} in step {step} (epoch {epoch}) on the batch of {', '.join(paths)}. Likely causes: a "
+        "learning rate that is too high (optimizer.lr, network.unet_lr, network.text_encoder_lr), fp16 overflow (try "
+        "precision=bf16_mixed or precision=fp32; SDXL's VAE needs float32: precision.no_half_vae=true), or a corrupt "
+        "image in that batch. trainer.skip_nonfinite=true skips such batches instead of stopping."
+    )
+
 
 class LoRATrainingModule(L.LightningModule):
     def __init__(
@@ -45,6 +66,7 @@ class LoRATrainingModule(L.LightningModule):
         objective: DiffusionObjective,
         seed: int = 0,
         validation: ValidationLoss | None = None,
+        skip_nonfinite: bool = False,
     ) -> None:
         super().__init__()
         self.family = family
@@ -64,6 +86,8 @@ class LoRATrainingModule(L.LightningModule):
         self.loss_average = RunningMean(batches_per_epoch)
         self.epoch_losses: list[float] = []
         self.generator: torch.Generator | None = None
+        self.skip_nonfinite = skip_nonfinite  # [trainer.skip_nonfinite]
+        self.nonfinite_skipped = 0
 
     # ------------------------------------------------------------------------------------------ modes, RNG
     def train(self, mode: bool = True) -> LoRATrainingModule:
@@ -121,23 +145,20 @@ class LoRATrainingModule(L.LightningModule):
         prediction = self.unet(noised.noisy.to(unet_dtype), noised.timesteps, **inputs).sample  # [B, 4, h, w]
         return self.objective.loss(prediction, noised, batch)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         per_sample = self.diffusion_loss(batch)
         loss = weighted_mean(per_sample, batch["loss_weight"])
         value = loss.detach().item()
         if not math.isfinite(value):
-            raise SdloraError(self._nonfinite_message(value, batch))
+            message = nonfinite_message(value, batch["paths"], self.global_step + 1, self.current_epoch + 1)
+            if not self.skip_nonfinite:
+                raise NonFiniteLoss(message)
+            self.nonfinite_skipped += 1
+            log.warning("trainer.skip_nonfinite: skipped a batch: %s", message.split(". Likely causes")[0])
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), on_step=True, on_epoch=False)
+            return None
         self._log_step(value)
         return loss
-
-    def _nonfinite_message(self, value: float, batch: dict) -> str:
-        images = ", ".join(batch["paths"])
-        return (
-            f"the loss became {value} at step {self.global_step} (epoch {self.current_epoch + 1}) on the batch of "
-            f"{images}. Likely causes: a learning rate that is too high (optimizer.lr, network.unet_lr, "
-            "network.text_encoder_lr), fp16 overflow (try precision=bf16_mixed or precision=fp32), or a corrupt "
-            "image in that batch."
-        )
 
     # ----------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -160,6 +181,8 @@ class LoRATrainingModule(L.LightningModule):
         self.epoch_losses.append(loss)
         self.log("loss/current", loss, on_step=True, on_epoch=False)
         self.log("loss/average", average, on_step=True, on_epoch=False, prog_bar=True)
+        if self.nonfinite_skipped:  # cumulative, from the first skipped batch on
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), on_step=True, on_epoch=False)
         groups = getattr(self.optimizers(), "param_groups", [])
         for group in groups:
             self.log(f"lr/{group['name']}", group["lr"], on_step=True, on_epoch=False)

@@ -138,6 +138,23 @@ class ModelFamily:
                 states = _final_layer_norm(text_encoder)(states)
         return join_chunk_states(states, self.num_chunks), out
 
+    # ----------------------------------------------------------------------------------------- sample images
+    def sample_pipeline(self, components: Components, scheduler: Any) -> Any:
+        """A diffusers pipeline over the loaded components (the LoRA modules are live inside them), for sample
+        images. Prompts go in as embeddings from :meth:`encode_text`, so clip_skip and long prompts act as in
+        training."""
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
+            unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )  # fmt: skip
+
+    def pipeline_prompt_kwargs(self, prompt: TextConditioning, negative: TextConditioning) -> dict[str, Any]:
+        """The pipeline's prompt-embedding arguments for a prompt and its negative prompt."""
+        return {"prompt_embeds": prompt.hidden_states, "negative_prompt_embeds": negative.hidden_states}
+
     # ------------------------------------------------------------------------------------- names, metadata
     def unet_namer(self, unet: nn.Module) -> Callable[[str], str]:
         """diffusers module path → kohya LoRA name for this family's U-Net."""

@@ -50,6 +50,24 @@ class SDXLFamily(ModelFamily):
             "added_cond_kwargs": {"text_embeds": text.pooled, "time_ids": time_ids},
         }
 
+    def sample_pipeline(self, components: Components, scheduler: Any) -> Any:
+        from diffusers import StableDiffusionXLPipeline
+
+        te1, te2 = components.text_encoders
+        tok1, tok2 = components.tokenizers
+        return StableDiffusionXLPipeline(
+            vae=components.vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1, tokenizer_2=tok2,
+            unet=components.unet, scheduler=scheduler, force_zeros_for_empty_prompt=False,
+        )  # fmt: skip
+
+    def pipeline_prompt_kwargs(self, prompt: TextConditioning, negative: TextConditioning) -> dict[str, Any]:
+        return {
+            "prompt_embeds": prompt.hidden_states,
+            "negative_prompt_embeds": negative.hidden_states,
+            "pooled_prompt_embeds": prompt.pooled,
+            "negative_pooled_prompt_embeds": negative.pooled,
+        }
+
     def unet_namer(self, unet: nn.Module) -> Callable[[str], str]:
         from sdlora.network.naming import SGMUNetNamer
 

@@ -30,6 +30,7 @@ _WARNINGS = (
     r"Found \d+ module\(s\) in eval mode.*",  # the frozen base model is in eval mode on purpose
     r"Total length of `list` across ranks is zero.*",  # no validation batches during fit (validation at the end)
     r"Paged optimizers are not supported on CPU.*",  # bitsandbytes; sdlora.optim.rules warns naming the fallback
+    r".*`training_step` returned `None`.*",  # trainer.skip_nonfinite: sdlora logs each skipped batch itself
 )
 
 

@@ -1,0 +1,69 @@
+"""Value and combination checks of ``save.*``, ``sample.*`` and ``resume`` (collected by ``config.validate``)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from sdlora.errors import SdloraError
+
+_SAVE_COUNTS = ("every_n_steps", "every_n_epochs", "last_n_steps", "last_n_epochs", "last_n_steps_state",
+                "last_n_epochs_state")  # fmt: skip
+
+
+def check_save(save: DictConfig, problems: list[str]) -> None:
+    for key in _SAVE_COUNTS:
+        if save[key] is not None and save[key] < 1:
+            problems.append(f"save.{key} must be ≥ 1 or null (off), got {save[key]}")
+    every_any = save.every_n_steps or save.every_n_epochs
+    if save.last_n_steps and not every_any:
+        problems.append("save.last_n_steps needs save.every_n_steps or save.every_n_epochs (it prunes those saves)")
+    if save.last_n_epochs and not save.every_n_epochs:
+        problems.append("save.last_n_epochs needs save.every_n_epochs (it prunes the epoch saves)")
+    for key in ("last_n_steps_state", "last_n_epochs_state"):
+        if save[key] and not save.state:
+            problems.append(f"save.{key} needs save.state=true")
+    if save.last_n_steps_state and not every_any:
+        problems.append("save.last_n_steps_state needs save.every_n_steps or save.every_n_epochs")
+    if save.last_n_epochs_state and not save.every_n_epochs:
+        problems.append("save.last_n_epochs_state needs save.every_n_epochs")
+
+
+def check_sample(sample: DictConfig, problems: list[str]) -> None:
+    from sdlora.sampling.prompts import load_prompts
+    from sdlora.sampling.schedulers import canonical, known_samplers
+
+    for key in ("every_n_steps", "every_n_epochs"):
+        if sample[key] is not None and sample[key] < 1:
+            problems.append(f"sample.{key} must be ≥ 1 or null (off), got {sample[key]}")
+    triggers = sample.every_n_steps or sample.every_n_epochs or sample.at_start
+    if triggers and not sample.prompts:
+        problems.append("sample.every_n_steps/every_n_epochs/at_start need sample.prompts (a prompt file)")
+    if sample.prompts and not triggers:
+        problems.append(
+            "sample.prompts is set but no sample image would be made: set sample.every_n_steps, "
+            "sample.every_n_epochs or sample.at_start=true"
+        )
+    if canonical(sample.sampler) is None:
+        problems.append(f"sample.sampler={sample.sampler!r} is not a sampler (known: {known_samplers()})")
+    if not sample.prompts:
+        return
+    try:
+        prompts, _ = load_prompts(sample.prompts)
+    except SdloraError as exc:
+        problems.append(str(exc))
+        return
+    for index, prompt in enumerate(prompts):
+        if prompt.sampler is not None and canonical(prompt.sampler) is None:
+            problems.append(
+                f"sample.prompts prompt {index + 1}: sampler {prompt.sampler!r} is unknown (known: {known_samplers()})"
+            )
+
+
+def check_resume(cfg: DictConfig, problems: list[str]) -> None:
+    from sdlora.state.resume import locate
+
+    if cfg.resume:
+        try:
+            locate(cfg.resume)
+        except SdloraError as exc:
+            problems.append(str(exc))

@@ -1,0 +1,1 @@
+"""Sample images during training: kohya's prompt files, the samplers, generation with a diffusers pipeline."""
