@@ -13,7 +13,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sdlora.errors import SdloraError
 from sdlora.utils.atomic import atomic_write_json
 from sdlora.utils.quiet import quiet_third_party, tidy_lightning_logging
 
@@ -27,12 +26,14 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
     from hydra.utils import instantiate
 
     from sdlora.builders import check_schedule, use_masks, validation_summary
+    from sdlora.config.derived import apply_derived_options
     from sdlora.config.validate import validate
     from sdlora.data.build import build_training_data
     from sdlora.data.validation import validation_from_config
 
     run_dir = Path(run_dir)
     validate(cfg)
+    apply_derived_options(cfg)
     family = instantiate(cfg.model)
     resolution = family.resolution(cfg.data.resolution)
     trainer_cfg = cfg.trainer
@@ -66,6 +67,7 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     from sdlora.network.build import build_network
     from sdlora.optim.rules import apply_optimizer_rules
     from sdlora.precision.policy import device_type, resolve_precision
+    from sdlora.sweep.hparams import log_run_hparams
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -96,25 +98,18 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     summary.update(steps=trainer.global_step, loss=module.loss_average.mean, files=[str(p) for p in saver.saved])
     if validation is not None:
         summary.update(builders.final_validation(trainer, module, datamodule))
+    log_run_hparams(trainer, cfg, summary)
     for path in saver.saved:
         log.info("Saved %s", path)
     return summary
 
 
 def hydra_task(cfg: DictConfig) -> float | None:
-    """The body of ``train.py``'s Hydra main: user errors become one message and exit code 1 (no traceback).
+    """The body of ``train.py``'s Hydra main: user errors become one message and exit code 1 (no traceback); in a
+    sweep a failed job is recorded and the others go on (:mod:`sdlora.sweep.job`).
 
     Returns the final ``val/loss`` when validation is on (what a Hydra sweeper minimises), else ``loss/average``.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from sdlora.sweep.job import run_hydra_job
 
-    hydra_cfg = HydraConfig.get()
-    try:
-        summary = train(cfg, hydra_cfg.runtime.output_dir)
-    except SdloraError as exc:
-        log.error("%s", exc)
-        if hydra_cfg.mode == RunMode.RUN:
-            raise SystemExit(1) from None
-        raise
-    return summary.get("val_loss", summary.get("loss"))
+    return run_hydra_job(cfg, train)

@@ -189,6 +189,12 @@ def _check_optimization_and_precision(cfg: DictConfig, problems: list[str]) -> N
         problems.append("model.compile_backend must name a torch.compile backend (e.g. inductor)")
 
 
+def _check_sweep_and_scale(cfg: DictConfig, problems: list[str]) -> None:
+    from sdlora.config.sweep_checks import check_sweep_and_scale
+
+    check_sweep_and_scale(cfg, problems)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one :class:`SdloraError` listing every problem of ``cfg``; return quietly when there are none."""
     problems: list[str] = []
@@ -199,5 +205,6 @@ def validate(cfg: DictConfig) -> None:
     _check_validation_and_masks(cfg, problems)
     _check_trainer_and_save(cfg, problems)
     _check_optimization_and_precision(cfg, problems)
+    _check_sweep_and_scale(cfg, problems)
     if problems:
         raise SdloraError(f"the configuration has {len(problems)} problem(s):", problems)
