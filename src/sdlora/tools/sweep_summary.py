@@ -238,8 +238,9 @@ def to_markdown(summary: SweepSummary) -> str:
     failed = sum(r.status == "failed" for r in summary.rows)
     lines += ["", f"{len(summary.rows)} job(s), {failed} failed."]
     if best is not None:
-        lines.append(f"Best ({summary.metric_name} {_number(best.score)}): job {best.job} — "
-                     f"{' '.join(best.shown_overrides) or '(no overrides)'} — {best.lora or 'no LoRA file'}")  # fmt: skip
+        overrides = " ".join(best.shown_overrides) or "(no overrides)"
+        lines.append(f"Best ({summary.metric_name} {_number(best.score)}): job {best.job} — {overrides} — "
+                     f"{best.lora or 'no LoRA file'}")  # fmt: skip
     if summary.optuna_best:
         params = summary.optuna_best.get("best_params", {})
         lines.append(f"Optuna's best: {' '.join(f'{k}={v}' for k, v in params.items())} "
