@@ -2,7 +2,8 @@
 the factories used here are in :mod:`sdlora.builders`.
 
 validate config → family adapter → data plan (printed, data_plan.json) → precision and optimizer rules → load model
-→ caches → inject LoRA → LightningModule + callbacks + logger → Trainer.fit → final validation → LoRA file.
+→ inject LoRA → LightningModule + callbacks + logger → Trainer.fit (caches in the datamodule's hooks) → final
+validation → LoRA file.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
     from sdlora.config.validate import validate
     from sdlora.data.build import build_training_data
     from sdlora.data.validation import validation_from_config
+    from sdlora.distributed.world import is_rank_zero, planned_world_size
 
     run_dir = Path(run_dir)
     validate(cfg)
@@ -41,14 +43,15 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
         cfg.data, resolution, cfg.seed, trainer_cfg.accumulate_grad_batches, trainer_cfg.max_steps,
         trainer_cfg.max_epochs, bucket_defaults=family.default_bucket_reso,
         prior_loss_weight=cfg.loss.prior_loss_weight, validation_split=cfg.validation.split,
-        validation_seed=cfg.validation.seed,
+        validation_seed=cfg.validation.seed, world_size=planned_world_size(trainer_cfg),
     )  # fmt: skip
     validation = validation_from_config(cfg, data.held_out, resolution, family.default_bucket_reso)
     use_masks(cfg, data)
     plan = data.plan.to_json()
     plan["validation"] = validation_summary(cfg, validation)
-    log.info("Run folder: %s\n%s\n  validation: %s", run_dir, data.plan.format(), plan["validation"]["text"])
-    atomic_write_json(run_dir / "data_plan.json", plan)
+    if is_rank_zero(trainer_cfg):  # the other processes of a distributed run plan the same, silently
+        log.info("Run folder: %s\n%s\n  validation: %s", run_dir, data.plan.format(), plan["validation"]["text"])
+        atomic_write_json(run_dir / "data_plan.json", plan)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "total_steps": data.plan.length.total_steps}
     check_schedule(cfg, data.plan.length.total_steps)
     if cfg.dry_run:
@@ -61,8 +64,9 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     import lightning as L
 
     from sdlora import builders
-    from sdlora.data.caching import prepare_caches
+    from sdlora.data.caching import DataCaches
     from sdlora.data.datamodule import LoRADataModule
+    from sdlora.distributed.world import check_world_size
     from sdlora.models.loading import configure_memory
     from sdlora.network.build import build_network
     from sdlora.optim.rules import apply_optimizer_rules
@@ -82,8 +86,8 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     callbacks.append(builders.data_plan_callback(data.plan))
     trainer_kwargs = {**precision.trainer_kwargs(device), **builders.validation_schedule(cfg, validation)}
     trainer = builders.make_trainer(cfg, run_dir, data.plan.length, callbacks, trainer_kwargs)
+    check_world_size(trainer, data.plan.world_size)
     components = family.load(precision.torch_dtype(precision.weight_dtype), precision.torch_dtype(precision.vae_dtype))
-    prepare_caches(cfg.data, data.dataset, family, components, run_dir, trainer.strategy.root_device)
     network = build_network(family, components, cfg.network)
     network.to(precision.torch_dtype(precision.lora_dtype))  # float32 unless full_fp16 / full_bf16
     run_info["network"] = network
@@ -93,7 +97,10 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     )  # fmt: skip
     configure_memory(family, components, trainer.strategy.root_device.type)
     module = builders.make_module(cfg, family, components, network, data.plan.length, validation is not None)
-    datamodule = LoRADataModule(data, cfg.data.num_workers, validation, cfg.validation.every_n_steps is not None)
+    caches = DataCaches(cfg.data, data.dataset, family, components, run_dir)  # filled in the datamodule's hooks
+    datamodule = LoRADataModule(
+        data, cfg.data.num_workers, validation, cfg.validation.every_n_steps is not None, caches=caches
+    )
     trainer.fit(module, datamodule=datamodule)
     summary.update(steps=trainer.global_step, loss=module.loss_average.mean, files=[str(p) for p in saver.saved])
     if validation is not None:

@@ -1,4 +1,5 @@
-"""LightningDataModule over the prepared dataset and bucket batch sampler."""
+"""LightningDataModule over the prepared dataset and bucket batch sampler; it fills the data caches in Lightning's
+``prepare_data``/``setup`` hooks, so that with several processes only global rank 0 writes cache files."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from sdlora.data.build import TrainingData
+from sdlora.data.caching import DataCaches
 from sdlora.data.dataset import collate_batch
 from sdlora.data.validation import ValidationData
 
@@ -13,13 +15,27 @@ from sdlora.data.validation import ValidationData
 class LoRADataModule(L.LightningDataModule):
     def __init__(
         self, data: TrainingData, num_workers: int = 0, validation: ValidationData | None = None,
-        validate_during_fit: bool = False,
+        validate_during_fit: bool = False, caches: DataCaches | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.data = data
         self.num_workers = num_workers
         self.validation = validation
         self.validate_during_fit = validate_during_fit
+        self.caches = caches
+        self.prepare_data_per_node = False  # one process writes the cache files, even on several nodes
+
+    def prepare_data(self) -> None:
+        """Global rank 0 alone: fill the caches and write the cache files (the other ranks wait)."""
+        if self.caches is not None:
+            self.caches.fill(self.trainer.strategy.root_device, write=True)
+
+    def setup(self, stage: str) -> None:
+        """Every rank: its in-memory caches (reading rank 0's files), its share of the global batches."""
+        trainer = self.trainer
+        if self.caches is not None:
+            self.caches.fill(trainer.strategy.root_device, write=trainer.is_global_zero)
+        self.data.sampler.set_rank(trainer.global_rank, trainer.world_size)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
