@@ -105,3 +105,26 @@ def test_optuna_sweep_minimises_val_loss_and_the_summary_reads_it(example_data, 
     accumulator.Reload()
     assert "hparams/val_loss" in accumulator.Tags()["scalars"]
     assert "hparams" in accumulator.PluginTagToContent("hparams") or accumulator.PluginTagToContent("hparams")
+
+
+def test_parallel_local_sweep_gives_each_worker_its_own_gpu(example_data, tmp_path):
+    """hydra/launcher=joblib with SDLORA_JOB_GPUS: jobs run in worker processes, each worker on one GPU of the list
+    (on this CPU-only machine CUDA_VISIBLE_DEVICES is set but unused: trainer.accelerator=cpu)."""
+    import os
+
+    sweep = tmp_path / "joblib"
+    args = ["-m", *sweep_setup(tmp_path, example_data), "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={sweep}", "network.rank=4,8", "trainer.max_steps=2"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "SDLORA_JOB_GPUS": "7,9"},
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    records = [read_record(job) for job in sorted(sweep.glob("[0-9]*_*"))]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    gpu_of_worker = {}
+    for record in records:
+        assert record["cuda_visible_devices"] in ("7", "9")
+        assert gpu_of_worker.setdefault(record["pid"], record["cuda_visible_devices"]) == record["cuda_visible_devices"]
+    assert len(set(gpu_of_worker.values())) == len(gpu_of_worker)  # distinct workers, distinct GPUs
+    assert (sweep / ".gpu_claims").is_dir()

@@ -9,6 +9,8 @@
   the batch (Hydra then reports the first failure and exits with code 1), and the Optuna sweeper records the trial
   as failed and goes on (``hparams_search=optuna`` sets ``max_failure_rate: 1.0``).
 - Anything else is a bug: recorded with its traceback, then raised as it is.
+- In a sweep with ``SDLORA_JOB_GPUS`` set (``hydra/launcher=joblib`` on several GPUs), the job first takes its GPU
+  (:mod:`.gpus`).
 """
 
 from __future__ import annotations
@@ -68,10 +70,19 @@ def run_hydra_job(cfg: DictConfig, train: Callable[[DictConfig, Path], dict[str,
     from hydra.types import RunMode
 
     from sdlora.distributed.world import is_rank_zero
+    from sdlora.sweep.gpus import assign_job_gpu
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        try:
+            gpu = assign_job_gpu(hydra_cfg.sweep.dir)
+        except SdloraError as exc:
+            log.error("%s", exc)
+            raise SweepJobError(str(exc)) from None
+        if gpu is not None:
+            log.info("Job %s runs on GPU %s (CUDA_VISIBLE_DEVICES)", hydra_cfg.job.get("num"), gpu)
     try:
         rank_zero = is_rank_zero(cfg.trainer)
     except SdloraError:
