@@ -59,18 +59,19 @@ sys.stdin.readline()  # hold the claim until told to exit
 """
 
 
+def start_worker(claims_dir) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CLAIM, str(claims_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
 def test_each_worker_process_claims_its_own_gpu_and_keeps_it(tmp_path):
     """Two worker processes get distinct GPUs; a third waits until one of them exits and then takes its GPU."""
-    workers = [
-        subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True)  # fmt: skip
-        for _ in range(2)
-    ]
+    workers = [start_worker(tmp_path) for _ in range(2)]
     try:
         claimed = [[w.stdout.readline().strip(), w.stdout.readline().strip()] for w in workers]
         assert sorted(c[0] for c in claimed) == ["0", "1"] and all(c[0] == c[1] for c in claimed)
-        third = subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path)], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
+        third = start_worker(tmp_path)
         workers.append(third)
         workers[0].communicate("\n", timeout=60)  # the first worker exits: its claim goes with it
         assert third.stdout.readline().strip() == claimed[0][0]
