@@ -128,3 +128,18 @@ def test_parallel_local_sweep_gives_each_worker_its_own_gpu(example_data, tmp_pa
         assert gpu_of_worker.setdefault(record["pid"], record["cuda_visible_devices"]) == record["cuda_visible_devices"]
     assert len(set(gpu_of_worker.values())) == len(gpu_of_worker)  # distinct workers, distinct GPUs
     assert (sweep / ".gpu_claims").is_dir()
+
+
+def test_submitit_runs_sweep_jobs_as_the_slurm_launcher_does(example_data, tmp_path):
+    """hydra/launcher=submitit_local: the submitit machinery of hydra/launcher=slurm (pickled job, own process,
+    results handed back) without a SLURM cluster."""
+    sweep = tmp_path / "submitit"
+    result = run_train(
+        "-m", *sweep_setup(tmp_path, example_data), "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}",
+        "network.rank=4", "trainer.max_steps=2",
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    (job,) = sweep.glob("[0-9]*_*")
+    record = read_record(job)
+    assert job.name == "0_network.rank=4" and record["status"] == "completed" and record["steps"] == 2
+    assert (job / "last.safetensors").is_file() and (sweep / ".submitit").is_dir()
