@@ -141,5 +141,6 @@ def test_submitit_runs_sweep_jobs_as_the_slurm_launcher_does(example_data, tmp_p
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     (job,) = sweep.glob("[0-9]*_*")
     record = read_record(job)
-    assert job.name == "0_network.rank=4" and record["status"] == "completed" and record["steps"] == 2
+    assert job.name == "0_network.rank=4,trainer.max_steps=2"
+    assert record["status"] == "completed" and record["steps"] == 2
     assert (job / "last.safetensors").is_file() and (sweep / ".submitit").is_dir()
