@@ -7,11 +7,12 @@ STAMP := $(VENV)/.sdlora-installed
 
 .PHONY: install demo test test-all bench lint format clean
 
-# torch first (pinned: a CPU build where one is on disk; set TORCH=... for another build), then the package.
+# torch first (pinned: a CPU build where one is on disk; set TORCH=... for another build), then the package with the
+# test tools and the sweep extra (Optuna sweeper, SLURM/joblib launchers, matplotlib), which the tests use.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,sweep]"
 	touch $(STAMP)
 
 install: $(STAMP)

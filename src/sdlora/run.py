@@ -2,7 +2,8 @@
 the factories used here are in :mod:`sdlora.builders`.
 
 validate config → family adapter → data plan (printed, data_plan.json) → precision and optimizer rules → load model
-→ caches → inject LoRA → LightningModule + callbacks + logger → Trainer.fit → final validation → LoRA file.
+→ inject LoRA → LightningModule + callbacks + logger → Trainer.fit (caches in the datamodule's hooks) → final
+validation → LoRA file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sdlora.errors import SdloraError
 from sdlora.utils.atomic import atomic_write_json
 from sdlora.utils.quiet import quiet_third_party, tidy_lightning_logging
 
@@ -27,12 +27,15 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
     from hydra.utils import instantiate
 
     from sdlora.builders import check_resume, check_schedule, use_masks, validation_summary
+    from sdlora.config.derived import apply_derived_options
     from sdlora.config.validate import validate
     from sdlora.data.build import build_training_data
     from sdlora.data.validation import validation_from_config
+    from sdlora.distributed.world import is_rank_zero, planned_world_size
 
     run_dir = Path(run_dir)
     validate(cfg)
+    apply_derived_options(cfg)
     family = instantiate(cfg.model)
     resolution = family.resolution(cfg.data.resolution)
     trainer_cfg = cfg.trainer
@@ -40,14 +43,15 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
         cfg.data, resolution, cfg.seed, trainer_cfg.accumulate_grad_batches, trainer_cfg.max_steps,
         trainer_cfg.max_epochs, bucket_defaults=family.default_bucket_reso,
         prior_loss_weight=cfg.loss.prior_loss_weight, validation_split=cfg.validation.split,
-        validation_seed=cfg.validation.seed,
+        validation_seed=cfg.validation.seed, world_size=planned_world_size(trainer_cfg),
     )  # fmt: skip
     validation = validation_from_config(cfg, data.held_out, resolution, family.default_bucket_reso)
     use_masks(cfg, data)
     plan = data.plan.to_json()
     plan["validation"] = validation_summary(cfg, validation)
-    log.info("Run folder: %s\n%s\n  validation: %s", run_dir, data.plan.format(), plan["validation"]["text"])
-    atomic_write_json(run_dir / "data_plan.json", plan)
+    if is_rank_zero(trainer_cfg):  # the other processes of a distributed run plan the same, silently
+        log.info("Run folder: %s\n%s\n  validation: %s", run_dir, data.plan.format(), plan["validation"]["text"])
+        atomic_write_json(run_dir / "data_plan.json", plan)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "total_steps": data.plan.length.total_steps}
     check_schedule(cfg, data.plan.length.total_steps)
     resume = check_resume(cfg, data)
@@ -61,12 +65,14 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     import lightning as L
 
     from sdlora import builders
-    from sdlora.data.caching import prepare_caches
+    from sdlora.data.caching import DataCaches
     from sdlora.data.datamodule import LoRADataModule
+    from sdlora.distributed.world import check_world_size
     from sdlora.models.loading import configure_memory
     from sdlora.network.build import build_network
     from sdlora.optim.rules import apply_optimizer_rules
     from sdlora.precision.policy import device_type, resolve_precision
+    from sdlora.sweep.hparams import log_run_hparams
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -83,8 +89,8 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     callbacks.append(builders.data_plan_callback(data.plan))
     trainer_kwargs = {**precision.trainer_kwargs(device), **builders.validation_schedule(cfg, validation)}
     trainer = builders.make_trainer(cfg, run_dir, data.plan.length, callbacks, trainer_kwargs)
+    check_world_size(trainer, data.plan.world_size)
     components = family.load(precision.torch_dtype(precision.weight_dtype), precision.torch_dtype(precision.vae_dtype))
-    prepare_caches(cfg.data, data.dataset, family, components, run_dir, trainer.strategy.root_device)
     network = build_network(family, components, cfg.network)
     network.to(precision.torch_dtype(precision.lora_dtype))  # float32 unless full_fp16 / full_bf16
     run_info["network"] = network
@@ -94,7 +100,10 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     )  # fmt: skip
     configure_memory(family, components, trainer.strategy.root_device.type)
     module = builders.make_module(cfg, family, components, network, data.plan.length, validation is not None)
-    datamodule = LoRADataModule(data, cfg.data.num_workers, validation, cfg.validation.every_n_steps is not None)
+    caches = DataCaches(cfg.data, data.dataset, family, components, run_dir)  # filled in the datamodule's hooks
+    datamodule = LoRADataModule(
+        data, cfg.data.num_workers, validation, cfg.validation.every_n_steps is not None, caches=caches
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
     summary.update(steps=trainer.global_step, loss=module.loss_average.mean, files=[str(p) for p in saver.saved],
                    states=[str(p) for p in saver.states], nonfinite_skipped=module.nonfinite_skipped)  # fmt: skip
@@ -103,28 +112,18 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
         return summary
     if validation is not None:
         summary.update(builders.final_validation(trainer, module, datamodule))
+    log_run_hparams(trainer, cfg, summary)
     for path in saver.saved:
         log.info("Saved %s", path)
     return summary
 
 
 def hydra_task(cfg: DictConfig) -> float | None:
-    """The body of ``train.py``'s Hydra main: user errors become one message and exit code 1 (no traceback).
+    """The body of ``train.py``'s Hydra main: user errors become one message and exit code 1 (no traceback); in a
+    sweep a failed job is recorded and the others go on (:mod:`sdlora.sweep.job`).
 
     Returns the final ``val/loss`` when validation is on (what a Hydra sweeper minimises), else ``loss/average``.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from sdlora.sweep.job import run_hydra_job
 
-    hydra_cfg = HydraConfig.get()
-    try:
-        summary = train(cfg, hydra_cfg.runtime.output_dir)
-    except SdloraError as exc:
-        log.error("%s", exc)
-        if hydra_cfg.mode == RunMode.RUN:
-            raise SystemExit(1) from None
-        raise
-    if "interrupted" in summary:
-        log.warning("Training stopped by Ctrl-C; continue with resume=%s", summary["interrupted"])
-        raise SystemExit(130)
-    return summary.get("val_loss", summary.get("loss"))
+    return run_hydra_job(cfg, train)

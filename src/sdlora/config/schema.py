@@ -91,6 +91,7 @@ class NetworkConfig:
     name: NetworkType = NetworkType.lora  # set by the group option network=lora|locon
     rank: int = 8  # [network_dim]
     alpha: float = 1.0  # scale = alpha / rank; 0 means alpha = rank [network_alpha]
+    alpha_ratio: float | None = None  # set: alpha = alpha_ratio × rank, replacing alpha (no kohya option; sweeps)
     conv_rank: int | None = None  # rank of the 3×3 convs, network=locon only [conv_dim]
     conv_alpha: float | None = None  # alpha of the 3×3 convs; null = 1, 0 = conv_rank [conv_alpha]
     dropout: float = 0.0  # neuron dropout on the rank activations, 0 = off [network_dropout]

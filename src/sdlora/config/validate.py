@@ -197,6 +197,12 @@ def _check_saving_sampling_resume(cfg: DictConfig, problems: list[str]) -> None:
     check_resume(cfg, problems)
 
 
+def _check_sweep_and_scale(cfg: DictConfig, problems: list[str]) -> None:
+    from sdlora.config.sweep_checks import check_sweep_and_scale
+
+    check_sweep_and_scale(cfg, problems)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one :class:`SdloraError` listing every problem of ``cfg``; return quietly when there are none."""
     problems: list[str] = []
@@ -208,5 +214,6 @@ def validate(cfg: DictConfig) -> None:
     _check_trainer_and_save(cfg, problems)
     _check_optimization_and_precision(cfg, problems)
     _check_saving_sampling_resume(cfg, problems)
+    _check_sweep_and_scale(cfg, problems)
     if problems:
         raise SdloraError(f"the configuration has {len(problems)} problem(s):", problems)

@@ -59,10 +59,12 @@ def build_training_data(
     prior_loss_weight: float = 1.0,
     validation_split: float = 0.0,
     validation_seed: int = 0,
+    world_size: int = 1,
 ) -> TrainingData:
     """Scan the image folders, place every image in a bucket, balance regularisation images, plan the run.
 
     With ``validation_split`` > 0 that fraction of the training images is held out (``TrainingData.held_out``).
+    ``world_size``: processes sharing each global batch of ``batch_size × world_size`` (``trainer=ddp``).
     """
     subsets, warnings = resolve_subsets(data_cfg)
     strict = bool(_get(data_cfg, "strict", False))
@@ -81,6 +83,7 @@ def build_training_data(
         warnings=warnings,
         prior_loss_weight=prior_loss_weight,
         source=f"data.train_dir={train_dir!r}" if train_dir else "data.subsets",
+        world_size=world_size,
     )
     data.held_out = held_out
     return data
@@ -99,6 +102,7 @@ def plan_training_data(
     warnings: list[str] | None = None,
     prior_loss_weight: float = 1.0,
     source: str = "data.train_dir",
+    world_size: int = 1,
 ) -> TrainingData:
     """From scanned images (sizes, captions) to buckets, repeats, entries, sampler, training length and plan."""
     warnings = list(warnings or [])
@@ -108,7 +112,7 @@ def plan_training_data(
         raise SdloraError(_no_images_message(source, scan.subsets))
     repeats, reg = _repeats(records)
     entries = [Entry(i, placements[i].bucket) for i, n in enumerate(repeats) for _ in range(n)]
-    sampler = BucketBatchSampler(list(group_by_bucket(entries).values()), batch_size, seed=seed)
+    sampler = BucketBatchSampler(list(group_by_bucket(entries).values()), batch_size, seed, num_replicas=world_size)
     length = training_length(len(sampler), accumulate_grad_batches, max_steps, max_epochs)
     plan = DataPlan(
         records,
@@ -125,6 +129,7 @@ def plan_training_data(
         bucket_list=assigner.resolutions if spec.enabled else None,
         reg=reg,
         repeats=repeats,
+        world_size=world_size,
     )
     plan.warnings += _plan_warnings(plan)
     dataset = LoRADataset(records, entries, seed, placements=placements, prior_loss_weight=prior_loss_weight)
@@ -186,12 +191,12 @@ def _no_images_message(source: str, subsets: list) -> str:
 def _plan_warnings(plan: DataPlan) -> list[str]:
     """Tiny buckets (every batch of them is short) and images upscaled to fit their bucket."""
     warnings = []
-    if plan.batch_size > 1:
+    if plan.global_batch_size > 1:
         for (w, h), indices in plan.buckets().items():
-            if len(indices) < plan.batch_size:
+            if len(indices) < plan.global_batch_size:
                 warnings.append(
-                    f"bucket {w}×{h} holds only {len(indices)} sample(s) with repeats, fewer than data.batch_size="
-                    f"{plan.batch_size}: its batches are smaller"
+                    f"bucket {w}×{h} holds only {len(indices)} sample(s) with repeats, fewer than "
+                    f"{_batch_words(plan)}: its batches are smaller"
                 )
     used = [i for i, n in enumerate(plan.repeats) if n > 0]
     upscaled = [i for i in used if is_upscaled(plan.records[i].size, plan.placements[i])]
@@ -207,3 +212,10 @@ def _plan_warnings(plan: DataPlan) -> list[str]:
             "(data.bucket_no_upscale=true keeps them at their size)"
         )
     return warnings
+
+
+def _batch_words(plan: DataPlan) -> str:
+    if plan.world_size == 1:
+        return f"data.batch_size={plan.batch_size}"
+    processes = f"data.batch_size={plan.batch_size} × {plan.world_size} processes"
+    return f"the global batch of {plan.global_batch_size} ({processes})"

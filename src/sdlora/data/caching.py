@@ -1,5 +1,11 @@
 """Run the caches a config asks for (``data.cache_latents``, ``data.cache_text_encoder_outputs``) once the model is
-loaded and before training starts. Disk caches go to ``data.cache_dir`` or ``<run folder>/cache``."""
+loaded and before training starts. Disk caches go to ``data.cache_dir`` or ``<run folder>/cache``.
+
+With several processes (``trainer=ddp``) the datamodule runs them through :class:`DataCaches` in Lightning's two
+data hooks: ``prepare_data`` on global rank 0 alone fills every cache (and writes the cache files) while the other
+ranks wait; then ``setup`` on every other rank fills its own in-memory caches, reading rank 0's cache files and
+writing none — no two processes ever write the same file.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +31,11 @@ def caches_text(data_cfg: Any) -> bool:
     return bool(data_cfg.get("cache_text_encoder_outputs") or data_cfg.get("cache_text_encoder_outputs_to_disk"))
 
 
-def prepare_caches(data_cfg: Any, dataset, family, components, run_dir: Path, device: torch.device) -> dict[str, Any]:
-    """Fill the dataset's latent and text caches; returns the reports by cache name."""
+def prepare_caches(
+    data_cfg: Any, dataset, family, components, run_dir: Path, device: torch.device, write: bool = True
+) -> dict[str, Any]:
+    """Fill the dataset's latent and text caches; returns the reports by cache name. ``write=False``: use valid
+    cache files but write none (every distributed rank but 0; see :class:`DataCaches`)."""
     from sdlora.data.latent_cache import cache_latents
     from sdlora.data.text_cache import cache_text_outputs
 
@@ -37,7 +46,7 @@ def prepare_caches(data_cfg: Any, dataset, family, components, run_dir: Path, de
         components.vae.to(device)
         reports["latents"] = cache_latents(
             dataset, components.vae, mode=mode, folder=folder / "latents", batch_size=data_cfg.vae_batch_size,
-            workers=data_cfg.num_workers,
+            workers=data_cfg.num_workers, write=write,
         )  # fmt: skip
         _log("latents", reports["latents"], mode == "disk")
     if caches_text(data_cfg):
@@ -46,7 +55,7 @@ def prepare_caches(data_cfg: Any, dataset, family, components, run_dir: Path, de
         to_disk = bool(data_cfg.get("cache_text_encoder_outputs_to_disk"))
         reports["text"] = cache_text_outputs(
             dataset, family, components, to_disk=to_disk, folder=folder / "text", batch_size=data_cfg.batch_size,
-            num_variants=data_cfg.caption_variants,
+            num_variants=data_cfg.caption_variants, write=write,
         )  # fmt: skip
         _log("text-encoder outputs", reports["text"], to_disk)
     return reports
@@ -55,3 +64,25 @@ def prepare_caches(data_cfg: Any, dataset, family, components, run_dir: Path, de
 def _log(what: str, report, to_disk: bool) -> None:
     where = f" in {report.folder}" if to_disk else " in memory"
     log.info("Cached %s%s: %d computed, %d reused", what, where, report.computed, report.reused)
+
+
+class DataCaches:
+    """The caches of one run, filled from the LightningDataModule's hooks (see the module docstring)."""
+
+    def __init__(self, data_cfg: Any, dataset, family, components, run_dir: Path) -> None:
+        self.data_cfg = data_cfg
+        self.dataset = dataset
+        self.family = family
+        self.components = components
+        self.run_dir = Path(run_dir)
+        self.filled = False
+
+    @property
+    def wanted(self) -> bool:
+        return latent_cache_mode(self.data_cfg) != "none" or caches_text(self.data_cfg)
+
+    def fill(self, device: torch.device, write: bool) -> None:
+        """Fill the dataset's caches in this process (once)."""
+        if self.wanted and not self.filled:
+            prepare_caches(self.data_cfg, self.dataset, self.family, self.components, self.run_dir, device, write)
+        self.filled = True

@@ -1,9 +1,11 @@
 """LightningDataModule over the prepared dataset and bucket batch sampler.
 
-The training DataLoader is resumable: Lightning saves its ``state_dict`` in every checkpoint (a state folder) and
-hands it back before the first batch of a resumed run, so the run continues mid-epoch with the next batch of the same
-order. The DataLoaders draw their worker seeds from their own generators, never from the global torch RNG, so creating
-an iterator (at every epoch start, or for a validation pass) does not shift the random streams of training.
+It fills the data caches in Lightning's ``prepare_data``/``setup`` hooks, so that with several processes only global
+rank 0 writes cache files. The training DataLoader is resumable: Lightning saves its ``state_dict`` in every
+checkpoint (a state folder) and hands it back before the first batch of a resumed run, so the run continues mid-epoch
+with the next batch of the same order. The DataLoaders draw their worker seeds from their own generators, never from
+the global torch RNG, so creating an iterator (at every epoch start, or for a validation pass) does not shift the
+random streams of training.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sdlora.data.build import TrainingData
+from sdlora.data.caching import DataCaches
 from sdlora.data.dataset import collate_batch
 from sdlora.data.sampler import BucketBatchSampler
 from sdlora.data.validation import ValidationData
@@ -59,13 +62,27 @@ class SamplerEpoch(L.Callback):
 class LoRADataModule(L.LightningDataModule):
     def __init__(
         self, data: TrainingData, num_workers: int = 0, validation: ValidationData | None = None,
-        validate_during_fit: bool = False,
+        validate_during_fit: bool = False, caches: DataCaches | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.data = data
         self.num_workers = num_workers
         self.validation = validation
         self.validate_during_fit = validate_during_fit
+        self.caches = caches
+        self.prepare_data_per_node = False  # one process writes the cache files, even on several nodes
+
+    def prepare_data(self) -> None:
+        """Global rank 0 alone: fill the caches and write the cache files (the other ranks wait)."""
+        if self.caches is not None:
+            self.caches.fill(self.trainer.strategy.root_device, write=True)
+
+    def setup(self, stage: str) -> None:
+        """Every rank: its in-memory caches (reading rank 0's files), its share of the global batches."""
+        trainer = self.trainer
+        if self.caches is not None:
+            self.caches.fill(trainer.strategy.root_device, write=trainer.is_global_zero)
+        self.data.sampler.set_rank(trainer.global_rank, trainer.world_size)
 
     def train_dataloader(self) -> DataLoader:
         loader = ResumableDataLoader(

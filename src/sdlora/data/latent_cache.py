@@ -133,8 +133,13 @@ def cache_latents(
     batch_size: int = 1,
     workers: int = 0,
     vae_id: str | None = None,
+    write: bool = True,
 ) -> CacheReport:
-    """Fill ``dataset.latents`` with the posterior of every used image (and its flip); see the module docstring."""
+    """Fill ``dataset.latents`` with the posterior of every used image (and its flip); see the module docstring.
+
+    ``write=False`` (distributed ranks other than 0): valid cache files are used, missing ones are computed into
+    memory and not written, so that only one process writes into the cache folder.
+    """
     vae_id = vae_id or module_fingerprint(vae)
     vae_dtype = next(vae.parameters()).dtype
     disk = DiskCache(folder) if mode == "disk" else None
@@ -164,7 +169,7 @@ def cache_latents(
             decoded = [future.result() for future in pending]
             if i + 1 < len(batches):  # decode the next batch while the VAE encodes this one
                 pending = [pool.submit(_decode, dataset, job) for job in batches[i + 1]]
-            _encode_batch(dataset, vae, batch, decoded, store, disk, report, vae_id, vae_dtype)
+            _encode_batch(dataset, vae, batch, decoded, store, disk if write else None, report, vae_id, vae_dtype)
             progress.update(len(batch))
         progress.close()
     dataset.latents = store

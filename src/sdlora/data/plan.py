@@ -2,7 +2,9 @@
 
 JSON format (DESIGN §3): ``{"buckets": [{"resolution": [W, H], "count_with_repeats": n, "images": [{"path": abs,
 "repeats": r}]}], "steps_per_epoch": S, "total_steps": T, "num_images": n, "num_reg_images": m, "warnings": [...]}``
-plus ``subsets``, ``bucketing``, ``regularisation``, ``batch_size``, ``batches_per_epoch`` and ``epochs``.
+plus ``subsets``, ``bucketing``, ``regularisation``, ``batch_size``, ``world_size`` (processes), ``global_batch_size``
+(batch_size × world_size), ``batches_per_epoch`` and ``epochs``. With several processes a batch is a global batch:
+steps per epoch = Σ_buckets ⌈n_b / global_batch_size⌉, the same on every process.
 ``num_images`` counts distinct training image files (``num_reg_images`` regularisation ones); ``count_with_repeats``
 counts entries, i.e. images × repeats (regularisation images with their balanced repeats).
 """
@@ -35,11 +37,17 @@ class DataPlan:
     bucket_list: list[tuple[int, int]] | None = None  # kohya's predefined bucket list (None: made from the images)
     reg: RegBalance | None = None
     repeats: list[int] | None = None  # per record, after regularisation balancing
+    world_size: int = 1  # processes sharing each global batch (trainer=ddp)
 
     def __post_init__(self) -> None:
         if self.repeats is None:
             counts = Counter(e.record for e in self.entries)
             self.repeats = [counts.get(i, 0) for i in range(len(self.records))]
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per step over all processes: data.batch_size × world size."""
+        return self.batch_size * self.world_size
 
     def buckets(self) -> dict[tuple[int, int], list[int]]:
         """Bucket resolution → entry indices, in sorted resolution order."""
@@ -109,6 +117,8 @@ class DataPlan:
             "buckets": buckets,
             "subsets": self.subset_rows(),
             "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "global_batch_size": self.global_batch_size,
             "batches_per_epoch": self.length.batches_per_epoch,
             "steps_per_epoch": self.length.steps_per_epoch,
             "total_steps": self.length.total_steps,

@@ -29,7 +29,7 @@ def _buckets(plan: DataPlan) -> list[str]:
     lines = [f"  {'bucket (W×H)':<40} {'images':>7} {'× repeats':>28} {'batches':>8}"]
     for (w, h), entries in plan.buckets().items():
         n_images = len({plan.entries[i].record for i in entries})
-        batches = -(-len(entries) // plan.batch_size)
+        batches = -(-len(entries) // plan.global_batch_size)
         lines.append(f"  {f'{w}×{h}':<40} {n_images:>7} {len(entries):>28} {batches:>8}")
     spec = plan.spec
     if spec is None:
@@ -57,8 +57,11 @@ def format_plan(plan: DataPlan) -> str:
     length = plan.length
     max_epochs = "none" if plan.max_epochs is None else plan.max_epochs
     max_steps = "none" if plan.max_steps in (None, -1) else plan.max_steps
+    batch = f"batch size {plan.batch_size}"
+    if plan.world_size > 1:
+        batch += f" × {plan.world_size} processes = global batch {plan.global_batch_size}"
     lines += [
-        f"  batch size {plan.batch_size}, gradient accumulation {plan.accumulate_grad_batches}: "
+        f"  {batch}, gradient accumulation {plan.accumulate_grad_batches}: "
         f"{length.batches_per_epoch} batches = {length.steps_per_epoch} optimizer steps per epoch",
         f"  training: {length.total_steps} steps over {length.epochs} epoch(s) "
         f"(trainer.max_steps={max_steps}, trainer.max_epochs={max_epochs}; whichever comes first)",

@@ -86,8 +86,11 @@ def cache_text_outputs(
     batch_size: int = 1,
     num_variants: int = 1,
     identity: dict[str, Any] | None = None,
+    write: bool = True,
 ) -> CacheReport:
-    """Encode every caption variant (and the empty caption where dropout may pick it); set ``dataset.text``."""
+    """Encode every caption variant (and the empty caption where dropout may pick it); set ``dataset.text``.
+
+    ``write=False``: valid cache files are used, missing ones are computed into memory and not written."""
     identity = identity or text_identity(family, components)
     variants = caption_variants(dataset, num_variants)
     captions = sorted({c for options in variants.values() for c in options})
@@ -111,7 +114,7 @@ def cache_text_outputs(
             tensors = {"text_hidden": text.hidden_states[i].detach().cpu().clone()}
             if text.pooled is not None:
                 tensors["text_pooled"] = text.pooled[i].detach().cpu().clone()
-            if disk is not None:
+            if disk is not None and write:
                 store.files[caption] = disk.write(key, tensors)
             else:
                 store.memory[caption] = tensors

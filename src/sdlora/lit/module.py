@@ -27,6 +27,7 @@ from torch import nn
 from sdlora.data.latents import sample_posterior
 from sdlora.diffusion.loss import weighted_mean
 from sdlora.diffusion.objective import DiffusionObjective
+from sdlora.distributed.share import BatchShare
 from sdlora.errors import SdloraError
 from sdlora.lit.running_mean import RunningMean
 from sdlora.lit.validation import ValidationLoss
@@ -101,6 +102,12 @@ class LoRATrainingModule(L.LightningModule):
         self.network.train(mode)
         return self
 
+    @property
+    def batch_share(self) -> BatchShare:
+        """This process's rows of the global batch (:mod:`sdlora.distributed.share`; one process: all of them)."""
+        trainer = self._trainer
+        return BatchShare(trainer.global_rank, trainer.world_size) if trainer is not None else BatchShare()
+
     def on_fit_start(self) -> None:
         if self.generator is None:
             self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
@@ -113,13 +120,15 @@ class LoRATrainingModule(L.LightningModule):
         vae = self.vae
         with torch.autocast(device_type=self.device.type, enabled=False):
             posterior = vae.encode(pixels.to(device=self.device, dtype=vae.dtype)).latent_dist
-            latents = posterior.sample(generator=self.generator) if sample else posterior.mean
-        return latents.float() * self.family.latent_scale
+            if not sample:
+                return posterior.mean.float() * self.family.latent_scale
+            latents = sample_posterior(posterior.mean, posterior.std, self.generator, self.batch_share)
+        return latents * self.family.latent_scale
 
     def batch_latents(self, batch: dict) -> torch.Tensor:
         """Scaled latents of a batch: sampled from the cached posterior (data.cache_latents) or encoded now."""
         if "latent_mean" in batch:
-            latents = sample_posterior(batch["latent_mean"], batch["latent_std"], self.generator)  # [B, 4, h, w]
+            latents = sample_posterior(batch["latent_mean"], batch["latent_std"], self.generator, self.batch_share)
             return latents * self.family.latent_scale
         return self.encode_latents(batch["pixels"])
 
@@ -139,7 +148,7 @@ class LoRATrainingModule(L.LightningModule):
         """The per-sample diffusion loss [B] of a batch."""
         latents = self.batch_latents(batch)  # [B, 4, h, w]
         text = self.batch_text(batch)
-        noised = self.objective.noise(latents, generator=self.generator)
+        noised = self.batch_share.noise(self.objective, latents, self.generator)
         unet_dtype = next(self.unet.parameters()).dtype
         inputs = self.family.unet_inputs(text, batch["size_cond"].to(self.device))
         prediction = self.unet(noised.noisy.to(unet_dtype), noised.timesteps, **inputs).sample  # [B, 4, h, w]

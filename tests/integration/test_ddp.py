@@ -1,0 +1,54 @@
+"""``trainer=ddp`` on CPU: two processes (gloo) started by Lightning from ``python train.py`` give the LoRA of one
+process with the same global batch; only rank 0 writes files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from sdlora.network.io import load_lora
+from sdlora.run import train
+from sdlora.sweep.record import read_record
+from tests.conftest import ROOT, compose_config, tiny_overrides
+
+
+def _relative_difference(a: dict, b: dict) -> float:
+    """‖a − b‖ / ‖b‖ over every trained tensor (Adam turns float summation-order noise in near-zero gradients into
+    small update differences, so single elements are a poor measure)."""
+    assert a.keys() == b.keys()
+    keys = [k for k in a if "lora_" in k]
+    difference = torch.cat([(a[k] - b[k]).flatten() for k in keys]).norm()
+    return float(difference / torch.cat([b[k].flatten() for k in keys]).norm())
+
+
+def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(example_data, tmp_path):
+    common = ["optimizer.lr=1e-2", "trainer.max_steps=4", "data.flip_aug=true", "loss.noise_offset=0.05"]
+    ddp_dir = tmp_path / "ddp"
+    args = tiny_overrides(example_data, "data.batch_size=1", *common, "trainer=ddp", "trainer.devices=2")
+    result = subprocess.run(
+        [sys.executable, "train.py", *args, f"hydra.run.dir={ddp_dir}"], cwd=ROOT, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Starting with 2 processes" in output and "Traceback" not in output
+    plan = json.loads((ddp_dir / "data_plan.json").read_text())
+    assert (plan["world_size"], plan["global_batch_size"], plan["steps_per_epoch"]) == (2, 2, 60)  # 120 samples / 2
+    assert (ddp_dir / "train_ddp_process_1.log").is_file()  # the second process ran in the same run folder
+    assert sorted(p.name for p in ddp_dir.glob("*.safetensors")) == ["last.safetensors"]
+    record = read_record(ddp_dir)
+    assert record["status"] == "completed" and record["steps"] == 4
+
+    # one process, global batch 2: the same LoRA up to float summation order
+    single = train(compose_config(*tiny_overrides(example_data, "data.batch_size=2", *common)), tmp_path / "single")
+    # one process with batch 1 (another global batch): clearly another LoRA, which the tolerance must tell apart
+    other = train(compose_config(*tiny_overrides(example_data, "data.batch_size=1", *common)), tmp_path / "other")
+    ddp, _ = load_lora(ddp_dir / "last.safetensors")
+    same, _ = load_lora(single["files"][0])
+    different, _ = load_lora(other["files"][0])
+    assert max(float(v.abs().max()) for k, v in same.items() if "lora_up" in k) > 1e-3, "training must move it"
+    close, far = _relative_difference(ddp, same), _relative_difference(different, same)
+    assert close < 2e-3 and far > 20 * close, (close, far)
