@@ -143,13 +143,17 @@ class SaveLoRA(L.Callback):
                 removed = retention.step_to_remove(step, s.every_n_steps, s.last_n_steps)
                 if removed is not None:
                     self._remove(retention.step_name(self.output_name, removed))
-            for epoch in retention.older_than(self._epoch_steps, step, s.last_n_steps):
-                self._remove(retention.epoch_name(self.output_name, epoch))
-                del self._epoch_steps[epoch]
+            self._prune_epoch_files(step)
         if s.state:
             self.save_state(trainer, name, kind)
             if trainer.is_global_zero:
                 self._prune_states(step)
+
+    def _prune_epoch_files(self, step: int) -> None:
+        """``save.last_n_steps`` beyond kohya: remove the epoch files saved before step − N."""
+        for epoch in retention.older_than(self._epoch_steps, step, self.schedule.last_n_steps):
+            self._remove(retention.epoch_name(self.output_name, epoch))
+            del self._epoch_steps[epoch]
 
     def _prune_states(self, step: int) -> None:
         s = self.schedule
@@ -170,9 +174,7 @@ class SaveLoRA(L.Callback):
                 self._remove(retention.epoch_name(self.output_name, removed))
                 self._epoch_steps.pop(removed, None)
             self._epoch_steps[epoch] = step
-            for old in retention.older_than(self._epoch_steps, step, s.last_n_steps):
-                self._remove(retention.epoch_name(self.output_name, old))
-                del self._epoch_steps[old]
+            self._prune_epoch_files(step)
         if s.state:
             self.save_state(trainer, name, "epoch")
             if trainer.is_global_zero:
