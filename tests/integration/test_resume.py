@@ -205,3 +205,31 @@ def test_resume_latest_through_the_command_line(tagged_dataset, tmp_path):
     assert read_record(tmp_path / "outputs" / "second")["steps"] == 8
     run(tmp_path, tagged_dataset, "full")
     assert same_lora(tmp_path / "full" / "last.safetensors", tmp_path / "outputs" / "second" / "last.safetensors")
+
+
+def test_ctrl_c_on_the_command_line_exits_130_with_a_state(tagged_dataset, tmp_path):
+    """A real SIGINT to ``python train.py``: the run stops after its current step with a state, records itself as
+    interrupted and exits with code 130 (no traceback)."""
+    import subprocess
+    import sys
+    import time
+
+    from sdlora.sweep.record import read_record
+    from tests.conftest import ROOT
+
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tagged_dataset, *COMMON, "trainer.max_steps=100000", f"hydra.run.dir={run_dir}")
+    args = [sys.executable, str(ROOT / "train.py"), *overrides]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list(run_dir.glob("tensorboard/**/events.out.tfevents.*")) and time.monotonic() < deadline:
+        time.sleep(0.5)  # training has started once the logger has written its first event
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 130, output[-3000:]
+    assert "Traceback" not in output and "continue with resume=" in output
+    record = read_record(run_dir)
+    assert record["status"] == "interrupted"
+    states = list(run_dir.glob("last-step*-state"))
+    assert len(states) == 1 and json.loads((states[0] / "state.json").read_text())["kind"] == "interrupt"
