@@ -1,10 +1,11 @@
 """What a resumed run must share with the run that saved the state: the data order and the schedule.
 
 The fingerprint (stored in ``state.json``) holds the settings that decide which batch comes at which step and which
-learning rate it gets: the seed, batch size, gradient accumulation, the dataset (every sample's image and bucket, in
-order), the optimizer and scheduler nodes and the per-group learning-rate options, and the schedule horizon (the run's
-total optimizer steps and the limits it came from). :func:`compare` lists the differences in readable form; the
-horizon is compared separately, because raising ``trainer.max_steps``/``trainer.max_epochs`` is allowed.
+learning rate it gets: the seed, batch size and number of processes (together the global batch), gradient
+accumulation, the dataset (every sample's image and bucket, in order), the optimizer and scheduler nodes and the
+per-group learning-rate options, and the schedule horizon (the run's total optimizer steps and the limits it came
+from). :func:`compare` lists the differences in readable form; the horizon is compared separately, because raising
+``trainer.max_steps``/``trainer.max_epochs`` is allowed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def fingerprint(cfg: DictConfig, plan: Any) -> dict[str, Any]:
         "settings": {
             "seed": cfg.seed,
             "data.batch_size": cfg.data.batch_size,
+            "processes": plan.world_size,  # trainer.devices × trainer.num_nodes: the global batch
             "trainer.accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
             "dataset": dataset_digest(plan),
             "optimizer": _node(cfg.optimizer),
