@@ -113,10 +113,10 @@ class SampleImages(L.Callback):
         from sdlora.sampling.schedulers import build_scheduler
 
         family, components = pl_module.family, pl_module.components
-        if self._pipeline is None:
-            self._pipeline = family.sample_pipeline(components, build_scheduler(self.sampler, "epsilon"))
-            self._pipeline.set_progress_bar_config(disable=True)
         scheduler = build_scheduler(prompt.sampler or self.sampler, components.prediction_type, self.zero_terminal_snr)
+        if self._pipeline is None:
+            self._pipeline = family.sample_pipeline(components, scheduler)
+            self._pipeline.set_progress_bar_config(disable=True)
         seed = prompt.seed if prompt.seed is not None else self.seed + index
         size = (prompt.width or self.default_size[0], prompt.height or self.default_size[1])
         image = generate(family, components, self._pipeline, prompt, size, seed, scheduler)

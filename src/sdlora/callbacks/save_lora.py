@@ -169,21 +169,23 @@ class SaveLoRA(L.Callback):
         s, name, step = self.schedule, retention.epoch_name(self.output_name, epoch), trainer.global_step
         if trainer.is_global_zero:
             self.save(pl_module.network, pl_module.components.prediction_type, name, step, epoch)
-            removed = retention.epoch_to_remove(epoch, s.every_n_epochs, s.last_n_epochs)
-            if removed is not None:
-                self._remove(retention.epoch_name(self.output_name, removed))
-                self._epoch_steps.pop(removed, None)
-            self._epoch_steps[epoch] = step
+            self._keep_epoch(epoch, step, s.last_n_epochs, self._epoch_steps, self._remove)
             self._prune_epoch_files(step)
         if s.state:
             self.save_state(trainer, name, "epoch")
             if trainer.is_global_zero:
-                removed = retention.epoch_to_remove(epoch, s.every_n_epochs, s.keep_epochs_state)
-                if removed is not None:
-                    self._remove_state(retention.epoch_name(self.output_name, removed))
-                    self._epoch_state_steps.pop(removed, None)
-                self._epoch_state_steps[epoch] = step
+                self._keep_epoch(epoch, step, s.keep_epochs_state, self._epoch_state_steps, self._remove_state)
                 self._prune_states(step)
+
+    def _keep_epoch(
+        self, epoch: int, step: int, keep: int | None, saved_at: dict[int, int], remove: Callable[[str], None]
+    ) -> None:
+        """kohya's epoch rule for a new epoch save (file or state): remove epoch e − every·N, remember this one."""
+        removed = retention.epoch_to_remove(epoch, self.schedule.every_n_epochs, keep)
+        if removed is not None:
+            remove(retention.epoch_name(self.output_name, removed))
+            saved_at.pop(removed, None)
+        saved_at[epoch] = step
 
     # ------------------------------------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
