@@ -23,21 +23,7 @@ from sdlora.optim.schedulers import (
     resolve_steps,
     warmup_stable_decay_factor,
 )
-
-
-def _optimizer(lr: float = 1.0) -> torch.optim.Optimizer:
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr)
-
-
-def _lrs(scheduler, steps: int) -> list[float]:
-    """The lr in effect for optimizer steps 0..steps−1."""
-    out = []
-    for _ in range(steps):
-        out.append(scheduler.get_last_lr()[0])
-        scheduler.optimizer.step()
-        scheduler.step()
-    return out
-
+from tests.helpers.schedules import scheduled_lrs, sgd
 
 # --- warm-up as an int or a fraction ----------------------------------------------------------------------------------
 
@@ -57,10 +43,10 @@ def test_resolve_steps_rejects(value):
 
 
 def test_warmup_fraction_in_a_schedule():
-    sched = schedulers.constant_with_warmup(_optimizer(1.0), total_steps=40, warmup_steps=0.1)  # 4 steps
-    assert _lrs(sched, 6) == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
-    cos = schedulers.cosine(_optimizer(1.0), total_steps=20, warmup_steps=0.25)  # 5 steps of warm-up
-    lrs = _lrs(cos, 21)
+    sched = schedulers.constant_with_warmup(sgd(1.0), total_steps=40, warmup_steps=0.1)  # 4 steps
+    assert scheduled_lrs(sched, 6) == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
+    cos = schedulers.cosine(sgd(1.0), total_steps=20, warmup_steps=0.25)  # 5 steps of warm-up
+    lrs = scheduled_lrs(cos, 21)
     assert lrs[:6] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     assert lrs[20] == pytest.approx(0.0, abs=1e-12)
 
@@ -83,16 +69,16 @@ def test_cosine_with_restarts_one_cycle_is_cosine():
 
 @pytest.mark.parametrize(("cycles", "warmup"), [(1, 0), (3, 4), (4, 0.1)])
 def test_cosine_with_restarts_matches_diffusers(cycles, warmup):
-    ours = schedulers.cosine_with_restarts(_optimizer(2e-4), total_steps=30, warmup_steps=warmup, num_cycles=cycles)
+    ours = schedulers.cosine_with_restarts(sgd(2e-4), total_steps=30, warmup_steps=warmup, num_cycles=cycles)
     theirs = get_cosine_with_hard_restarts_schedule_with_warmup(
-        _optimizer(2e-4), num_warmup_steps=resolve_steps(warmup, 30), num_training_steps=30, num_cycles=cycles
+        sgd(2e-4), num_warmup_steps=resolve_steps(warmup, 30), num_training_steps=30, num_cycles=cycles
     )
-    assert _lrs(ours, 33) == pytest.approx(_lrs(theirs, 33), rel=1e-12, abs=1e-18)
+    assert scheduled_lrs(ours, 33) == pytest.approx(scheduled_lrs(theirs, 33), rel=1e-12, abs=1e-18)
 
 
 def test_cosine_with_restarts_rejects_zero_cycles():
     with pytest.raises(ValueError, match="num_cycles"):
-        schedulers.cosine_with_restarts(_optimizer(), total_steps=10, num_cycles=0)
+        schedulers.cosine_with_restarts(sgd(), total_steps=10, num_cycles=0)
 
 
 # --- polynomial -------------------------------------------------------------------------------------------------------
@@ -115,16 +101,16 @@ def test_polynomial_factor_formula():
 
 @pytest.mark.parametrize(("power", "warmup"), [(1.0, 0), (2.0, 3), (0.5, 0.2)])
 def test_polynomial_matches_diffusers(power, warmup):
-    ours = schedulers.polynomial(_optimizer(1e-3), total_steps=20, warmup_steps=warmup, power=power)
+    ours = schedulers.polynomial(sgd(1e-3), total_steps=20, warmup_steps=warmup, power=power)
     theirs = get_polynomial_decay_schedule_with_warmup(
-        _optimizer(1e-3), num_warmup_steps=resolve_steps(warmup, 20), num_training_steps=20, power=power
+        sgd(1e-3), num_warmup_steps=resolve_steps(warmup, 20), num_training_steps=20, power=power
     )
-    assert _lrs(ours, 24) == pytest.approx(_lrs(theirs, 24), rel=1e-9, abs=1e-18)
+    assert scheduled_lrs(ours, 24) == pytest.approx(scheduled_lrs(theirs, 24), rel=1e-9, abs=1e-18)
 
 
 def test_polynomial_lr_end_must_be_below_lr():
     with pytest.raises(ValueError, match="lr_end"):
-        schedulers.polynomial(_optimizer(1e-7), total_steps=10)
+        schedulers.polynomial(sgd(1e-7), total_steps=10)
 
 
 # --- cosine with min lr -----------------------------------------------------------------------------------------------
@@ -139,20 +125,20 @@ def test_cosine_with_min_lr_hand_values():
 @pytest.mark.parametrize(("cycles", "ratio", "warmup"), [(1, 0.1, 0), (1, 0.0, 5), (2, 0.3, 0.1)])
 def test_cosine_with_min_lr_matches_transformers(cycles, ratio, warmup):
     ours = schedulers.cosine_with_min_lr(
-        _optimizer(1e-4), total_steps=30, warmup_steps=warmup, num_cycles=cycles, min_lr_ratio=ratio
+        sgd(1e-4), total_steps=30, warmup_steps=warmup, num_cycles=cycles, min_lr_ratio=ratio
     )
     theirs = get_cosine_with_min_lr_schedule_with_warmup(
-        _optimizer(1e-4),
+        sgd(1e-4),
         num_warmup_steps=resolve_steps(warmup, 30),
         num_training_steps=30,
         num_cycles=cycles / 2,  # what kohya passes
         min_lr_rate=ratio,
     )
-    assert _lrs(ours, 30) == pytest.approx(_lrs(theirs, 30), rel=1e-12, abs=1e-18)
+    assert scheduled_lrs(ours, 30) == pytest.approx(scheduled_lrs(theirs, 30), rel=1e-12, abs=1e-18)
 
 
 def test_cosine_with_min_lr_never_below_the_ratio():
-    lrs = _lrs(schedulers.cosine_with_min_lr(_optimizer(1.0), total_steps=50, min_lr_ratio=0.25), 51)
+    lrs = scheduled_lrs(schedulers.cosine_with_min_lr(sgd(1.0), total_steps=50, min_lr_ratio=0.25), 51)
     assert min(lrs) == pytest.approx(0.25) and lrs[-1] == pytest.approx(0.25)
 
 
@@ -183,10 +169,10 @@ def test_warmup_stable_decay_other_shapes(shape):
 def test_warmup_stable_decay_matches_transformers(warmup, decay, ratio, warmup_type, decay_type):
     total = 40
     ours = schedulers.warmup_stable_decay(
-        _optimizer(1e-4), total, warmup, decay, min_lr_ratio=ratio, warmup_type=warmup_type, decay_type=decay_type
+        sgd(1e-4), total, warmup, decay, min_lr_ratio=ratio, warmup_type=warmup_type, decay_type=decay_type
     )
     theirs = get_wsd_schedule(
-        _optimizer(1e-4),
+        sgd(1e-4),
         num_warmup_steps=resolve_steps(warmup, total),
         num_decay_steps=resolve_steps(decay, total),
         num_training_steps=total,
@@ -195,16 +181,16 @@ def test_warmup_stable_decay_matches_transformers(warmup, decay, ratio, warmup_t
         warmup_type=warmup_type,
         decay_type=decay_type,
     )
-    assert _lrs(ours, total + 2) == pytest.approx(_lrs(theirs, total + 2), rel=1e-12, abs=1e-18)
+    assert scheduled_lrs(ours, total + 2) == pytest.approx(scheduled_lrs(theirs, total + 2), rel=1e-12, abs=1e-18)
 
 
 def test_warmup_stable_decay_rejects_bad_values():
     with pytest.raises(ValueError, match="exceed"):
-        schedulers.warmup_stable_decay(_optimizer(), total_steps=10, warmup_steps=6, decay_steps=6)
+        schedulers.warmup_stable_decay(sgd(), total_steps=10, warmup_steps=6, decay_steps=6)
     with pytest.raises(ValueError, match="decay_type"):
-        schedulers.warmup_stable_decay(_optimizer(), total_steps=10, decay_type="step")
+        schedulers.warmup_stable_decay(sgd(), total_steps=10, decay_type="step")
     with pytest.raises(ValueError, match="scheduler.decay_steps"):
-        schedulers.warmup_stable_decay(_optimizer(), total_steps=10, decay_steps=2.5)
+        schedulers.warmup_stable_decay(sgd(), total_steps=10, decay_steps=2.5)
 
 
 # --- adafactor and custom schedules -----------------------------------------------------------------------------------
@@ -228,7 +214,7 @@ def test_adafactor_schedule_reports_the_relative_step():
 
 def test_adafactor_schedule_needs_adafactor_with_relative_step():
     with pytest.raises(ValueError, match="needs optimizer=adafactor"):
-        schedulers.adafactor(_optimizer(), total_steps=10)
+        schedulers.adafactor(sgd(), total_steps=10)
     from sdlora.optim.adafactor import adafactor
 
     fixed = adafactor([torch.nn.Parameter(torch.ones(2, 2))], lr=1e-3, relative_step=False)
@@ -238,22 +224,22 @@ def test_adafactor_schedule_needs_adafactor_with_relative_step():
 
 def test_custom_scheduler_class_gets_no_total_steps():
     node = OmegaConf.create({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2, "gamma": 0.5})
-    sched = build_scheduler(instantiate_partial(node), _optimizer(1.0), total_steps=100)
+    sched = build_scheduler(instantiate_partial(node), sgd(1.0), total_steps=100)
     assert isinstance(sched, torch.optim.lr_scheduler.StepLR)
-    assert _lrs(sched, 6) == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
+    assert scheduled_lrs(sched, 6) == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
 
 
 def test_sdlora_schedules_get_total_steps():
     node = OmegaConf.create({"_target_": "sdlora.optim.schedulers.linear", "warmup_steps": 0})
-    sched = build_scheduler(instantiate_partial(node), _optimizer(1.0), total_steps=4)
-    assert _lrs(sched, 5) == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    sched = build_scheduler(instantiate_partial(node), sgd(1.0), total_steps=4)
+    assert scheduled_lrs(sched, 5) == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
 
 
 def test_resumed_schedule_keeps_the_horizon():
     """A resumed run rebuilds the schedule with the whole run's total steps and loads its state: same curve."""
-    sched = schedulers.warmup_stable_decay(_optimizer(1.0), total_steps=20, warmup_steps=0.1, decay_steps=0.5)
-    first = _lrs(sched, 8)
-    resumed = schedulers.warmup_stable_decay(_optimizer(1.0), total_steps=20, warmup_steps=0.1, decay_steps=0.5)
+    sched = schedulers.warmup_stable_decay(sgd(1.0), total_steps=20, warmup_steps=0.1, decay_steps=0.5)
+    first = scheduled_lrs(sched, 8)
+    resumed = schedulers.warmup_stable_decay(sgd(1.0), total_steps=20, warmup_steps=0.1, decay_steps=0.5)
     resumed.load_state_dict(sched.state_dict())
-    reference = schedulers.warmup_stable_decay(_optimizer(1.0), total_steps=20, warmup_steps=0.1, decay_steps=0.5)
-    assert first + _lrs(resumed, 12) == pytest.approx(_lrs(reference, 20))
+    reference = schedulers.warmup_stable_decay(sgd(1.0), total_steps=20, warmup_steps=0.1, decay_steps=0.5)
+    assert first + scheduled_lrs(resumed, 12) == pytest.approx(scheduled_lrs(reference, 20))

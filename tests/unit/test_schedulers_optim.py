@@ -26,23 +26,9 @@ from sdlora.optim.schedulers import (
     linear_factor,
     warmup_factor,
 )
+from tests.helpers.schedules import scheduled_lrs, sgd
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-def _optimizer(lr: float = 1.0) -> torch.optim.Optimizer:
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr)
-
-
-def _lrs(scheduler: LambdaLR, steps: int) -> list[float]:
-    """The lr in effect for optimizer steps 0..steps−1 (the scheduler is stepped after every optimizer step)."""
-    out = []
-    for _ in range(steps):
-        out.append(scheduler.get_last_lr()[0])
-        scheduler.optimizer.step()
-        scheduler.step()
-    return out
-
 
 # --- factor functions -------------------------------------------------------------------------------------------------
 
@@ -98,20 +84,20 @@ def test_cosine_factor_without_warmup_quarter_points():
 
 
 def test_constant_scheduler_keeps_lr():
-    sched = schedulers.constant(_optimizer(3e-4), total_steps=5)
+    sched = schedulers.constant(sgd(3e-4), total_steps=5)
     assert isinstance(sched, LambdaLR)
-    assert _lrs(sched, 5) == pytest.approx([3e-4] * 5)
+    assert scheduled_lrs(sched, 5) == pytest.approx([3e-4] * 5)
 
 
 def test_constant_with_warmup_scheduler_steps_lr():
-    sched = schedulers.constant_with_warmup(_optimizer(1e-3), total_steps=8, warmup_steps=4)
-    assert _lrs(sched, 6) == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    sched = schedulers.constant_with_warmup(sgd(1e-3), total_steps=8, warmup_steps=4)
+    assert scheduled_lrs(sched, 6) == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
 
 
 def test_linear_scheduler_reaches_zero_at_total_steps():
-    opt = _optimizer(1.0)
+    opt = sgd(1.0)
     sched = schedulers.linear(opt, total_steps=6, warmup_steps=2)
-    assert _lrs(sched, 7) == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0])
+    assert scheduled_lrs(sched, 7) == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0])
     assert opt.param_groups[0]["lr"] == 0.0
 
 
@@ -147,22 +133,22 @@ def test_cosine_scheduler_scales_every_param_group():
 )
 def test_schedules_match_diffusers(ours, theirs):
     """kohya builds these schedules with diffusers' functions; the lr sequences must be the same."""
-    assert _lrs(ours(_optimizer(2e-4)), 22) == pytest.approx(_lrs(theirs(_optimizer(2e-4)), 22), rel=1e-12, abs=0)
+    assert scheduled_lrs(ours(sgd(2e-4)), 22) == pytest.approx(scheduled_lrs(theirs(sgd(2e-4)), 22), rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("factory", [schedulers.constant_with_warmup, schedulers.linear, schedulers.cosine])
 def test_negative_warmup_is_rejected(factory):
     with pytest.raises(ValueError, match="warmup_steps"):
-        factory(_optimizer(), total_steps=10, warmup_steps=-1)
+        factory(sgd(), total_steps=10, warmup_steps=-1)
 
 
 def test_scheduler_state_round_trip():
-    sched = schedulers.cosine(_optimizer(1.0), total_steps=10, warmup_steps=2)
-    _lrs(sched, 4)
-    resumed = schedulers.cosine(_optimizer(1.0), total_steps=10, warmup_steps=2)
+    sched = schedulers.cosine(sgd(1.0), total_steps=10, warmup_steps=2)
+    scheduled_lrs(sched, 4)
+    resumed = schedulers.cosine(sgd(1.0), total_steps=10, warmup_steps=2)
     resumed.load_state_dict(sched.state_dict())
     assert resumed.last_epoch == 4
-    assert _lrs(resumed, 6) == pytest.approx(_lrs(sched, 6))
+    assert scheduled_lrs(resumed, 6) == pytest.approx(scheduled_lrs(sched, 6))
 
 
 # --- config checks ----------------------------------------------------------------------------------------------------
@@ -298,6 +284,6 @@ def test_instantiate_partial_adds_partial_when_missing_and_keeps_node_intact():
 
 def test_instantiate_partial_scheduler_from_shipped_config():
     make_sched = instantiate_partial(OmegaConf.merge(OmegaConf.load(CONF / "scheduler" / "cosine.yaml"), {}))
-    sched = make_sched(optimizer=_optimizer(1.0), total_steps=4)
+    sched = make_sched(optimizer=sgd(1.0), total_steps=4)
     assert isinstance(sched, LambdaLR)
-    assert _lrs(sched, 5) == pytest.approx([cosine_factor(s, 4, 0) for s in range(5)])
+    assert scheduled_lrs(sched, 5) == pytest.approx([cosine_factor(s, 4, 0) for s in range(5)])
