@@ -14,8 +14,9 @@ from typing import Any
 
 from sdlora.errors import SdloraError
 
-# Lightning strategies that start processes by spawning/forking: the training objects of the child processes never
-# come back to the main one (files to save, the final loss), and they pickle the whole model.
+# Lightning strategies sdlora refuses: sharding ones (the LoRA must be whole to save it and to apply max-norm), and
+# those that start processes by spawning/forking (the child processes' saved files and final loss never come back to
+# the main one, and they pickle the whole model).
 _UNSUPPORTED_STRATEGIES = {
     "fsdp": "FSDP shards the LoRA weights, which the LoRA saver and max-norm regularisation need whole; "
     "the frozen base model fits on one GPU in bf16 (precision=bf16_mixed, model.gradient_checkpointing=true)",
