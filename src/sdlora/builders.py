@@ -210,15 +210,17 @@ def make_trainer(cfg: DictConfig, run_dir: Path, length, callbacks: list, extra_
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import TQDMProgressBar
 
+    from sdlora.distributed.world import make_strategy
     from sdlora.state.checkpoint_io import StateFolderIO
 
     t = cfg.trainer
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger else False
+    strategy = make_strategy(t)
     extra_kwargs = {**extra_kwargs, "plugins": [*extra_kwargs.get("plugins", []), StateFolderIO()]}
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
-        strategy=t.strategy,
+        strategy=strategy,
         num_nodes=t.num_nodes,
         max_steps=length.total_steps,
         max_epochs=length.epochs,

@@ -67,7 +67,7 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     from sdlora import builders
     from sdlora.data.caching import DataCaches
     from sdlora.data.datamodule import LoRADataModule
-    from sdlora.distributed.world import check_world_size
+    from sdlora.distributed.world import check_world_size, uses_fsdp
     from sdlora.models.loading import configure_memory
     from sdlora.network.build import build_network
     from sdlora.optim.rules import apply_optimizer_rules
@@ -87,7 +87,8 @@ def _fit(cfg: DictConfig, run_dir: Path, family, data, validation, resolution, s
     callbacks = [*builders.network_callbacks(cfg), *builders.sample_callbacks(cfg, family, run_dir), saver, state,
                  sampler_epoch, *builders.precision_callbacks(cfg, precision), *callbacks]  # fmt: skip
     callbacks.append(builders.data_plan_callback(data.plan))
-    trainer_kwargs = {**precision.trainer_kwargs(device), **builders.validation_schedule(cfg, validation)}
+    fsdp = uses_fsdp(cfg.trainer)
+    trainer_kwargs = {**precision.trainer_kwargs(device, fsdp), **builders.validation_schedule(cfg, validation)}
     trainer = builders.make_trainer(cfg, run_dir, data.plan.length, callbacks, trainer_kwargs)
     check_world_size(trainer, data.plan.world_size)
     components = family.load(precision.torch_dtype(precision.weight_dtype), precision.torch_dtype(precision.vae_dtype))

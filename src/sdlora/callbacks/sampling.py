@@ -90,12 +90,20 @@ class SampleImages(L.Callback):
 
     # --------------------------------------------------------------------------------------------- sampling
     def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Make every prompt's image at the current step (once per step), on the main process."""
+        """Make every prompt's image at the current step (once per step), on the main process. Under a strategy
+        that shards the frozen model (trainer=fsdp) every process runs the same sampling, inside the model's forward,
+        and the main process writes the images."""
         step = trainer.global_step
         if self._sampled_at == step or trainer.fast_dev_run:
             return
         self._sampled_at = step
-        if trainer.is_global_zero:
+        run_in_model = getattr(trainer.strategy, "run_in_model", None)
+
+        def all_prompts() -> None:
+            for index, prompt in enumerate(self.prompts):
+                self._one(trainer, pl_module, step, index, prompt)
+
+        if trainer.is_global_zero or run_in_model is not None:
             generators = {"module": getattr(pl_module, "generator", None)}
             with (
                 preserved_rng(generators),
@@ -103,9 +111,12 @@ class SampleImages(L.Callback):
                 torch.no_grad(),
                 trainer.precision_plugin.forward_context(),
             ):
-                for index, prompt in enumerate(self.prompts):
-                    self._one(trainer, pl_module, step, index, prompt)
-            log.info("Sample images of step %d in %s", step, self.folder)
+                if run_in_model is not None:
+                    run_in_model(all_prompts)
+                else:
+                    all_prompts()
+            if trainer.is_global_zero:
+                log.info("Sample images of step %d in %s", step, self.folder)
         trainer.strategy.barrier("sdlora.sample_images")
 
     def _one(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, index: int, prompt: SamplePrompt):
@@ -120,6 +131,8 @@ class SampleImages(L.Callback):
         seed = prompt.seed if prompt.seed is not None else self.seed + index
         size = (prompt.width or self.default_size[0], prompt.height or self.default_size[1])
         image = generate(family, components, self._pipeline, prompt, size, seed, scheduler)
+        if not trainer.is_global_zero:
+            return
         path = self.folder / f"{self.output_name}_{step:06d}_{index:02d}_{seed}.png"
         atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
         self.written.append(path)

@@ -131,7 +131,8 @@ class SaveLoRA(L.Callback):
         trainer.save_checkpoint(path, weights_only=False)
         if path not in self.states:
             self.states.append(path)
-        log.info("Saved the training state %s", path)
+        if trainer.is_global_zero:
+            log.info("Saved the training state %s", path)
         return path
 
     # ------------------------------------------------------------------------------------------------ saves

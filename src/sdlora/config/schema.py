@@ -223,6 +223,26 @@ class PrecisionConfig:
     no_half_vae: bool | None = None  # VAE in float32; null: the family's default (true for SDXL) [no_half_vae]
 
 
+class ShardingStrategy(str, Enum):
+    """How ``trainer=fsdp`` shards the frozen model (torch FSDP's names)."""
+
+    FULL_SHARD = "FULL_SHARD"
+    SHARD_GRAD_OP = "SHARD_GRAD_OP"
+    HYBRID_SHARD = "HYBRID_SHARD"
+    NO_SHARD = "NO_SHARD"
+
+
+@dataclass
+class FSDPConfig:
+    """``trainer.strategy=fsdp`` (``trainer=fsdp``): what FSDP shards and how (README "Several GPUs")."""
+
+    sharding_strategy: ShardingStrategy = ShardingStrategy.FULL_SHARD
+    # module classes that become FSDP units (gathered for their forward, freed after)
+    wrapped_blocks: list[str] = field(
+        default_factory=lambda: ["BasicTransformerBlock", "ResnetBlock2D", "CLIPEncoderLayer"]
+    )
+
+
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings (Lightning's own names)."""
@@ -234,7 +254,8 @@ class TrainerConfig:
     log_every_n_steps: int = 10  # scalars are written every n steps (1 = every step, as kohya)
     accelerator: str = "auto"
     devices: Any = 1
-    strategy: str = "auto"
+    strategy: str = "auto"  # auto, ddp, ddp_find_unused_parameters_true, fsdp (trainer=ddp / trainer=fsdp)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     num_nodes: int = 1
     enable_progress_bar: bool = True
     fast_dev_run: Any = False

@@ -1,5 +1,6 @@
 """Checks of the sweep and scale-out options (part of the one validation pass in :mod:`.validate`):
-``network.alpha_ratio``, ``trainer.strategy``, ``trainer.devices`` and ``trainer.num_nodes``."""
+``network.alpha_ratio``, ``trainer.strategy`` (and what trainer=fsdp cannot combine with), ``trainer.devices`` and
+``trainer.num_nodes``."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ from sdlora.errors import SdloraError
 
 def check_sweep_and_scale(cfg: DictConfig, problems: list[str]) -> None:
     """Append one readable message per problem to ``problems``."""
-    from sdlora.distributed.world import planned_world_size, strategy_problems
+    from sdlora.distributed.world import planned_world_size, strategy_problems, uses_fsdp
 
     ratio = cfg.network.get("alpha_ratio")
     if ratio is not None and ratio <= 0:
         problems.append(f"network.alpha_ratio must be > 0 (alpha = alpha_ratio × rank) or null, got {ratio}")
     problems += strategy_problems(cfg.trainer)
+    if uses_fsdp(cfg.trainer) and cfg.precision.lora_dtype == "float16":
+        problems.append(
+            f"precision={cfg.precision.name} (float16 LoRA with its own gradient scaler) cannot be combined with "
+            "trainer=fsdp, whose precision plugin has FSDP's scaler: use precision=fp16_mixed or full_bf16"
+        )
     try:
         planned_world_size(cfg.trainer)
     except SdloraError as exc:

@@ -14,17 +14,19 @@ from typing import Any
 
 from sdlora.errors import SdloraError
 
-# Lightning strategies sdlora refuses: sharding ones (the LoRA must be whole to save it and to apply max-norm), and
+# Lightning strategies sdlora refuses: DeepSpeed (it partitions the LoRA weights, which the LoRA saver and max-norm
+# need whole), Lightning's own FSDP variants (sdlora's trainer=fsdp keeps the LoRA whole: sdlora.distributed.fsdp), and
 # those that start processes by spawning/forking (the child processes' saved files and final loss never come back to
 # the main one, and they pickle the whole model).
 _UNSUPPORTED_STRATEGIES = {
-    "fsdp": "FSDP shards the LoRA weights, which the LoRA saver and max-norm regularisation need whole; "
-    "the frozen base model fits on one GPU in bf16 (precision=bf16_mixed, model.gradient_checkpointing=true)",
     "deepspeed": "DeepSpeed partitions the weights, which the LoRA saver and max-norm regularisation need whole",
+    "fsdp": "Lightning's FSDP variants shard the LoRA weights; sdlora's FSDP shards only the frozen model "
+    "(trainer=fsdp, trainer.strategy=fsdp with trainer.fsdp.* options)",
     "spawn": "spawned processes do not hand the saved files and losses back to the main process",
     "fork": "forked processes do not hand the saved files and losses back to the main process",
     "notebook": "forked processes do not hand the saved files and losses back to the main process",
 }
+FSDP = "fsdp"
 
 
 def device_count(devices: Any, accelerator: str = "auto") -> int:
@@ -72,12 +74,28 @@ def strategy_problems(trainer_cfg: Any) -> list[str]:
     """``trainer.strategy`` values sdlora cannot train with, each with the reason and what to use instead."""
     strategy = str(trainer_cfg.strategy).lower()
     for word, reason in _UNSUPPORTED_STRATEGIES.items():
-        if word in strategy:
+        if word in strategy and strategy != FSDP:
             return [f"trainer.strategy={trainer_cfg.strategy} is not supported: {reason}. Use trainer=ddp "
-                    "(trainer.strategy=ddp or ddp_find_unused_parameters_true)"]  # fmt: skip
+                    "(trainer.strategy=ddp or ddp_find_unused_parameters_true) or trainer=fsdp"]  # fmt: skip
     if int(trainer_cfg.num_nodes) < 1:
         return [f"trainer.num_nodes must be ≥ 1, got {trainer_cfg.num_nodes}"]
     return []
+
+
+def uses_fsdp(trainer_cfg: Any) -> bool:
+    """Whether the run uses sdlora's FSDP strategy (``trainer=fsdp``)."""
+    return str(trainer_cfg.strategy).lower() == FSDP
+
+
+def make_strategy(trainer_cfg: Any) -> Any:
+    """Lightning's ``strategy=`` argument: sdlora's FSDP strategy object for ``fsdp``, else the name."""
+    if not uses_fsdp(trainer_cfg):
+        return trainer_cfg.strategy
+    from sdlora.distributed.fsdp import LoRAFSDPStrategy
+
+    fsdp = trainer_cfg.fsdp
+    sharding = getattr(fsdp.sharding_strategy, "value", fsdp.sharding_strategy)
+    return LoRAFSDPStrategy(sharding_strategy=str(sharding), wrapped_blocks=list(fsdp.wrapped_blocks))
 
 
 def env_global_rank(devices_per_node: int = 1) -> int:

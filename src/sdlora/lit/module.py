@@ -102,6 +102,12 @@ class LoRATrainingModule(L.LightningModule):
         self.network.train(mode)
         return self
 
+    def unsharded_modules(self) -> list[nn.Module]:
+        """What a sharding strategy (trainer=fsdp) must keep whole on every process: the LoRA branches (trained,
+        saved and regularised whole) and the VAE (called through encode/decode, which FSDP does not hook)."""
+        branches = [part for m in self.network.modules.values() for part in (m.lora_down, m.lora_up)]
+        return [*branches, self.vae]
+
     @property
     def batch_share(self) -> BatchShare:
         """This process's rows of the global batch (:mod:`sdlora.distributed.share`; one process: all of them)."""

@@ -47,8 +47,13 @@ class PrecisionPlan:
 
         return None if name is None else getattr(torch, name)
 
-    def trainer_kwargs(self, device_type: str) -> dict[str, Any]:
-        """``precision=`` for the Trainer, or the mixed-precision plugin with the fp16-gradient scaler (full_fp16)."""
+    def trainer_kwargs(self, device_type: str, fsdp: bool = False) -> dict[str, Any]:
+        """``precision=`` for the Trainer, the mixed-precision plugin with the fp16-gradient scaler (full_fp16), or
+        under trainer=fsdp the FSDP precision plugin (:class:`~sdlora.distributed.fsdp.LoRAFSDPPrecision`)."""
+        if fsdp:
+            from sdlora.distributed.fsdp import LoRAFSDPPrecision
+
+            return {"plugins": [LoRAFSDPPrecision(self.trainer_precision)]}
         if self.full_fp16 and self.trainer_precision == "16-mixed":
             from lightning.pytorch.plugins.precision import MixedPrecision
 
