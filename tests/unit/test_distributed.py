@@ -177,14 +177,14 @@ def test_rank_from_launcher_environment(clean_env):
     assert env_global_rank(1) == 2 and processes_started_outside()
 
 
-@pytest.mark.parametrize("strategy", ["fsdp", "ddp_spawn", "deepspeed_stage_3", "ddp_fork"])
+@pytest.mark.parametrize("strategy", ["fsdp_cpu_offload", "ddp_spawn", "deepspeed_stage_3", "ddp_fork"])
 def test_unsupported_strategies_are_named(strategy):
     trainer = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {"strategy": strategy})
     (problem,) = strategy_problems(trainer)
     assert f"trainer.strategy={strategy} is not supported" in problem and "trainer=ddp" in problem
 
 
-@pytest.mark.parametrize("strategy", ["auto", "ddp", "ddp_find_unused_parameters_true"])
+@pytest.mark.parametrize("strategy", ["auto", "ddp", "ddp_find_unused_parameters_true", "fsdp"])
 def test_supported_strategies(strategy):
     assert strategy_problems(OmegaConf.merge(OmegaConf.structured(TrainerConfig), {"strategy": strategy})) == []
 

@@ -59,13 +59,15 @@ def test_alpha_ratio_sets_alpha_from_the_rank(small_dataset):
     ("override", "message"),
     [
         ("network.alpha_ratio=0", "network.alpha_ratio must be > 0"),
-        ("trainer.strategy=fsdp", "trainer.strategy=fsdp is not supported"),
+        ("trainer.strategy=deepspeed", "trainer.strategy=deepspeed is not supported"),
+        ("trainer=fsdp precision=full_fp16", "precision=full_fp16 .* cannot be combined with trainer=fsdp"),
+        ("trainer=fsdp model.compile=true", "model.compile=true cannot be combined with trainer=fsdp"),
         ("trainer.devices=zero", "trainer.devices='zero'"),
     ],
 )
 def test_sweep_and_scale_options_are_validated(override, message):
     with pytest.raises(SdloraError, match=message):
-        validate(compose_config("model=tiny", override))
+        validate(compose_config("model=tiny", *override.split()))
 
 
 def test_several_devices_per_job_in_a_local_sweep_are_refused(monkeypatch):

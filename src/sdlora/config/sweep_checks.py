@@ -17,10 +17,15 @@ def check_sweep_and_scale(cfg: DictConfig, problems: list[str]) -> None:
     if ratio is not None and ratio <= 0:
         problems.append(f"network.alpha_ratio must be > 0 (alpha = alpha_ratio × rank) or null, got {ratio}")
     problems += strategy_problems(cfg.trainer)
+    if uses_fsdp(cfg.trainer) and cfg.model.get("compile"):
+        problems.append(
+            "model.compile=true cannot be combined with trainer=fsdp (a compiled U-Net around FSDP's per-block "
+            "units is not supported by sdlora): set model.compile=false"
+        )
     if uses_fsdp(cfg.trainer) and cfg.precision.lora_dtype == "float16":
         problems.append(
-            f"precision={cfg.precision.name} (float16 LoRA with its own gradient scaler) cannot be combined with "
-            "trainer=fsdp, whose precision plugin has FSDP's scaler: use precision=fp16_mixed or full_bf16"
+            f"precision={cfg.precision.name} (float16 LoRA with sdlora's fp16-gradient scaler plugin) cannot be "
+            "combined with trainer=fsdp, which needs FSDP's precision plugin: use precision=fp16_mixed or full_bf16"
         )
     try:
         planned_world_size(cfg.trainer)

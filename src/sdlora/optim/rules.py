@@ -6,6 +6,7 @@
   hints are repeated (gradient clipping on, constant_with_warmup, clip_threshold 1.0).
 - D-Adaptation and Prodigy adapt the step size: a warning when ``optimizer.lr`` ≤ 0.1 (use about 1.0); Prodigy with
   16-bit LoRA parameters warms up badly (measured, DESIGN §5).
+- A torch optimizer's ``eps`` that is 0 in float16 (full_fp16): a warning, since its steps divide by zero.
 - bitsandbytes: paged optimizers need CUDA (elsewhere bitsandbytes falls back to the non-paged one: a warning says
   so), and one step of the optimizer is tried on the training device first, so that a build without support for it
   stops with a message naming the option instead of a traceback from the first training step.
@@ -63,9 +64,28 @@ def apply_optimizer_rules(cfg: DictConfig, device_type: str, lora_dtype: str = "
         notes += _adaptive(cfg, name, lora_dtype)
     if is_bitsandbytes(name):
         notes += _bitsandbytes(cfg, name, device_type)
+    notes += float16_eps_notes(cfg.optimizer, name, lora_dtype)
     for note in notes:
         log.warning("%s", note)
     return notes
+
+
+FLOAT16_TINY = 2.0**-24  # the smallest positive float16 (subnormal): smaller values round to 0
+
+
+def float16_eps_notes(node: DictConfig, name: str, lora_dtype: str) -> list[str]:
+    """A torch optimizer keeps its state in the parameters' dtype: with float16 LoRA parameters (full_fp16) an
+    ``eps`` below 2⁻²⁴ is 0 there, so Adam's ``m / (√v + eps)`` divides by 0 wherever a gradient's square underflows
+    (|g| < 2⁻¹²), and the weights become inf/NaN. bitsandbytes computes in float32 and is not affected."""
+    eps = node.get("eps")
+    if lora_dtype != "float16" or is_bitsandbytes(name) or not isinstance(eps, float) or eps >= FLOAT16_TINY:
+        return []
+    short = name.rsplit(".", 1)[-1]
+    return [
+        f"{short} with float16 LoRA parameters (precision=full_fp16): optimizer.eps={eps:g} is 0 in float16, so "
+        "steps on gradients smaller than about 2.4e-4 divide by zero and the LoRA becomes NaN. Use optimizer=adamw8bit "
+        "(kohya's usual choice with full_fp16), precision=fp16_mixed, or optimizer.eps=1e-4"
+    ]
 
 
 def _adafactor(cfg: DictConfig) -> list[str]:
