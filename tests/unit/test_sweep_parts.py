@@ -92,7 +92,13 @@ def test_run_record_lifecycle(tmp_path):
     record = RunRecord(tmp_path, ["network.rank=8"], job_num=3)
     record.start()
     assert read_record(tmp_path)["status"] == "running"
-    summary = {"steps": 4, "total_steps": 4, "loss": 0.25, "val_loss": float("nan"), "files": [str(tmp_path / "a")]}
+    summary = {
+        "steps": 4,
+        "total_steps": 4,
+        "loss": 0.25,
+        "val_loss": float("nan"),
+        "files": [str(tmp_path / "a-step2"), str(tmp_path / "a")],
+    }
     record.completed(summary, 0.25, "loss/average")
     data = read_record(tmp_path)
     assert data["status"] == "completed" and data["job_num"] == 3 and data["overrides"] == ["network.rank=8"]

@@ -8,6 +8,7 @@ training_step (kohya-semantics §4.1):
 Only the LoRA parameters are trainable. All randomness of the step comes from one generator seeded from
 ``seed`` (and the global torch RNG for the LoRA dropouts), so a run is reproducible.
 
+The logged losses are those of the global batch (the mean over the processes of a distributed run).
 A non-finite loss stops training (:class:`NonFiniteLoss`, a state is saved first when states are on), or with
 ``trainer.skip_nonfinite`` the batch is skipped: ``training_step`` returns None, so it gives no gradient (the other
 micro-batches of an accumulated step still count), and ``train/nonfinite_skipped`` counts it.
@@ -163,9 +164,10 @@ class LoRATrainingModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         per_sample = self.diffusion_loss(batch)
         loss = weighted_mean(per_sample, batch["loss_weight"])
-        value = loss.detach().item()
+        local, value = self.global_loss(loss)
         if not math.isfinite(value):
-            message = nonfinite_message(value, batch["paths"], self.global_step + 1, self.current_epoch + 1)
+            paths = batch["paths"] if not math.isfinite(local) else ["another process's images of this global batch"]
+            message = nonfinite_message(value, paths, self.global_step + 1, self.current_epoch + 1)
             if not self.skip_nonfinite:
                 raise NonFiniteLoss(message)
             self.nonfinite_skipped += 1
@@ -174,6 +176,16 @@ class LoRATrainingModule(L.LightningModule):
             return None
         self._log_step(value)
         return loss
+
+    def global_loss(self, loss: torch.Tensor) -> tuple[float, float]:
+        """This process's loss and the mean over the processes (the global batch's loss; the same on every process,
+        so a non-finite loss stops or is skipped on all of them together). One process: both are ``loss``."""
+        local = loss.detach()
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            value = local.item()
+            return value, value
+        return local.item(), float(trainer.strategy.reduce(local.clone(), reduce_op="mean").item())
 
     # ----------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -188,7 +200,8 @@ class LoRATrainingModule(L.LightningModule):
         if self.validation is not None and self.validation.count:
             value = self.validation.value
             self.validation.history.append((self.global_step, value))
-            self.log("val/loss", value, on_epoch=True, prog_bar=True)
+            # every process evaluates the whole validation set: the mean over them is the same value
+            self.log("val/loss", value, on_epoch=True, prog_bar=True, sync_dist=True)
 
     # -------------------------------------------------------------------------------------------- logging
     def _log_step(self, loss: float) -> None:
@@ -206,7 +219,8 @@ class LoRATrainingModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self.epoch_losses:
-            self.log("loss/epoch", sum(self.epoch_losses) / len(self.epoch_losses), on_epoch=True)
+            epoch_loss = sum(self.epoch_losses) / len(self.epoch_losses)  # global-batch losses: equal on every process
+            self.log("loss/epoch", epoch_loss, on_epoch=True, sync_dist=True)
         self.epoch_losses = []
 
     # ---------------------------------------------------------------------------------------- optimizer

@@ -81,7 +81,7 @@ class RunRecord:
             metric=_finite(metric),
             metric_name=metric_name,
             files=files,
-            lora=files[0] if files else None,
+            lora=files[-1] if files else None,  # the final LoRA is saved last (step/epoch files come before it)
         )
 
     def failed(self, exc: BaseException, user_error: bool) -> None:
