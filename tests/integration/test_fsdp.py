@@ -60,3 +60,20 @@ def test_fsdp_on_two_cpu_processes_equals_one_process_and_resumes_exactly(exampl
     _fsdp_run(example_data, resumed_dir, f"resume={fsdp_dir / 'last-step00000002-state'}")
     resumed, _ = load_lora(resumed_dir / "last.safetensors")
     assert all(bool((resumed[k] == fsdp[k]).all()) for k in fsdp)
+
+
+def test_fsdp_equals_ddp_with_accumulation_and_module_dropout(example_data, tmp_path):
+    """Gradient averaging once per optimizer step, after the last accumulated micro-batch, with LoRA modules that get
+    no gradient on one process (module dropout) — as DDP does it."""
+    extra = ["trainer.max_steps=3", "trainer.accumulate_grad_batches=2", "network.module_dropout=0.3"]
+    runs = {}
+    for strategy in ("fsdp", "ddp"):
+        args = tiny_overrides(example_data, "data.batch_size=1", "optimizer.lr=1e-2", *extra, f"trainer={strategy}")
+        run_dir = tmp_path / strategy
+        result = subprocess.run(
+            [sys.executable, "train.py", *args, "trainer.devices=2", f"hydra.run.dir={run_dir}"], cwd=ROOT,
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        runs[strategy], _ = load_lora(run_dir / "last.safetensors")
+    assert _relative_difference(runs["fsdp"], runs["ddp"]) < 1e-6
