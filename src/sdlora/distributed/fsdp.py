@@ -31,6 +31,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 log = logging.getLogger("sdlora")
+
 #: Module classes that become FSDP units (by class name: diffusers' and transformers' blocks of SD 1.x/2.x/SDXL).
 WRAPPED_BLOCKS = frozenset({"BasicTransformerBlock", "ResnetBlock2D", "CLIPEncoderLayer"})
 SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD")
@@ -106,6 +107,8 @@ class LoRAFSDPStrategy(FSDPStrategy):
     # ---------------------------------------------------------------------------------------------- wrapping
     def _setup_model(self, model: nn.Module) -> nn.Module:
         """Wrap once; a later ``trainer.validate`` on the same LightningModule reuses the wrapped model."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
         if self._root is not None and getattr(self._root, "module", None) is model:
             return self._root
         unsharded = list(getattr(model, "unsharded_modules", list)())
@@ -113,8 +116,7 @@ class LoRAFSDPStrategy(FSDPStrategy):
             module.to(self.root_device)
         self.kwargs["ignored_states"] = unsharded
         self._replicated = [p for m in unsharded for p in m.parameters() if p.requires_grad]
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
+        # device_id is a torch.device also on a CPU (Lightning's FSDPStrategy passes None there, which FSDP refuses)
         self._root = FullyShardedDataParallel(
             module=model,
             cpu_offload=self.cpu_offload,
@@ -122,7 +124,7 @@ class LoRAFSDPStrategy(FSDPStrategy):
             sharding_strategy=self.sharding_strategy,
             device_id=self.root_device,
             **self.kwargs,
-        )  # fmt: skip  (a torch.device also on a CPU, where Lightning would pass None, which FSDP refuses there)
+        )
         self._broadcast_replicated()
         if self.is_global_zero:
             units = len(FullyShardedDataParallel.fsdp_modules(self._root))
