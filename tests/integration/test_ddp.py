@@ -4,15 +4,14 @@ process with the same global batch; only rank 0 writes files."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 
 from sdlora.network.io import load_lora
 from sdlora.run import train
 from sdlora.sweep.record import read_record
-from tests.conftest import ROOT, compose_config, tiny_overrides
+from tests.conftest import compose_config, tiny_overrides
+from tests.helpers.cli import run_train_py
 
 
 def _relative_difference(a: dict, b: dict) -> float:
@@ -28,13 +27,8 @@ def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(examp
     common = ["optimizer.lr=1e-2", "trainer.max_steps=4", "data.flip_aug=true", "loss.noise_offset=0.05"]
     ddp_dir = tmp_path / "ddp"
     args = tiny_overrides(example_data, "data.batch_size=1", *common, "trainer=ddp", "trainer.devices=2")
-    result = subprocess.run(
-        [sys.executable, "train.py", *args, f"hydra.run.dir={ddp_dir}"], cwd=ROOT, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert "Starting with 2 processes" in output and "Traceback" not in output
+    output = run_train_py(args, ddp_dir)
+    assert "Starting with 2 processes" in output
     plan = json.loads((ddp_dir / "data_plan.json").read_text())
     assert (plan["world_size"], plan["global_batch_size"], plan["steps_per_epoch"]) == (2, 2, 60)  # 120 samples / 2
     assert (ddp_dir / "train_ddp_process_1.log").is_file()  # the second process ran in the same run folder

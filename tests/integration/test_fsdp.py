@@ -5,13 +5,12 @@ training states included), only rank 0 writes files, and a resumed run continues
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from sdlora.network.io import load_lora
 from sdlora.run import train
 from sdlora.sweep.record import read_record
 from tests.conftest import ROOT, compose_config, tiny_overrides
+from tests.helpers.cli import run_train_py
 from tests.integration.test_ddp import _relative_difference
 
 COMMON = [
@@ -23,14 +22,7 @@ COMMON = [
 
 def _fsdp_run(data, run_dir, *extra: str) -> str:
     args = tiny_overrides(data, "data.batch_size=1", *COMMON, "trainer=fsdp", "trainer.devices=2", *extra)
-    result = subprocess.run(
-        [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert "Traceback" not in output
-    return output
+    return run_train_py(args, run_dir)
 
 
 def test_fsdp_on_two_cpu_processes_equals_one_process_and_resumes_exactly(example_data, tmp_path):
@@ -69,11 +61,6 @@ def test_fsdp_equals_ddp_with_accumulation_and_module_dropout(example_data, tmp_
     runs = {}
     for strategy in ("fsdp", "ddp"):
         args = tiny_overrides(example_data, "data.batch_size=1", "optimizer.lr=1e-2", *extra, f"trainer={strategy}")
-        run_dir = tmp_path / strategy
-        result = subprocess.run(
-            [sys.executable, "train.py", *args, "trainer.devices=2", f"hydra.run.dir={run_dir}"], cwd=ROOT,
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        runs[strategy], _ = load_lora(run_dir / "last.safetensors")
+        run_train_py([*args, "trainer.devices=2"], tmp_path / strategy)
+        runs[strategy], _ = load_lora(tmp_path / strategy / "last.safetensors")
     assert _relative_difference(runs["fsdp"], runs["ddp"]) < 1e-6
