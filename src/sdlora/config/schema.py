@@ -232,15 +232,17 @@ class ShardingStrategy(str, Enum):
     NO_SHARD = "NO_SHARD"
 
 
+#: Module classes that become FSDP units under trainer=fsdp (diffusers' and transformers' blocks of SD 1.x/2.x/SDXL).
+FSDP_WRAPPED_BLOCKS = ("BasicTransformerBlock", "ResnetBlock2D", "CLIPEncoderLayer")
+
+
 @dataclass
 class FSDPConfig:
     """``trainer.strategy=fsdp`` (``trainer=fsdp``): what FSDP shards and how (README "Several GPUs")."""
 
     sharding_strategy: ShardingStrategy = ShardingStrategy.FULL_SHARD
     # module classes that become FSDP units (gathered for their forward, freed after)
-    wrapped_blocks: list[str] = field(
-        default_factory=lambda: ["BasicTransformerBlock", "ResnetBlock2D", "CLIPEncoderLayer"]
-    )
+    wrapped_blocks: list[str] = field(default_factory=lambda: list(FSDP_WRAPPED_BLOCKS))
 
 
 @dataclass

@@ -30,11 +30,11 @@ from lightning.pytorch.plugins.precision import FSDPPrecision, Precision
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
+from sdlora.config.schema import FSDP_WRAPPED_BLOCKS
+
 log = logging.getLogger("sdlora")
 
-#: Module classes that become FSDP units (by class name: diffusers' and transformers' blocks of SD 1.x/2.x/SDXL).
-WRAPPED_BLOCKS = frozenset({"BasicTransformerBlock", "ResnetBlock2D", "CLIPEncoderLayer"})
-SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD")
+WRAPPED_BLOCKS = frozenset(FSDP_WRAPPED_BLOCKS)  # matched by class name (sdlora.config.schema)
 
 
 def is_wrapped_block(module: nn.Module, names: frozenset[str] = WRAPPED_BLOCKS) -> bool:
