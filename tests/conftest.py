@@ -1,4 +1,4 @@
-"""Shared fixtures: composing the real Hydra config, tiny models, temporary kohya datasets. Everything is offline."""
+"""Shared fixtures: temporary kohya datasets. Helpers (configs, CLI runs, tiny networks) live in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -10,36 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the Hugging Face hub
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
-EXAMPLE_DATA = ROOT / "examples" / "data"
-
-
-def compose_config(*overrides: str):
-    """The real ``conf/train.yaml`` composed with ``overrides`` (as ``python train.py <overrides>`` would)."""
-    from hydra import compose, initialize_config_dir
-
-    import sdlora.config  # noqa: F401  (registers the schemas)
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
-
-
-def tiny_overrides(train_dir: Path | str, *extra: str, model: str = "tiny") -> list[str]:
-    """Overrides for a short CPU run of a tiny model on ``train_dir`` (a few steps, every scalar logged)."""
-    return [
-        f"model={model}",
-        f"data.train_dir={train_dir}",
-        "data.caption_extension=.txt",
-        "data.resolution=64",
-        "data.min_bucket_reso=64",  # 64-px images also for model=sd15/sdxl loaded from tiny checkpoints
-        "data.batch_size=2",
-        "trainer.max_steps=4",
-        "trainer.log_every_n_steps=1",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        *extra,
-    ]
+from tests.helpers.config import EXAMPLE_DATA
 
 
 @pytest.fixture

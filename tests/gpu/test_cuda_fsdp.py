@@ -12,7 +12,7 @@ import torch
 
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.conftest import ROOT, compose_config, tiny_overrides
+from tests.helpers.config import ROOT, compose_config, tiny_overrides
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

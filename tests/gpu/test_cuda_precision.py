@@ -12,7 +12,7 @@ import torch
 
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers.config import compose_config, tiny_overrides
 from tests.integration.test_optimization import Probe
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -34,7 +34,7 @@ def test_full_fp16_uses_the_fp16_gradient_scaler(small_dataset, tmp_path):
         tmp_path, small_dataset, "precision=full_fp16", "optimizer=adamw8bit", "optimizer.lr=1e-2", callbacks=[probe]
     )
     module = probe.module
-    assert {p.dtype for p in module.network.parameters()} == {torch.float16}
+    assert {p.dtype for p in module.network.trainable_parameters()} == {torch.float16}
     assert probe.grad_dtypes == {torch.float16}
     assert isinstance(module.trainer.precision_plugin.scaler, FP16ParamsGradScaler)
     assert next(module.unet.parameters()).dtype == torch.float16
@@ -46,7 +46,7 @@ def test_full_fp16_uses_the_fp16_gradient_scaler(small_dataset, tmp_path):
 def test_fp16_mixed_keeps_lora_in_float32(small_dataset, tmp_path):
     probe = Probe()
     cuda_run(tmp_path, small_dataset, "precision=fp16_mixed", callbacks=[probe])
-    assert {p.dtype for p in probe.module.network.parameters()} == {torch.float32}
+    assert {p.dtype for p in probe.module.network.trainable_parameters()} == {torch.float32}
     assert next(probe.module.unet.parameters()).dtype == torch.float16
 
 

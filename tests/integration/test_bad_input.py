@@ -13,7 +13,7 @@ from PIL import Image
 
 from sdlora.errors import SdloraError
 from sdlora.run import train
-from tests.conftest import ROOT, compose_config, tiny_overrides
+from tests.helpers.config import ROOT, compose_config, tiny_overrides
 
 
 def run_cli(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
@@ -83,7 +83,8 @@ def test_a_lora_for_another_model_is_a_clear_error(small_dataset, tmp_path):
     from sdlora.network.io import save_lora
 
     family = TinySDXLFamily()
-    xl = save_lora(tmp_path / "xl_lora.safetensors", build_network(family, family.load(), NetworkConfig()).state_dict())
+    network = build_network(family, family.load(), NetworkConfig())
+    xl = save_lora(tmp_path / "xl_lora.safetensors", network.kohya_tensors())
     result, run_dir = run_cli(tmp_path, *tiny_overrides(small_dataset, f"network.weights={xl}"))
     assert_clean_failure(result, run_dir, "xl_lora.safetensors", "another model family")
 
@@ -134,6 +135,7 @@ def test_only_unusable_images_is_an_error(tmp_path):
 def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
     """A NaN loss stops training with the step and the batch's images (here: NaN pixels fed to the VAE)."""
     from sdlora.config.schema import NetworkConfig
+    from sdlora.data.batch import Batch
     from sdlora.diffusion.objective import DiffusionObjective
     from sdlora.lit.module import LoRATrainingModule
     from sdlora.models.tiny import TinySD15Family
@@ -148,12 +150,12 @@ def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
         objective=DiffusionObjective(components.prediction_type),
     )  # fmt: skip
     module.on_fit_start()
-    batch = {
-        "pixels": torch.full((1, 3, 64, 64), float("nan")),
-        "captions": ["x"],
-        "size_cond": torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
-        "loss_weight": torch.ones(1),
-        "paths": ["/data/2_tok/img0.png"],
-    }
+    batch = Batch(
+        pixels=torch.full((1, 3, 64, 64), float("nan")),
+        captions=["x"],
+        size_cond=torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
+        loss_weight=torch.ones(1),
+        paths=["/data/2_tok/img0.png"],
+    )
     with pytest.raises(SdloraError, match=r"the loss became nan in step 1 .*img0.png.*learning rate"):
         module.training_step(batch, 0)

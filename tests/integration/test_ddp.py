@@ -10,8 +10,8 @@ import torch
 from sdlora.network.io import load_lora
 from sdlora.run import train
 from sdlora.sweep.record import read_record
-from tests.conftest import compose_config, tiny_overrides
 from tests.helpers.cli import run_train_py
+from tests.helpers.config import compose_config, tiny_overrides
 
 
 def _relative_difference(a: dict, b: dict) -> float:

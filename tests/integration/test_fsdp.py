@@ -9,8 +9,8 @@ import json
 from sdlora.network.io import load_lora
 from sdlora.run import train
 from sdlora.sweep.record import read_record
-from tests.conftest import ROOT, compose_config, tiny_overrides
 from tests.helpers.cli import run_train_py
+from tests.helpers.config import ROOT, compose_config, tiny_overrides
 from tests.integration.test_ddp import _relative_difference
 
 COMMON = [

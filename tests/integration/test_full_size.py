@@ -10,7 +10,7 @@ import torch
 from sdlora.models.configs import config_dir
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 from tests.helpers.ldm_export import write_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from sdlora.network.io import load_lora
 from sdlora.network.naming import name_targets, text_encoder_namer
 from sdlora.network.targets import text_encoder_targets, unet_targets
 from sdlora.run import train
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers.config import compose_config, tiny_overrides
 
 
 def hand_merge(family, components, tensors: dict[str, torch.Tensor]) -> int:

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from sdlora.config.validate import validate
+from sdlora.config.checks import check_config
 from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.conftest import ROOT, compose_config, tiny_overrides
+from tests.helpers.config import ROOT, compose_config, tiny_overrides
 
 OPTION_SETS = {
     "min_snr_debiased": ["loss.min_snr_gamma=5", "loss.debiased_estimation=true"],
@@ -62,7 +62,7 @@ def test_forbidden_combinations_are_reported(overrides, fragment, small_dataset)
     model = next((o.split("=")[1] for o in overrides if o.startswith("model=")), "tiny")
     rest = [o for o in overrides if not o.startswith("model=")]
     with pytest.raises(SdloraError) as info:
-        validate(compose_config(*tiny_overrides(small_dataset, *rest, model=model)))
+        check_config(compose_config(*tiny_overrides(small_dataset, *rest, model=model)))
     assert fragment in str(info.value)
 
 
@@ -80,7 +80,7 @@ def test_prediction_type_declared_by_a_diffusers_folder_is_checked(small_dataset
     cfg = compose_config(*tiny_overrides(small_dataset, f"model.pretrained={tmp_path / 'pipe'}",
                                          "loss.v_pred_like_loss=0.1", model="sd15"))  # fmt: skip
     with pytest.raises(SdloraError, match="loss.v_pred_like_loss is for ε-prediction"):
-        validate(cfg)
+        check_config(cfg)
 
 
 def test_forbidden_combination_on_the_command_line(small_dataset, tmp_path):

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from sdlora.diffusion.loss import weighted_mean
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.conftest import CONF_DIR, compose_config, tiny_overrides
+from tests.helpers.config import CONF_DIR, compose_config, tiny_overrides
 from tests.integration.test_train_e2e import scalars
 
 NEEDS = {"custom": ["optimizer._target_=torch.optim.RAdam"]}
@@ -36,7 +36,7 @@ class Probe(Callback):
         self.frozen_grads = 0
 
     def on_after_backward(self, trainer, pl_module):
-        for p in pl_module.network.parameters():
+        for p in pl_module.network.trainable_parameters():
             if p.grad is not None:
                 self.grad_dtypes.add(p.grad.dtype)
         self.frozen_grads += sum(p.grad is not None for p in pl_module.parameters() if not p.requires_grad)
@@ -111,7 +111,7 @@ def test_precision_dtypes(option, extra, model, small_dataset, tmp_path):
         vae_dtype = torch.float32
     sr = "precision.stochastic_rounding=true" in extra
     module = probe.module
-    assert {p.dtype for p in module.network.parameters()} == {lora_dtype}
+    assert {p.dtype for p in module.network.trainable_parameters()} == {lora_dtype}
     assert probe.grad_dtypes == {lora_dtype}
     base = [p for n, p in module.named_parameters() if "lora_" not in n and not n.startswith("vae.")]
     assert {p.dtype for p in base if p.is_floating_point()} == {frozen_dtype}
@@ -130,7 +130,7 @@ class RecordBatches(Callback):
 
     def on_train_start(self, trainer, pl_module):
         self.module = pl_module
-        self.initial = {k: v.clone() for k, v in pl_module.network.state_dict().items()}
+        self.initial = {k: v.clone() for k, v in pl_module.network.kohya_tensors().items()}
         self.draws: list[dict] = []
         objective, draws = pl_module.objective, self.draws
         noise_fn = objective.noise
@@ -149,24 +149,24 @@ class RecordBatches(Callback):
         self.grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None}
 
     def on_train_end(self, trainer, pl_module):
-        self.final = {k: v.clone() for k, v in pl_module.network.state_dict().items()}
+        self.final = {k: v.clone() for k, v in pl_module.network.kohya_tensors().items()}
 
 
 def _big_batch_gradient(recorder: RecordBatches) -> dict[str, torch.Tensor]:
     """The gradient of one batch made of all the micro-batches, with the same latents, noise and timesteps."""
     module = recorder.module
-    module.network.load_state_dict(recorder.initial)
+    module.network.load_kohya_tensors(recorder.initial)
     module.zero_grad(set_to_none=True)
     latents = torch.cat([d["latents"] for d in recorder.draws])
     noise = torch.cat([d["noised"].target for d in recorder.draws])  # ε-prediction: the target is the noise
     timesteps = torch.cat([d["noised"].timesteps for d in recorder.draws])
-    captions = [c for b in recorder.batches for c in b["captions"]]
-    weights = torch.cat([b["loss_weight"] for b in recorder.batches])
-    size_cond = torch.cat([b["size_cond"] for b in recorder.batches])
+    captions = [c for b in recorder.batches for c in b.captions]
+    weights = torch.cat([b.loss_weight for b in recorder.batches])
+    size_cond = torch.cat([b.size_cond for b in recorder.batches])
     noised = module.objective.noise_with(latents, noise, timesteps)
     text = module.encode_text(captions)
     prediction = module.unet(noised.noisy, noised.timesteps, **module.family.unet_inputs(text, size_cond)).sample
-    weighted_mean(module.objective.loss(prediction, noised, {}), weights).backward()
+    weighted_mean(module.objective.loss(prediction, noised), weights).backward()
     return {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
@@ -193,7 +193,7 @@ class ClipProbe(Callback):
         self.frozen_with_grad = [n for n, p in frozen if p.grad is not None]
         self.before = {id(p): p.detach().clone() for g in optimizer.param_groups for p in g["params"]}
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.lora = {id(p) for p in pl_module.network.parameters()}
+        self.lora = {id(p) for p in pl_module.network.trainable_parameters()}
 
 
 def test_gradient_clipping_acts_on_lora_gradients_only(small_dataset, tmp_path):

@@ -17,7 +17,7 @@ import torch
 from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers.config import compose_config, tiny_overrides
 
 # 5 images × 2 repeats = 10 samples = 5 batches of 2 per epoch: 8 steps cross an epoch boundary.
 COMMON = ("data.flip_aug=true", "data.shuffle_caption=true", "network.dropout=0.1", "save.state=true",
@@ -190,7 +190,7 @@ def test_resume_latest_through_the_command_line(tagged_dataset, tmp_path):
     import sys
 
     from sdlora.sweep.record import read_record
-    from tests.conftest import ROOT
+    from tests.helpers.config import ROOT
 
     args = [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tagged_dataset, *COMMON)]
     first = subprocess.run([*args, "trainer.max_steps=4", "hydra.run.dir=outputs/first"], cwd=tmp_path,
@@ -215,7 +215,7 @@ def test_ctrl_c_on_the_command_line_exits_130_with_a_state(tagged_dataset, tmp_p
     import time
 
     from sdlora.sweep.record import read_record
-    from tests.conftest import ROOT
+    from tests.helpers.config import ROOT
 
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tagged_dataset, *COMMON, "trainer.max_steps=100000", f"hydra.run.dir={run_dir}")

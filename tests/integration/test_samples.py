@@ -12,7 +12,7 @@ from PIL import Image
 from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers.config import compose_config, tiny_overrides
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_sdxl_samples_at_the_family_resolution(small_dataset, tmp_path):
 
 
 def test_sample_options_are_checked(small_dataset, prompts, tmp_path):
-    from sdlora.config.validate import validate
+    from sdlora.config.checks import check_config
 
     for extra, text in [
         (("sample.every_n_steps=2",), "need sample.prompts"),
@@ -86,4 +86,4 @@ def test_sample_options_are_checked(small_dataset, prompts, tmp_path):
         ((f"sample.prompts={tmp_path / 'nope.txt'}", "sample.at_start=true"), "does not exist"),
     ]:
         with pytest.raises(SdloraError, match=text):
-            validate(compose_config(*tiny_overrides(small_dataset, *extra)))
+            check_config(compose_config(*tiny_overrides(small_dataset, *extra)))

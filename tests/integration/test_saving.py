@@ -12,7 +12,7 @@ import torch
 from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora, save_lora
 from sdlora.run import train
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers.config import compose_config, tiny_overrides
 
 # small_dataset: 4 images × 2 repeats = 8 samples = 4 batches of 2 per epoch
 
@@ -63,12 +63,12 @@ def test_last_n_steps_also_prunes_epoch_saves(small_dataset, tmp_path):
 
 
 def test_save_checks_are_reported_together(small_dataset):
-    from sdlora.config.validate import validate
+    from sdlora.config.checks import check_config
 
     cfg = compose_config(*tiny_overrides(small_dataset, "save.every_n_steps=0", "save.last_n_epochs=2",
                                          "save.last_n_steps_state=3"))  # fmt: skip
     with pytest.raises(SdloraError) as error:
-        validate(cfg)
+        check_config(cfg)
     message = str(error.value)
     for text in ("save.every_n_steps must be ≥ 1", "save.last_n_epochs needs save.every_n_epochs",
                  "save.last_n_steps_state needs save.state=true"):  # fmt: skip
@@ -126,7 +126,7 @@ class PoisonBatch(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.seen == self.at:
-            batch["loss_weight"] = batch["loss_weight"] * float("inf")
+            batch.loss_weight = batch.loss_weight * float("inf")
         self.seen += 1
 
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from sdlora.network.io import load_lora
 from sdlora.sweep.record import read_record
-from tests.conftest import ROOT
+from tests.helpers.config import ROOT
 
 
 def sweep_setup(tmp_path: Path, train_dir: Path) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.conftest import ROOT, compose_config, tiny_overrides
+from tests.helpers.config import ROOT, compose_config, tiny_overrides
 
 
 def tree(folder: Path) -> dict[str, bytes]:

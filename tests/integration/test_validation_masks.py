@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from sdlora.config.validate import validate
+from sdlora.config.checks import check_config
 from sdlora.data.buckets import BucketSpec
+from sdlora.data.held_out import build_validation_data, hold_out
 from sdlora.data.masks import MaskSource
 from sdlora.data.records import scan_records
 from sdlora.data.subsets import resolve_subsets
-from sdlora.data.validation import build_validation_data, hold_out
 from sdlora.diffusion.objective import DiffusionObjective
 from sdlora.errors import SdloraError
 from sdlora.lit.module import LoRATrainingModule
-from sdlora.lit.validation import ValidationLoss
+from sdlora.lit.val_loss import ValidationLoss
 from sdlora.run import train
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers.config import compose_config, data_config, tiny_overrides
 from tests.integration.test_train_e2e import scalars
 
 
@@ -38,7 +37,7 @@ def _validation_module(small_dataset, **network):
         family, components, net, optimizer=None, scheduler=None, learning_rates={"default": 1e-4}, total_steps=1,
         batches_per_epoch=1, objective=DiffusionObjective("epsilon"), validation=ValidationLoss(0, 1000, 4, seed=0),
     )  # fmt: skip
-    subsets, _ = resolve_subsets(SimpleNamespace(train_dir=str(small_dataset), caption_extension=".txt"))
+    subsets, _ = resolve_subsets(data_config(train_dir=str(small_dataset)))
     records = scan_records(subsets).records
     spec = BucketSpec(enabled=True, resolution=(64, 64), min_reso=64, max_reso=256, steps=16)
     data = build_validation_data(records, spec, batch_size=2, source="test")
@@ -46,7 +45,7 @@ def _validation_module(small_dataset, **network):
 
 
 def _evaluate(module, data) -> float:
-    from sdlora.data.dataset import collate_batch
+    from sdlora.data.batch import collate_batch
 
     module.train(False)
     module.validation.reset()
@@ -68,9 +67,9 @@ def test_validation_loss_is_deterministic_and_follows_the_weights(small_dataset)
 
 
 def test_hold_out_is_seeded_and_removes_images_from_training(small_dataset):
-    subsets, _ = resolve_subsets(SimpleNamespace(train_dir=str(small_dataset), caption_extension=".txt"))
-    scan_a, scan_b = scan_records(subsets), scan_records(subsets)
-    held_a, held_b = hold_out(scan_a, 0.5, seed=3), hold_out(scan_b, 0.5, seed=3)
+    subsets, _ = resolve_subsets(data_config(train_dir=str(small_dataset)))
+    scan_a, held_a = hold_out(scan_records(subsets), 0.5, seed=3)
+    _, held_b = hold_out(scan_records(subsets), 0.5, seed=3)
     assert [r.path for r in held_a] == [r.path for r in held_b] and len(held_a) == 2
     assert not {r.path for r in held_a} & {r.path for r in scan_a.records}
     assert sum(scan_a.images_per_subset.values()) == 2
@@ -112,7 +111,7 @@ def test_validation_dir_is_evaluated_at_the_end(small_dataset, example_data, tmp
 )
 def test_validation_and_mask_options_are_checked(overrides, fragment, small_dataset):
     with pytest.raises(SdloraError) as info:
-        validate(compose_config(*tiny_overrides(small_dataset, *overrides)))
+        check_config(compose_config(*tiny_overrides(small_dataset, *overrides)))
     assert fragment in str(info.value)
 
 

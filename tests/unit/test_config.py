@@ -11,11 +11,11 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from sdlora.config.validate import validate
+from sdlora.config.checks import check_config
 from sdlora.errors import SdloraError
 from sdlora.models.family import ModelFamily
-from sdlora.optim.factory import build_scheduler, instantiate_partial
-from tests.conftest import CONF_DIR, EXAMPLE_DATA, ROOT, compose_config
+from sdlora.optim.factory import build_lr_scheduler, instantiate_partial
+from tests.helpers.config import CONF_DIR, EXAMPLE_DATA, ROOT, compose_config
 
 BASE = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
 
@@ -65,10 +65,10 @@ def test_optimizer_options_build_an_optimizer(option):
 @pytest.mark.parametrize("option", options("scheduler"))
 def test_scheduler_options_build_a_scheduler(option):
     cfg = compose_config(*BASE, f"scheduler={option}", *NEEDS.get(("scheduler", option), []))
-    validate(cfg)
+    check_config(cfg)
     param = torch.nn.Parameter(torch.zeros(4, 4))
     optimizer = instantiate_partial(cfg.optimizer)([{"params": [param], "lr": cfg.optimizer.lr}])
-    scheduler = build_scheduler(instantiate_partial(cfg.scheduler), optimizer, total_steps=10)
+    scheduler = build_lr_scheduler(instantiate_partial(cfg.scheduler), optimizer, total_steps=10)
     for _ in range(10):
         param.grad = torch.ones_like(param)
         optimizer.step()
@@ -97,7 +97,7 @@ def test_logger_option_instantiates(tmp_path):
 
 @pytest.mark.parametrize("extra", [["experiment=demo"], ["debug=default"], ["debug=fdr"], []])
 def test_every_preset_validates(extra):
-    validate(compose_config(*BASE, *extra))
+    check_config(compose_config(*BASE, *extra))
 
 
 def test_demo_experiment_is_the_tiny_model_on_the_example_data():
@@ -150,7 +150,7 @@ def test_validation_reports_every_problem_together(tmp_path):
         "data.resolution=70",
     )
     with pytest.raises(SdloraError) as info:
-        validate(cfg)
+        check_config(cfg)
     text = str(info.value)
     for expected in (
         "model.pretrained is required for model=sd15",
@@ -169,10 +169,10 @@ def test_validation_reports_every_problem_together(tmp_path):
 def test_missing_train_dir_is_reported():
     cfg = compose_config("model=tiny")
     with pytest.raises(SdloraError, match="data.train_dir is required"):
-        validate(cfg)
+        check_config(cfg)
 
 
 def test_nonexistent_pretrained_path_is_reported(tmp_path):
     cfg = compose_config(*BASE, f"model.pretrained={tmp_path / 'nope.safetensors'}")
     with pytest.raises(SdloraError, match="nope.safetensors' does not exist"):
-        validate(cfg)
+        check_config(cfg)

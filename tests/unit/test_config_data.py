@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from sdlora.config.validate import validate
+from sdlora.config.checks import check_config
 from sdlora.errors import SdloraError
-from tests.conftest import EXAMPLE_DATA, compose_config
+from tests.helpers.config import EXAMPLE_DATA, compose_config
 
 BASE = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
 
 
 def problems(*overrides: str) -> list[str]:
     try:
-        validate(compose_config(*BASE, *overrides))
+        check_config(compose_config(*BASE, *overrides))
     except SdloraError as exc:
         return list(exc.problems)
     return []
@@ -139,12 +139,12 @@ def test_cache_dir_inside_the_dataset_is_rejected(tmp_path):
 def test_subsets_instead_of_train_dir(tmp_path):
     cfg = compose_config("model=tiny", f"data.subsets=[{{dir: {tmp_path}, repeats: 3, is_reg: false}}]")
     assert cfg.data.subsets[0].repeats == 3 and cfg.data.subsets[0].flip_aug is None
-    validate(cfg)
+    check_config(cfg)
     found = problems(f"data.subsets=[{{dir: {tmp_path / 'no'}, repeats: 0}}]")
     assert any("data.subsets[0].dir=" in p and "does not exist" in p for p in found)
     assert any("data.subsets[0].repeats must be ≥ 1" in p for p in found)
     with pytest.raises(SdloraError, match="data.train_dir is required"):
-        validate(compose_config("model=tiny"))
+        check_config(compose_config("model=tiny"))
 
 
 def test_subset_typo_fails_at_compose_time(tmp_path):

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image
 
-from sdlora.config.schema import DataConfig
 from sdlora.data.build import build_training_data
 from sdlora.data.regularisation import balance_regularisation
 from sdlora.errors import SdloraError
+from tests.helpers.config import data_config
 
 
 def _image(path: Path, size, color=None) -> Path:
@@ -39,7 +38,7 @@ def _gradient(path: Path, size) -> Path:
 
 
 def _cfg(**kw):
-    return OmegaConf.merge(OmegaConf.structured(DataConfig), {"caption_extension": ".txt", **kw})
+    return data_config(**kw)
 
 
 def _build(cfg, resolution=(64, 64), seed=0, accumulate=1, max_steps=-1, max_epochs=1, **kw):
@@ -309,7 +308,7 @@ def test_resumed_sampler_gives_the_same_remaining_samples(tmp_path):
     """Mid-epoch resume: the rest of the epoch has the same order and the same augmented samples."""
     from torch.utils.data import DataLoader
 
-    from sdlora.data.dataset import collate_batch
+    from sdlora.data.batch import collate_batch
 
     root = tmp_path / "train"
     for i, size in enumerate([(64, 64), (80, 64), (64, 96), (70, 70), (128, 64)]):
@@ -334,6 +333,6 @@ def test_resumed_sampler_gives_the_same_remaining_samples(tmp_path):
     rest = epoch_batches(resumed, 2)
     assert len(rest) == len(full) - 3
     for a, b in zip(full[3:], rest, strict=True):
-        assert a["paths"] == b["paths"] and a["captions"] == b["captions"]
-        assert a["size_cond"].tolist() == b["size_cond"].tolist()
-        assert np.array_equal(a["pixels"].numpy(), b["pixels"].numpy())
+        assert a.paths == b.paths and a.captions == b.captions
+        assert a.size_cond.tolist() == b.size_cond.tolist()
+        assert np.array_equal(a.pixels.numpy(), b.pixels.numpy())

@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-from sdlora.config.schema import DataConfig
 from sdlora.data import augment
+from sdlora.data.batch import collate_batch
 from sdlora.data.build import build_training_data
-from sdlora.data.cache import DiskCache, key_digest, module_fingerprint
-from sdlora.data.dataset import bucket_pixels, collate_batch
+from sdlora.data.cache_files import DiskCache, key_digest, module_fingerprint
+from sdlora.data.dataset import bucket_pixels
 from sdlora.data.latent_cache import cache_latents, encode_posterior
-from sdlora.data.latents import sample_posterior
+from sdlora.data.posterior import sample_posterior
 from sdlora.data.text_cache import cache_text_outputs
 from sdlora.errors import SdloraError
+from tests.helpers.config import data_config
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +43,8 @@ def _images(root: Path) -> Path:
 
 
 def _data(root: Path, **kw):
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(DataConfig),
-        {"train_dir": str(root), "caption_extension": ".txt", "min_bucket_reso": 64, **kw},
-    )
-    return build_training_data(cfg, (64, 64), 0, 1, -1, 1, bucket_defaults=(64, 1024))
+    cfg = data_config(train_dir=str(root), **kw)
+    return build_training_data(cfg, (64, 64), 0, 1, -1, 1)
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -118,7 +115,7 @@ def test_memory_cache_holds_the_posterior_of_the_centred_crop(tiny, tmp_path):
         torch.testing.assert_close(item["latent_mean"], mean[0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(item["latent_std"], std[0], atol=1e-5, rtol=1e-5)
     batch = collate_batch([ds[(i, 0)] for i in range(2)])
-    assert batch["latent_mean"].shape[0] == 2 and "pixels" not in batch
+    assert batch.latent_mean.shape[0] == 2 and batch.pixels is None
 
 
 def test_flip_aug_caches_a_flipped_latent(tiny, tmp_path):
@@ -216,7 +213,7 @@ def test_text_cache_variants_dropout_and_values(tiny, tmp_path):
     expected = family.encode_text(components, [ds[(0, 0)]["caption"]]).hidden_states[0]
     torch.testing.assert_close(ds[(0, 0)]["text_hidden"], expected)
     batch = collate_batch([ds[(i, 0)] for i in range(3)])
-    assert batch["text_hidden"].shape[:2] == (3, 77) and "text_pooled" not in batch
+    assert batch.text_hidden.shape[:2] == (3, 77) and batch.text_pooled is None
 
 
 def test_text_cache_on_disk_follows_the_text_encoder(tiny, tmp_path):

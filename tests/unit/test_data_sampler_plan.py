@@ -10,18 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from sdlora.data.batch import collate_batch
 from sdlora.data.build import build_training_data
-from sdlora.data.dataset import Entry, LoRADataset, collate_batch
+from sdlora.data.dataset import Entry, LoRADataset
 from sdlora.data.folders import scan_subsets
 from sdlora.data.plan import DataPlan
 from sdlora.data.records import scan_records
 from sdlora.data.sampler import BucketBatchSampler
 from sdlora.data.steps import TrainingLength, training_length
 from sdlora.errors import SdloraError
+from tests.helpers.config import data_config
 
 BUCKETS = [list(range(0, 7)), list(range(7, 10)), list(range(10, 22))]  # 7, 3 and 12 entries
 
@@ -210,7 +211,7 @@ def train_dir(tmp_path) -> Path:
 
 def _cfg(train_dir: Path, **kw):
     base = {"train_dir": str(train_dir), "caption_extension": "txt", "strict": False, "num_workers": 0, "batch_size": 2}
-    return OmegaConf.create({**base, **kw})
+    return data_config(**{"min_bucket_reso": 256, "enable_bucket": False, **base, **kw})
 
 
 def test_build_training_data_plan(train_dir):
@@ -368,13 +369,13 @@ def test_collate_batch(train_dir):
     data = build_training_data(_cfg(train_dir), (32, 32), 0, 1, -1, 1)
     samples = [data.dataset[(i, 0)] for i in range(3)]
     batch = collate_batch(samples)
-    assert batch["pixels"].shape == (3, 3, 32, 32) and batch["pixels"].dtype == torch.float32
-    assert batch["size_cond"].shape == (3, 6) and batch["size_cond"].dtype == torch.float32
-    assert batch["size_cond"][0].tolist() == list(samples[0]["size_cond"])
-    assert batch["loss_weight"].tolist() == [1.0, 1.0, 1.0]
-    assert batch["captions"] == [s["caption"] for s in samples]
-    assert batch["paths"] == [s["path"] for s in samples]
-    torch.testing.assert_close(batch["pixels"][2], torch.from_numpy(samples[2]["pixels"]))
+    assert batch.pixels.shape == (3, 3, 32, 32) and batch.pixels.dtype == torch.float32
+    assert batch.size_cond.shape == (3, 6) and batch.size_cond.dtype == torch.float32
+    assert batch.size_cond[0].tolist() == list(samples[0]["size_cond"])
+    assert batch.loss_weight.tolist() == [1.0, 1.0, 1.0]
+    assert batch.captions == [s["caption"] for s in samples]
+    assert batch.paths == [s["path"] for s in samples]
+    torch.testing.assert_close(batch.pixels[2], torch.from_numpy(samples[2]["pixels"]))
 
 
 def test_dataloader_epoch_over_the_built_data(train_dir):
@@ -382,6 +383,6 @@ def test_dataloader_epoch_over_the_built_data(train_dir):
     loader = DataLoader(data.dataset, batch_sampler=data.sampler, collate_fn=collate_batch)
     batches = list(loader)
     assert len(batches) == 4
-    assert [b["pixels"].shape[0] for b in batches].count(1) == 1  # 7 entries, batch 2: one short batch
-    paths = Counter(p for b in batches for p in b["paths"])
+    assert [b.pixels.shape[0] for b in batches].count(1) == 1  # 7 entries, batch 2: one short batch
+    paths = Counter(p for b in batches for p in b.paths)
     assert sorted(paths.values()) == [1, 3, 3]  # repeats

@@ -9,12 +9,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from sdlora.config.schema import DataConfig, TrainerConfig
+from sdlora.config.schema import LossConfig, TrainerConfig
 from sdlora.data.build import build_training_data
 from sdlora.data.latent_cache import cache_latents
-from sdlora.data.latents import sample_posterior
+from sdlora.data.posterior import sample_posterior
 from sdlora.data.sampler import BucketBatchSampler, rank_share
-from sdlora.diffusion.objective import DiffusionObjective, LossSettings
+from sdlora.diffusion.objective import DiffusionObjective
 from sdlora.distributed.share import BatchShare
 from sdlora.distributed.world import (
     device_count,
@@ -24,6 +24,7 @@ from sdlora.distributed.world import (
     strategy_problems,
 )
 from sdlora.errors import SdloraError
+from tests.helpers.config import data_config
 
 BUCKETS = [list(range(0, 7)), list(range(7, 10)), list(range(10, 22))]  # 7, 3 and 12 entries
 LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")
@@ -88,11 +89,9 @@ def test_plan_steps_per_epoch_reflect_the_world_size(tmp_path):
     folder.mkdir(parents=True)
     for i in range(6):
         Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(folder / f"{i}.png")
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(DataConfig), {"train_dir": str(tmp_path / "data"), "batch_size": 2, "min_bucket_reso": 64}
-    )
-    one = build_training_data(cfg, (64, 64), 0, 1, -1, 1, bucket_defaults=(64, 1024))
-    four = build_training_data(cfg, (64, 64), 0, 1, -1, 1, bucket_defaults=(64, 1024), world_size=4)
+    cfg = data_config(train_dir=str(tmp_path / "data"), batch_size=2, caption_extension=".caption")
+    one = build_training_data(cfg, (64, 64), 0, 1, -1, 1)
+    four = build_training_data(cfg, (64, 64), 0, 1, -1, 1, world_size=4)
     assert one.plan.length.steps_per_epoch == 15  # 30 samples / batch 2
     assert four.plan.length.steps_per_epoch == 4  # 30 samples / global batch 8, the last one short
     plan = four.plan.to_json()
@@ -106,9 +105,9 @@ def test_plan_steps_per_epoch_reflect_the_world_size(tmp_path):
 @pytest.mark.parametrize(
     "settings",
     [
-        LossSettings(),
-        LossSettings(noise_offset=0.1, adaptive_noise_scale=0.05, noise_offset_random_strength=True),
-        LossSettings(multires_noise_iterations=3, ip_noise_gamma=0.1, ip_noise_gamma_random_strength=True),
+        LossConfig(),
+        LossConfig(noise_offset=0.1, adaptive_noise_scale=0.05, noise_offset_random_strength=True),
+        LossConfig(multires_noise_iterations=3, ip_noise_gamma=0.1, ip_noise_gamma_random_strength=True),
     ],
     ids=["plain", "offset", "multires_ip"],
 )
@@ -201,13 +200,11 @@ def test_ranks_other_than_zero_read_cache_files_but_never_write(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(DataConfig), {"train_dir": str(tmp_path / "data"), "min_bucket_reso": 64}
-    )
+    cfg = data_config(train_dir=str(tmp_path / "data"), caption_extension=".caption")
     cache = tmp_path / "cache"
 
     def run(write: bool):
-        data = build_training_data(cfg, (64, 64), 0, 1, -1, 1, bucket_defaults=(64, 1024))
+        data = build_training_data(cfg, (64, 64), 0, 1, -1, 1)
         report = cache_latents(data.dataset, components.vae, mode="disk", folder=cache, write=write)
         return data.dataset, report
 

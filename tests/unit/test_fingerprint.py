@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
-
 from sdlora.data.build import build_training_data
+from sdlora.data.resolution import parse_resolution
 from sdlora.state.fingerprint import compare, fingerprint, fingerprint_hash
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers.config import resolved, tiny_overrides
 
 
 def print_of(data_dir, *extra: str, world_size: int = 1) -> dict:
-    cfg = compose_config(*tiny_overrides(data_dir, *extra))
-    family = instantiate(cfg.model)
+    cfg = resolved(*tiny_overrides(data_dir, *extra))
     t = cfg.trainer
     data = build_training_data(
-        cfg.data, family.resolution(cfg.data.resolution), cfg.seed, t.accumulate_grad_batches, t.max_steps,
-        t.max_epochs, bucket_defaults=family.default_bucket_reso, world_size=world_size,
+        cfg.data, parse_resolution(cfg.data.resolution), cfg.seed, t.accumulate_grad_batches, t.max_steps,
+        t.max_epochs, world_size=world_size,
     )  # fmt: skip
     return fingerprint(cfg, data.plan)
 

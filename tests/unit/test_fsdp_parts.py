@@ -12,7 +12,7 @@ from torch import nn
 from sdlora.distributed.fsdp import LoRAFSDPPrecision, LoRAFSDPStrategy, average_gradients, is_wrapped_block
 from sdlora.distributed.world import make_strategy, uses_fsdp
 from sdlora.optim.rules import float16_eps_notes
-from tests.conftest import compose_config
+from tests.helpers.config import EXAMPLE_DATA, compose_config, resolved
 
 
 def _params(*grads: float | None) -> list[nn.Parameter]:
@@ -79,23 +79,19 @@ def test_lora_gradients_are_clipped_by_their_norm():
     assert norm == pytest.approx(1.0, rel=1e-5)
 
 
-def test_the_lora_branches_and_the_vae_stay_unsharded():
+def test_the_lora_branches_and_the_vae_stay_unsharded(tmp_path):
+    from sdlora.assemble import assemble
     from sdlora.builders import make_module
-    from sdlora.config.derived import apply_derived_options
-    from sdlora.models.tiny import TinySD15Family
     from sdlora.network.build import build_network
 
-    cfg = compose_config("model=tiny")
-    apply_derived_options(cfg)
-    family = TinySD15Family()
-    components = family.load()
-    network = build_network(family, components, cfg.network)
-    length = type("Length", (), {"total_steps": 4, "steps_per_epoch": 4, "batches_per_epoch": 4})()
-    module = make_module(cfg, family, components, network, length, False)
+    run = assemble(resolved("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "data.caption_extension=.txt"), tmp_path)
+    components = run.family.load()
+    network = build_network(run.family, components, run.config.network)
+    module = make_module(run, components, network)
     unsharded = module.unsharded_modules()
     assert unsharded[-1] is components.vae
     trained = {id(p) for m in unsharded for p in m.parameters() if p.requires_grad}
-    assert trained == {id(p) for p in network.parameters()}
+    assert trained == {id(p) for p in network.trainable_parameters()}
 
 
 @pytest.mark.parametrize(

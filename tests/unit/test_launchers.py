@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from sdlora.errors import SdloraError
 from sdlora.sweep import gpus
-from tests.conftest import CONF_DIR
+from tests.helpers.config import CONF_DIR
 
 
 def compose_with_hydra(*overrides: str):

@@ -10,6 +10,7 @@ from torch import nn
 
 from sdlora.network.functional import module_dropout_skips, neuron_dropout, rank_dropout
 from sdlora.network.lora import LoRAModule
+from tests.helpers.network import lora
 
 
 def test_neuron_dropout_zeroes_elements_with_probability_p_and_rescales_survivors():
@@ -63,7 +64,7 @@ def _module(kind: str, **dropouts) -> tuple[LoRAModule, torch.Tensor]:
         base, x = nn.Linear(10, 6), torch.randn(3, 5, 10)
     else:
         base, x = nn.Conv2d(10, 6, 3, padding=1), torch.randn(3, 10, 4, 4)
-    module = LoRAModule(base, rank=4, alpha=2.0, **dropouts)
+    module = lora(base, rank=4, alpha=2.0, **dropouts)
     nn.init.normal_(module.lora_up.weight)
     return module, x
 
@@ -119,7 +120,7 @@ def test_network_evaluating_switches_dropouts_off_and_restores_the_mode():
     components = family.load()
     network = build_network(family, components, NetworkConfig(dropout=0.3, rank_dropout=0.3, module_dropout=0.3))
     randomise(network)
-    network.train(True)
+    network.set_training(True)
     with torch.no_grad():
         first, second = forward(family, components), forward(family, components)
         assert not torch.equal(first["unet"], second["unet"]), "dropouts are active in training mode"

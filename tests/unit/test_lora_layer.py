@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdlora.network.functional import delta_weight, lora_scale
-from sdlora.network.lora import LoRAModule
+from tests.helpers.network import lora
 
 
 @pytest.mark.parametrize(("alpha", "rank", "expected"), [(1.0, 8, 0.125), (4, 4, 1.0), (None, 8, 1.0), (0, 16, 1.0)])
@@ -30,7 +30,7 @@ def test_delta_weight_equals_the_lora_branch(kind):
     torch.manual_seed(0)
     make_base, make_x = BASES[kind]
     base = make_base()
-    module = LoRAModule(base, rank=3, alpha=1.5)
+    module = lora(base, rank=3, alpha=1.5)
     nn.init.normal_(module.lora_up.weight)
     x = make_x()
     merged = base.weight + module.delta_weight()
@@ -51,7 +51,7 @@ def test_delta_weight_formula_for_linear():
 def test_initial_lora_is_a_no_op_and_shapes_follow_kohya(kind):
     make_base, make_x = BASES[kind]
     base = make_base()
-    module = LoRAModule(base, rank=4, alpha=1.0)
+    module = lora(base, rank=4, alpha=1.0)
     x = make_x()
     assert torch.equal(module(x), base(x))
     assert torch.count_nonzero(module.lora_up.weight) == 0
@@ -69,7 +69,7 @@ def test_merge_is_idempotent_and_unmerge_restores():
     torch.manual_seed(0)
     base = nn.Linear(8, 8)
     original = base.weight.detach().clone()
-    module = LoRAModule(base, rank=2, alpha=2)
+    module = lora(base, rank=2, alpha=2)
     nn.init.normal_(module.lora_up.weight)
     x = torch.randn(4, 8)
     unmerged = module(x)
@@ -82,7 +82,7 @@ def test_merge_is_idempotent_and_unmerge_restores():
 
 def test_lora_branch_runs_in_fp32_beside_a_bf16_base():
     base = nn.Linear(8, 8).to(torch.bfloat16)
-    module = LoRAModule(base, rank=2, alpha=1)
+    module = lora(base, rank=2, alpha=1)
     assert module.lora_down.weight.dtype == torch.float32
     out = module(torch.randn(2, 8, dtype=torch.bfloat16))
     assert out.dtype == torch.bfloat16
@@ -90,4 +90,4 @@ def test_lora_branch_runs_in_fp32_beside_a_bf16_base():
 
 def test_grouped_conv_is_rejected():
     with pytest.raises(ValueError, match="grouped"):
-        LoRAModule(nn.Conv2d(4, 4, 3, groups=2), rank=2, alpha=1)
+        lora(nn.Conv2d(4, 4, 3, groups=2), rank=2, alpha=1)

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from sdlora.config.schema import LossConfig
 from sdlora.diffusion.loss import elementwise_loss, huber_c, reduce_per_sample
 from sdlora.diffusion.noise import input_perturbation, multires_noise, offset_noise
-from sdlora.diffusion.objective import DiffusionObjective, LossSettings, prediction_type_problems
+from sdlora.diffusion.objective import DiffusionObjective, prediction_type_problems
 from sdlora.diffusion.schedule import rescale_zero_terminal_snr, scaled_linear_alphas_cumprod, snr
 from sdlora.diffusion.weighting import (
     debiased_weight,
@@ -61,13 +62,13 @@ def test_scale_v_pred_and_debiased_weights():
 
 
 def test_weights_multiply_in_kohyas_order():
-    settings = LossSettings(min_snr_gamma=5.0, v_pred_like_loss=0.3, debiased_estimation=True)
+    settings = LossConfig(min_snr_gamma=5.0, v_pred_like_loss=0.3, debiased_estimation=True)
     objective = DiffusionObjective("epsilon", settings)
     t = torch.tensor([10, 400, 900])
     s = SNR[t]
     expected = min_snr_weight(s, 5.0, False) * v_pred_like_loss_factor(s, 0.3) * debiased_weight(s, False)
     torch.testing.assert_close(objective.weights(t), expected)
-    v_objective = DiffusionObjective("v_prediction", LossSettings(scale_v_pred_loss_like_noise_pred=True))
+    v_objective = DiffusionObjective("v_prediction", LossConfig(scale_v_pred_loss_like_noise_pred=True))
     torch.testing.assert_close(v_objective.weights(t), scale_v_pred_loss_weight(s))
 
 
@@ -83,7 +84,7 @@ def test_zero_terminal_snr_rescale():
 
 
 def test_zero_terminal_snr_is_used_for_noising_targets_and_weights():
-    objective = DiffusionObjective("v_prediction", LossSettings(zero_terminal_snr=True, min_snr_gamma=5.0))
+    objective = DiffusionObjective("v_prediction", LossConfig(zero_terminal_snr=True, min_snr_gamma=5.0))
     latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     t = torch.tensor([999, 999])
     noised = objective.noise_with(latents, noise, t)
@@ -139,7 +140,7 @@ def test_multires_noise_follows_the_pyramid_formula():
 
 
 def test_input_perturbation_changes_only_the_noisy_input():
-    objective = DiffusionObjective("epsilon", LossSettings(ip_noise_gamma=0.1))
+    objective = DiffusionObjective("epsilon", LossConfig(ip_noise_gamma=0.1))
     plain = DiffusionObjective("epsilon")
     latents = torch.randn(2, 4, 8, 8)
     noised = objective.noise(latents, generator=torch.Generator().manual_seed(0))
@@ -184,14 +185,14 @@ def test_l1_l2_and_masked_reduction():
 
 
 def test_objective_loss_composes_type_mask_and_weights():
-    settings = LossSettings(type="huber", huber_schedule="constant", huber_c=0.2, min_snr_gamma=5.0)
+    settings = LossConfig(type="huber", huber_schedule="constant", huber_c=0.2, min_snr_gamma=5.0)
     objective = DiffusionObjective("epsilon", settings)
     latents = torch.randn(2, 4, 8, 8)
     noised = objective.noise(latents, generator=torch.Generator().manual_seed(0))
     prediction = torch.randn(2, 4, 8, 8)
     mask = torch.zeros(2, 1, 16, 16)
     mask[:, :, :8] = 1.0  # top half of the (pixel-space) mask, resized to the latent size
-    per_sample = objective.loss(prediction, noised, {"mask": mask})
+    per_sample = objective.loss(prediction, noised, mask)
     c = torch.full((2,), 0.2)
     element = elementwise_loss(prediction, noised.target, "huber", c)
     latent_mask = torch.zeros(2, 1, 8, 8)
@@ -215,19 +216,11 @@ def test_default_objective_draws_noise_then_timesteps():
 @pytest.mark.parametrize(
     ("settings", "prediction", "fragment"),
     [
-        (LossSettings(v_pred_like_loss=0.2), "v_prediction", "loss.v_pred_like_loss is for ε-prediction"),
-        (LossSettings(scale_v_pred_loss_like_noise_pred=True), "epsilon", "needs a v-prediction model"),
-        (LossSettings(zero_terminal_snr=True, debiased_estimation=True), "epsilon", "loss.debiased_estimation divide"),
+        (LossConfig(v_pred_like_loss=0.2), "v_prediction", "loss.v_pred_like_loss is for ε-prediction"),
+        (LossConfig(scale_v_pred_loss_like_noise_pred=True), "epsilon", "needs a v-prediction model"),
+        (LossConfig(zero_terminal_snr=True, debiased_estimation=True), "epsilon", "loss.debiased_estimation divide"),
     ],
 )
 def test_prediction_type_guards(settings, prediction, fragment):
     problems = prediction_type_problems(settings, prediction)
     assert len(problems) == 1 and fragment in problems[0]
-
-
-def test_settings_from_config_node():
-    from tests.conftest import EXAMPLE_DATA, compose_config
-
-    cfg = compose_config("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "loss.type=huber", "loss.min_snr_gamma=5")
-    settings = LossSettings.from_config(cfg.loss)
-    assert settings.type == "huber" and settings.min_snr_gamma == 5.0 and settings.huber_schedule == "snr"

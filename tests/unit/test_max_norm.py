@@ -13,6 +13,7 @@ from torch import nn
 from sdlora.network.functional import delta_weight, delta_weight_norm, max_norm_ratio
 from sdlora.network.lora import LoRAModule
 from sdlora.network.max_norm import apply_max_norm
+from tests.helpers.network import lora
 
 SHAPES = {
     "linear": lambda: nn.Linear(7, 5),
@@ -24,7 +25,7 @@ SHAPES = {
 @pytest.mark.parametrize("kind", SHAPES)
 def test_delta_weight_norm_is_the_frobenius_norm_of_delta_w(kind):
     torch.manual_seed(0)
-    module = LoRAModule(SHAPES[kind](), rank=3, alpha=1.5)
+    module = lora(SHAPES[kind](), rank=3, alpha=1.5)
     nn.init.normal_(module.lora_up.weight)
     up, down = module.lora_up.weight, module.lora_down.weight
     full = delta_weight(up, down, 0.5, module.base.weight.shape)
@@ -48,11 +49,11 @@ def _set(module: LoRAModule, up, down) -> None:
 
 def test_hand_computed_network():
     """Three modules with ΔW norms 4, 0.5 and 3 (3×3 conv) under a cap of 1."""
-    big = LoRAModule(nn.Linear(3, 2), rank=1, alpha=2.0)  # scale 2: ΔW = 2·[[2],[0]]·[[1, 0, 0]], ‖ΔW‖ = 4
+    big = lora(nn.Linear(3, 2), rank=1, alpha=2.0)  # scale 2: ΔW = 2·[[2],[0]]·[[1, 0, 0]], ‖ΔW‖ = 4
     _set(big, [[2.0], [0.0]], [[1.0, 0.0, 0.0]])
-    small = LoRAModule(nn.Conv2d(2, 2, 1), rank=1, alpha=1.0)  # ΔW = [[0.3],[0.4]]·[[1, 0]], ‖ΔW‖ = 0.5
+    small = lora(nn.Conv2d(2, 2, 1), rank=1, alpha=1.0)  # ΔW = [[0.3],[0.4]]·[[1, 0]], ‖ΔW‖ = 0.5
     _set(small, [0.3, 0.4], [1.0, 0.0])
-    conv = LoRAModule(nn.Conv2d(1, 1, 3, padding=1), rank=1, alpha=1.0)  # ΔW = 1.5·K with ‖K‖ = 2: norm 3
+    conv = lora(nn.Conv2d(1, 1, 3, padding=1), rank=1, alpha=1.0)  # ΔW = 1.5·K with ‖K‖ = 2: norm 3
     kernel = torch.zeros(9)
     kernel[0], kernel[4] = math.sqrt(2), math.sqrt(2)
     _set(conv, [1.5], kernel.tolist())
@@ -103,12 +104,11 @@ def test_same_result_as_kohyas_loop():
     torch.manual_seed(0)
     layers = [nn.Linear(16, 12), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 6, 3, padding=1), nn.Linear(4, 4), nn.Linear(9, 3)]
     ours = [
-        LoRAModule(layer, rank=r, alpha=a)
-        for layer, r, a in zip(layers, (4, 2, 3, 2, 1), (1, 2, 3, 0.5, 1), strict=True)
+        lora(layer, rank=r, alpha=a) for layer, r, a in zip(layers, (4, 2, 3, 2, 1), (1, 2, 3, 0.5, 1), strict=True)
     ]
     for i, m in enumerate(ours):
         nn.init.normal_(m.lora_up.weight, std=0.2 * (i + 1))
-    theirs = [LoRAModule(layer, rank=m.rank, alpha=float(m.alpha)) for layer, m in zip(layers, ours, strict=True)]
+    theirs = [lora(layer, rank=m.rank, alpha=float(m.alpha)) for layer, m in zip(layers, ours, strict=True)]
     for a, b in zip(ours, theirs, strict=True):
         b.load_state_dict(a.state_dict())
     expected = _kohya_reference(theirs, 1.0)

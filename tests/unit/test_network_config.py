@@ -8,10 +8,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sdlora.config.validate import validate
+from sdlora.config.checks import check_config
 from sdlora.errors import SdloraError
 from sdlora.network.io import SAVE_DTYPES
-from tests.conftest import EXAMPLE_DATA, compose_config
+from tests.helpers.config import EXAMPLE_DATA, compose_config
 
 BASE = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
 
@@ -19,7 +19,7 @@ BASE = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
 def problems(*overrides: str, model: str = "tiny") -> list[str]:
     cfg = compose_config(f"model={model}", f"data.train_dir={EXAMPLE_DATA}", *overrides)
     try:
-        validate(cfg)
+        check_config(cfg)
     except SdloraError as exc:
         return exc.problems
     return []
@@ -29,7 +29,7 @@ def test_locon_option_composes():
     cfg = compose_config(*BASE, "network=locon")
     assert cfg.network.name.value == "locon" and (cfg.network.conv_rank, cfg.network.conv_alpha) == (4, 1.0)
     assert cfg.network.rank == 8  # the lora defaults underneath
-    validate(cfg)
+    check_config(cfg)
     assert compose_config(*BASE).network.name.value == "lora"
 
 

@@ -78,8 +78,8 @@ def test_zero_init_gives_the_base_output(case):
 def test_only_lora_parameters_change_after_a_step(case):
     family, components, network = make(case)
     frozen = {k: v.clone() for k, v in base_state(components).items() if "lora_" not in k and not k.endswith(".alpha")}
-    lora_before = {k: v.clone() for k, v in network.state_dict().items()}
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2)
+    lora_before = {k: v.clone() for k, v in network.kohya_tensors().items()}
+    optimizer = torch.optim.AdamW(network.trainable_parameters(), lr=1e-2)
     out = forward(family, components)
     loss = out["unet"].pow(2).mean() + out["text"].pow(2).mean()
     loss.backward()
@@ -87,11 +87,11 @@ def test_only_lora_parameters_change_after_a_step(case):
     after = base_state(components)
     for key, value in frozen.items():
         assert torch.equal(after[key], value), f"frozen weight changed: {key}"
-    changed = [k for k, v in network.state_dict().items() if "lora_up" in k and not torch.equal(v, lora_before[k])]
+    changed = [k for k, v in network.kohya_tensors().items() if "lora_up" in k and not torch.equal(v, lora_before[k])]
     assert changed, "no lora_up weight changed"
-    assert all(p.requires_grad for p in network.parameters())
+    assert all(p.requires_grad for p in network.trainable_parameters())
     base_params = [p for m in (components.unet, components.vae, *components.text_encoders) for p in m.parameters()]
-    assert sum(p.requires_grad for p in base_params) == sum(1 for _ in network.parameters())
+    assert sum(p.requires_grad for p in base_params) == sum(1 for _ in network.trainable_parameters())
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -99,14 +99,14 @@ def test_save_load_round_trip_is_exact(case, tmp_path):
     family, components, network = make(case)
     randomise(network)
     expected = forward(family, components)
-    path = save_lora(tmp_path / "lora.safetensors", network.state_dict(), {"ss_network_dim": "4"})
+    path = save_lora(tmp_path / "lora.safetensors", network.kohya_tensors(), {"ss_network_dim": "4"})
     tensors, metadata = load_lora(path)
     assert metadata["ss_network_dim"] == "4" and "sshs_model_hash" in metadata
 
     family2, components2, network2 = make(case)
-    network2.load_state_dict(tensors)
-    for key, value in network.state_dict().items():
-        assert torch.equal(network2.state_dict()[key], value), key
+    network2.load_kohya_tensors(tensors)
+    for key, value in network.kohya_tensors().items():
+        assert torch.equal(network2.kohya_tensors()[key], value), key
     out = forward(family2, components2)
     for key, value in expected.items():
         assert torch.equal(out[key], value), key

@@ -37,8 +37,8 @@ def test_check_lora_file(tmp_path):
     save_file({down: torch.zeros(2, 2)}, str(tmp_path / "half.safetensors"))
     assert "is not a LoRA file" in check_lora_file(str(tmp_path / "half.safetensors"))
     _, _, network = _network()
-    save_lora(tmp_path / "ok.safetensors", network.state_dict())
-    save_lora(tmp_path / "ok.ckpt", network.state_dict())
+    save_lora(tmp_path / "ok.safetensors", network.kohya_tensors())
+    save_lora(tmp_path / "ok.ckpt", network.kohya_tensors())
     assert check_lora_file(str(tmp_path / "ok.safetensors")) is None
     assert check_lora_file(str(tmp_path / "ok.ckpt")) is None
 
@@ -53,15 +53,15 @@ def test_ranks_alphas_and_values_come_from_the_file(family_cls, tmp_path):
     )  # fmt: skip
     randomise(source)
     expected = forward(family, components)
-    path = save_lora(tmp_path / "source.safetensors", source.state_dict())
+    path = save_lora(tmp_path / "source.safetensors", source.kohya_tensors())
 
     _, components2, loaded = _network(family_cls, rank=8, alpha=1.0, weights=str(path))  # network=lora: file decides
     assert set(loaded.modules) == set(source.modules)
     for name, module in source.modules.items():
         other = loaded.modules[name]
         assert (other.rank, float(other.alpha), other.scale) == (module.rank, float(module.alpha), module.scale), name
-    for key, value in source.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
+    for key, value in source.kohya_tensors().items():
+        assert torch.equal(loaded.kohya_tensors()[key], value), key
     got = forward(family, components2)
     for key, value in expected.items():
         assert torch.equal(got[key], value), key
@@ -70,7 +70,7 @@ def test_ranks_alphas_and_values_come_from_the_file(family_cls, tmp_path):
 def test_modules_missing_from_the_file_are_created_fresh(tmp_path):
     _, _, source = _network(rank=4, train_text_encoder=False)
     randomise(source)
-    path = save_lora(tmp_path / "unet.safetensors", source.state_dict())
+    path = save_lora(tmp_path / "unet.safetensors", source.kohya_tensors())
     _, _, loaded = _network(rank=2, alpha=2.0, weights=str(path))
     te = [m for n, m in loaded.modules.items() if n.startswith("lora_te_")]
     assert te and all(m.rank == 2 and m.scale == 1.0 and not m.lora_up.weight.any() for m in te)
@@ -79,7 +79,7 @@ def test_modules_missing_from_the_file_are_created_fresh(tmp_path):
 
 def test_file_modules_on_an_untrained_side_are_left_out_with_a_warning(tmp_path, caplog):
     _, _, source = _network(rank=4)
-    path = save_lora(tmp_path / "both.safetensors", source.state_dict())
+    path = save_lora(tmp_path / "both.safetensors", source.kohya_tensors())
     with caplog.at_level(logging.WARNING, logger="sdlora"):
         _, _, loaded = _network(weights=str(path), train_text_encoder=False)
     assert loaded.names("lora_te") == [] and "not trained" in caplog.text
@@ -87,14 +87,14 @@ def test_file_modules_on_an_untrained_side_are_left_out_with_a_warning(tmp_path,
 
 def test_a_file_for_another_family_is_an_error_naming_modules(tmp_path):
     _, _, sdxl = _network(TinySDXLFamily)
-    path = save_lora(tmp_path / "xl.safetensors", sdxl.state_dict())
+    path = save_lora(tmp_path / "xl.safetensors", sdxl.kohya_tensors())
     with pytest.raises(SdloraError, match=r"xl.safetensors.*does not have, e\.g\. lora_te1_.*another model family"):
         _network(weights=str(path))
 
 
 def test_a_shape_mismatch_names_the_module(tmp_path):
     _, _, source = _network()
-    state = source.state_dict()
+    state = source.kohya_tensors()
     name = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k"
     state[f"{name}.lora_down.weight"] = torch.zeros(8, 7)  # the layer's input has 32 features
     path = save_lora(tmp_path / "bad.safetensors", state)
@@ -108,7 +108,7 @@ def test_one_by_one_conv_tensors_fit_linear_layers_and_missing_alpha_means_rank(
     """SD2 LoRAs from .ckpt-trained kohya have 4-D proj_in/out tensors; very old files have no alpha."""
     _, _, source = _network()
     randomise(source)
-    state = source.state_dict()
+    state = source.kohya_tensors()
     name = "lora_te_text_model_encoder_layers_0_mlp_fc1"
     state[f"{name}.lora_down.weight"] = state[f"{name}.lora_down.weight"][:, :, None, None]
     state[f"{name}.lora_up.weight"] = state[f"{name}.lora_up.weight"][:, :, None, None]
@@ -131,7 +131,7 @@ def test_peft_export_keys_and_folded_scale(family_cls):
                           {"unet", "text_encoder"})  # fmt: skip
     assert all(".text_model.encoder.layers." in k for k in exported if k.startswith("text_encoder"))
     for name, module in network.modules.items():
-        placement = network.placements[name]
+        placement = network.injections[name]
         prefix = f"{placement.component}.{placement.path}"
         if placement.component != "unet" and not placement.path.startswith("text_model."):
             prefix = f"{placement.component}.text_model.{placement.path}"

@@ -8,12 +8,12 @@ import logging
 import pytest
 import torch
 
-from sdlora.config.validate import validate
+from sdlora.config.checks import check_config
 from sdlora.errors import SdloraError
 from sdlora.network.metadata import optimizer_description, scheduler_name
-from sdlora.optim.adafactor import adafactor
-from sdlora.optim.rules import apply_optimizer_rules, first_group_lr
-from tests.conftest import EXAMPLE_DATA, compose_config
+from sdlora.optim.adafactor import build_adafactor
+from sdlora.optim.rules import check_optimizer_runs, first_group_lr, optimizer_notes
+from tests.helpers.config import EXAMPLE_DATA, compose_config, resolved
 
 BASE = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
 
@@ -22,9 +22,14 @@ def _cfg(*overrides: str):
     return compose_config(*BASE, *overrides)
 
 
+def _notes(*overrides: str) -> list[str]:
+    """The warnings of kohya's optimizer rules for a resolved config on the CPU."""
+    return optimizer_notes(resolved(*BASE, *overrides), "cpu")
+
+
 def _problems(*overrides: str) -> list[str]:
     with pytest.raises(SdloraError) as info:
-        validate(_cfg(*overrides))
+        check_config(_cfg(*overrides))
     return info.value.problems
 
 
@@ -34,7 +39,7 @@ def _problems(*overrides: str) -> list[str]:
 def test_adafactor_builder_drops_group_lrs_with_relative_step():
     a, b = torch.nn.Parameter(torch.ones(3, 3)), torch.nn.Parameter(torch.ones(3, 3))
     groups = [{"name": "textencoder", "params": [a], "lr": 5e-5}, {"name": "unet", "params": [b], "lr": 1e-4}]
-    optimizer = adafactor(groups, lr=1e-4)
+    optimizer = build_adafactor(groups, lr=1e-4)
     assert [g["lr"] for g in optimizer.param_groups] == [None, None]  # Adafactor chooses the step size
     assert all(g["relative_step"] for g in optimizer.param_groups)
     assert [g["name"] for g in optimizer.param_groups] == ["textencoder", "unet"]
@@ -42,34 +47,33 @@ def test_adafactor_builder_drops_group_lrs_with_relative_step():
 
 
 def test_adafactor_builder_fixed_lr_and_warmup_init():
-    fixed = adafactor([{"params": [torch.nn.Parameter(torch.ones(2))], "lr": 3e-4}], lr=1e-4, relative_step=False)
+    fixed = build_adafactor([{"params": [torch.nn.Parameter(torch.ones(2))], "lr": 3e-4}], lr=1e-4, relative_step=False)
     assert fixed.param_groups[0]["lr"] == 3e-4 and not fixed.param_groups[0]["relative_step"]
-    forced = adafactor([torch.nn.Parameter(torch.ones(2))], lr=1e-4, relative_step=False, warmup_init=True)
+    forced = build_adafactor([torch.nn.Parameter(torch.ones(2))], lr=1e-4, relative_step=False, warmup_init=True)
     assert forced.param_groups[0]["relative_step"]  # kohya: warmup_init forces relative_step
 
 
 def test_adafactor_relative_step_switches_the_scheduler(caplog):
-    cfg = _cfg("optimizer=adafactor", "scheduler=cosine", "network.unet_lr=1e-3")
     with caplog.at_level(logging.WARNING, logger="sdlora"):
-        notes = apply_optimizer_rules(cfg, "cpu")
-    assert cfg.scheduler._target_ == "sdlora.optim.schedulers.adafactor"
-    assert cfg.scheduler.initial_lr == cfg.optimizer.lr == 1e-4
-    assert any("replaced by scheduler=adafactor" in n for n in notes)
-    assert any("network.unet_lr ignored" in n for n in notes)
+        cfg = resolved(*BASE, "optimizer=adafactor", "scheduler=cosine", "network.unet_lr=1e-3")
+    assert cfg.scheduler["_target_"] == "sdlora.optim.schedulers.adafactor"
+    assert cfg.scheduler["initial_lr"] == cfg.optimizer["lr"] == 1e-4
     assert "replaced by scheduler=adafactor" in caplog.text
+    assert "network.unet_lr ignored" in caplog.text
     assert scheduler_name(cfg.scheduler) == "adafactor:0.0001"  # kohya's ss_lr_scheduler
 
 
-def test_adafactor_with_its_scheduler_needs_no_warning():
-    cfg = _cfg("optimizer=adafactor", "scheduler=adafactor")
-    assert apply_optimizer_rules(cfg, "cpu") == []
-    assert cfg.scheduler.initial_lr == 1e-4
+def test_adafactor_with_its_scheduler_needs_no_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="sdlora"):
+        cfg = resolved(*BASE, "optimizer=adafactor", "scheduler=adafactor")
+    assert "adafactor" not in caplog.text
+    assert cfg.scheduler["initial_lr"] == 1e-4
 
 
 def test_adafactor_fixed_lr_keeps_the_schedule_with_kohya_hints():
-    cfg = _cfg("optimizer=adafactor", "optimizer.relative_step=false", "scheduler=cosine")
-    notes = apply_optimizer_rules(cfg, "cpu")
-    assert cfg.scheduler._target_ == "sdlora.optim.schedulers.cosine"
+    cfg = resolved(*BASE, "optimizer=adafactor", "optimizer.relative_step=false", "scheduler=cosine")
+    assert cfg.scheduler["_target_"] == "sdlora.optim.schedulers.cosine"
+    notes = optimizer_notes(cfg, "cpu")
     assert any("gradient_clip_val" in n for n in notes) and any("constant_with_warmup" in n for n in notes)
 
 
@@ -84,13 +88,13 @@ def test_adafactor_scheduler_with_another_optimizer_is_a_config_error():
 
 
 def test_adaptive_optimizer_warns_about_a_small_lr():
-    notes = apply_optimizer_rules(_cfg("optimizer=prodigy", "optimizer.lr=1e-4"), "cpu")
+    notes = _notes("optimizer=prodigy", "optimizer.lr=1e-4")
     assert any("set optimizer.lr around 1.0" in n and "lr=0.0001" in n for n in notes)
-    assert apply_optimizer_rules(_cfg("optimizer=dadapt_adam"), "cpu") == []  # lr 1.0
+    assert _notes("optimizer=dadapt_adam") == []  # lr 1.0
 
 
 def test_prodigy_warns_about_16_bit_lora_parameters():
-    notes = apply_optimizer_rules(_cfg("optimizer=prodigy"), "cpu", lora_dtype="bfloat16")
+    notes = _notes("optimizer=prodigy", "precision=full_bf16")
     assert any("warms up badly" in n for n in notes)
 
 
@@ -102,24 +106,25 @@ def test_first_group_lr_is_the_text_encoder_s():
 def test_adaptive_optimizer_needs_one_lr_for_all_groups():
     (problem,) = _problems("optimizer=dadapt_adam", "network.unet_lr=0.5")
     assert "network.unet_lr=0.5" in problem and "network.text_encoder_lr=1.0" in problem
-    validate(_cfg("optimizer=dadapt_adam", "network.text_encoder_lr=0"))  # 0 freezes a side: allowed
-    validate(_cfg("optimizer=prodigy", "network.train_text_encoder=false", "network.unet_lr=0.5"))
+    check_config(_cfg("optimizer=dadapt_adam", "network.text_encoder_lr=0"))  # 0 freezes a side: allowed
+    check_config(_cfg("optimizer=prodigy", "network.train_text_encoder=false", "network.unet_lr=0.5"))
 
 
 # --- bitsandbytes -----------------------------------------------------------------------------------------------------
 
 
 def test_paged_optimizer_on_cpu_names_the_fallback():
-    (note,) = apply_optimizer_rules(_cfg("optimizer=paged_lion8bit"), "cpu")
+    (note,) = _notes("optimizer=paged_lion8bit")
     assert "PagedLion8bit" in note and "non-paged Lion8bit" in note and "CUDA" in note
-    assert apply_optimizer_rules(_cfg("optimizer=adamw8bit"), "cpu") == []  # one real step on cpu works
+    assert _notes("optimizer=adamw8bit") == []
+    check_optimizer_runs(resolved(*BASE, "optimizer=adamw8bit").optimizer, "cpu")  # one real step on cpu works
 
 
 def test_bitsandbytes_optimizer_that_cannot_step_is_one_readable_error():
     # SGD8bit without momentum is rejected by bitsandbytes when it steps, not when it is built
     cfg = _cfg("optimizer=sgd_nesterov8bit", "optimizer.momentum=0", "optimizer.nesterov=false")
     with pytest.raises(SdloraError, match=r"cannot run on cpu with bitsandbytes .*optimizer=adamw"):
-        apply_optimizer_rules(cfg, "cpu")
+        check_optimizer_runs(cfg.optimizer, "cpu")
 
 
 # --- value checks (building the optimizer and schedule) ---------------------------------------------------------------

@@ -7,10 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sdlora.precision.policy import check_precision, resolve_precision
+from sdlora.config.schema import PrecisionConfig
+from sdlora.precision.policy import check_precision, resolve_precision, trainer_kwargs, vae_dtype
 from sdlora.precision.rounding import StochasticRounding, stochastic_round_to_bf16
 from sdlora.precision.scaler import FP16ParamsGradScaler
-from tests.conftest import CONF_DIR
+from tests.helpers.config import CONF_DIR
 
 
 def _node(option: str, **changes):
@@ -169,24 +170,31 @@ def test_fp16_params_grad_scaler_skips_overflowing_steps():
     ],
 )
 def test_resolve_precision(option, device, expected):
-    plan = resolve_precision(_node(option), device)
-    assert (plan.name, plan.trainer_precision, plan.weight_dtype, plan.lora_dtype, plan.mixed_precision) == expected
-    assert bool(plan.notes) == ("fp16" in option and device == "cpu")  # a warning names the fallback
-    assert plan.vae_dtype is None  # the family decides (fp32 for SDXL)
-    assert plan.full_fp16 == (expected[3] == "float16")
+    values, notes = resolve_precision(_node(option), device, vae_needs_fp32=False)
+    got = tuple(values[k] for k in ("name", "trainer_precision", "weight_dtype", "lora_dtype", "mixed_precision"))
+    assert got == expected
+    assert bool(notes) == ("fp16" in option and device == "cpu")  # a warning names the fallback
+    assert values["no_half_vae"] is False  # the family's need decides when the option is null
+
+
+def _resolved(option: str, device: str, vae_needs_fp32: bool = False, **changes) -> PrecisionConfig:
+    values, _ = resolve_precision(_node(option, **changes), device, vae_needs_fp32)
+    return PrecisionConfig(**{**OmegaConf.to_container(_node(option, **changes)), **values})
 
 
 def test_no_half_vae():
-    assert resolve_precision(_node("bf16_mixed", no_half_vae=True), "cpu").vae_dtype == "float32"
-    assert resolve_precision(_node("bf16_mixed", no_half_vae=False), "cpu").vae_dtype == "bfloat16"
+    assert vae_dtype(_resolved("bf16_mixed", "cpu", no_half_vae=True)) == "float32"
+    assert vae_dtype(_resolved("bf16_mixed", "cpu", no_half_vae=False)) == "bfloat16"
+    assert vae_dtype(_resolved("bf16_mixed", "cpu", vae_needs_fp32=True)) == "float32"  # SDXL's VAE
+    assert vae_dtype(_resolved("bf16_mixed", "cpu")) == "bfloat16"
 
 
 @pytest.mark.filterwarnings("ignore:.*CUDA is not available")
 def test_trainer_kwargs():
-    assert resolve_precision(_node("bf16_mixed"), "cpu").trainer_kwargs("cpu") == {"precision": "bf16-mixed"}
-    (plugin,) = resolve_precision(_node("full_fp16"), "cuda").trainer_kwargs("cuda")["plugins"]
+    assert trainer_kwargs(_resolved("bf16_mixed", "cpu"), "cpu") == {"precision": "bf16-mixed"}
+    (plugin,) = trainer_kwargs(_resolved("full_fp16", "cuda"), "cuda")["plugins"]
     assert isinstance(plugin.scaler, FP16ParamsGradScaler) and plugin.precision == "16-mixed"
-    assert resolve_precision(_node("fp16_mixed"), "cuda").trainer_kwargs("cuda") == {"precision": "16-mixed"}
+    assert trainer_kwargs(_resolved("fp16_mixed", "cuda"), "cuda") == {"precision": "16-mixed"}
 
 
 @pytest.mark.parametrize("option", ["fp32", "bf16_mixed", "fp16_mixed", "full_bf16", "full_fp16"])

@@ -8,7 +8,7 @@ import pytest
 
 from sdlora.errors import SdloraError
 from sdlora.sampling.prompts import SamplePrompt, load_prompts, parse_line
-from sdlora.sampling.schedulers import build_scheduler, canonical, scheduler_config
+from sdlora.sampling.schedulers import build_sampler, canonical, scheduler_config
 
 
 def test_every_inline_option():
@@ -116,6 +116,6 @@ def test_samplers_use_the_training_schedule_and_prediction_type():
 @pytest.mark.parametrize("name", ["ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver",
                                   "dpmsolver++", "dpmsingle"])  # fmt: skip
 def test_every_sampler_builds(name):
-    scheduler = build_scheduler(name, "epsilon")
+    scheduler = build_sampler(name, "epsilon")
     scheduler.set_timesteps(4)
     assert scheduler.config.prediction_type == "epsilon" and len(scheduler.timesteps) >= 4

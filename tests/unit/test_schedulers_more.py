@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
 from sdlora.optim import schedulers
-from sdlora.optim.factory import build_scheduler, instantiate_partial
+from sdlora.optim.factory import build_lr_scheduler, instantiate_partial
 from sdlora.optim.schedulers import (
     cosine_with_min_lr_factor,
     cosine_with_restarts_factor,
@@ -197,10 +197,10 @@ def test_warmup_stable_decay_rejects_bad_values():
 
 
 def test_adafactor_schedule_reports_the_relative_step():
-    from sdlora.optim.adafactor import adafactor
+    from sdlora.optim.adafactor import build_adafactor
 
     param = torch.nn.Parameter(torch.ones(4, 4))
-    optimizer = adafactor([{"params": [param], "lr": 5e-4, "name": "unet"}], lr=5e-4)
+    optimizer = build_adafactor([{"params": [param], "lr": 5e-4, "name": "unet"}], lr=5e-4)
     sched = schedulers.adafactor(optimizer, total_steps=10, initial_lr=5e-4)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)  # before the first step: the initial lr
     for step in range(1, 4):
@@ -215,23 +215,23 @@ def test_adafactor_schedule_reports_the_relative_step():
 def test_adafactor_schedule_needs_adafactor_with_relative_step():
     with pytest.raises(ValueError, match="needs optimizer=adafactor"):
         schedulers.adafactor(sgd(), total_steps=10)
-    from sdlora.optim.adafactor import adafactor
+    from sdlora.optim.adafactor import build_adafactor
 
-    fixed = adafactor([torch.nn.Parameter(torch.ones(2, 2))], lr=1e-3, relative_step=False)
+    fixed = build_adafactor([torch.nn.Parameter(torch.ones(2, 2))], lr=1e-3, relative_step=False)
     with pytest.raises(ValueError, match="relative_step=true"):
         schedulers.adafactor(fixed, total_steps=10)
 
 
 def test_custom_scheduler_class_gets_no_total_steps():
     node = OmegaConf.create({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2, "gamma": 0.5})
-    sched = build_scheduler(instantiate_partial(node), sgd(1.0), total_steps=100)
+    sched = build_lr_scheduler(instantiate_partial(node), sgd(1.0), total_steps=100)
     assert isinstance(sched, torch.optim.lr_scheduler.StepLR)
     assert scheduled_lrs(sched, 6) == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
 
 
 def test_sdlora_schedules_get_total_steps():
     node = OmegaConf.create({"_target_": "sdlora.optim.schedulers.linear", "warmup_steps": 0})
-    sched = build_scheduler(instantiate_partial(node), sgd(1.0), total_steps=4)
+    sched = build_lr_scheduler(instantiate_partial(node), sgd(1.0), total_steps=4)
     assert scheduled_lrs(sched, 5) == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
 
 

@@ -12,15 +12,14 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from sdlora.config.derived import apply_derived_options
+from sdlora.config.checks import check_config
 from sdlora.config.resolvers import dirname, if_null
-from sdlora.config.validate import validate
 from sdlora.errors import SdloraError
 from sdlora.sweep.hparams import final_metrics, run_hparams
 from sdlora.sweep.job import job_metric, multirun_problems
 from sdlora.sweep.record import RunRecord, read_record
 from sdlora.tools import sweep_summary
-from tests.conftest import CONF_DIR, compose_config
+from tests.helpers.config import CONF_DIR, compose_config, resolved
 
 
 # --- resolvers and derived options --------------------------------------------------------------------------------
@@ -46,12 +45,9 @@ def test_dirname_keeps_short_names_and_cuts_long_ones_uniquely():
 
 
 def test_alpha_ratio_sets_alpha_from_the_rank(small_dataset):
-    cfg = compose_config("model=tiny", f"data.train_dir={small_dataset}", "network.rank=16", "network.alpha_ratio=0.25")
-    validate(cfg)
-    apply_derived_options(cfg)
+    cfg = resolved("model=tiny", f"data.train_dir={small_dataset}", "network.rank=16", "network.alpha_ratio=0.25")
     assert cfg.network.alpha == 4.0
-    plain = compose_config("model=tiny", "network.rank=16", "network.alpha=3")
-    apply_derived_options(plain)
+    plain = resolved("model=tiny", f"data.train_dir={small_dataset}", "network.rank=16", "network.alpha=3")
     assert plain.network.alpha == 3.0
 
 
@@ -67,7 +63,7 @@ def test_alpha_ratio_sets_alpha_from_the_rank(small_dataset):
 )
 def test_sweep_and_scale_options_are_validated(override, message):
     with pytest.raises(SdloraError, match=message):
-        validate(compose_config("model=tiny", *override.split()))
+        check_config(compose_config("model=tiny", *override.split()))
 
 
 def test_several_devices_per_job_in_a_local_sweep_are_refused(monkeypatch):

@@ -15,7 +15,7 @@ from sdlora.tools.balance import apply_balance, balanced_repeats, plan_balance
 from sdlora.tools.balance import main as balance_main
 from sdlora.tools.prepare import main as prepare_main
 from sdlora.tools.prepare import prepare_folders
-from tests.conftest import ROOT
+from tests.helpers.config import ROOT
 
 
 def _images(folder: Path, n: int, captions: bool = True) -> Path:

@@ -12,24 +12,25 @@ from typing import Any
 
 import lightning as L
 
+from sdlora.callbacks.steps import OptimizerSteps
+
 
 class MaxNormRegularization(L.Callback):
     def __init__(self, max_norm: float) -> None:
         if max_norm <= 0:
             raise ValueError(f"max_norm must be positive, got {max_norm}")
         self.max_norm = max_norm
-        self._last_step: int | None = None
+        self._steps = OptimizerSteps()
         self.last_stats: tuple[int, float, float] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step
+        self._steps.start(trainer)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.global_step == self._last_step:
+        if not self._steps.stepped(trainer):
             return  # an accumulation micro-step: no update happened
-        self._last_step = trainer.global_step
         keys_scaled, average, maximum = pl_module.network.apply_max_norm(self.max_norm)
         self.last_stats = (keys_scaled, average, maximum)
         log = dict(on_step=True, on_epoch=False, batch_size=1)

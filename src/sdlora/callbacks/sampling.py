@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
 
+from sdlora.callbacks.steps import OptimizerSteps
 from sdlora.sampling.prompts import SamplePrompt, load_prompts
 from sdlora.state.rng import preserved_rng
 from sdlora.utils.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from sdlora.assemble import Run
 
 log = logging.getLogger("sdlora")
 
@@ -52,35 +56,35 @@ class SampleImages(L.Callback):
         self.seed = seed
         self.zero_terminal_snr = zero_terminal_snr
         self.written: list[Path] = []
-        self._last_step: int | None = None  # the step of the last optimizer step seen
+        self._steps = OptimizerSteps()
         self._sampled_at: int | None = None  # the step of the last sampling
         self._pipeline: Any = None
         self._logged_prompts = False
 
     @classmethod
-    def from_config(cls, cfg: Any, family: Any, run_dir: Path) -> SampleImages:
-        prompts, warnings = load_prompts(cfg.sample.prompts)
+    def from_run(cls, run: Run) -> SampleImages:
+        config = run.config
+        prompts, warnings = load_prompts(config.sample.prompts)
         for warning in warnings:
             log.warning("%s", warning)
-        size = (family.default_resolution, family.default_resolution)
-        s = cfg.sample
+        size = (run.family.default_resolution, run.family.default_resolution)
+        s = config.sample
         return cls(
-            prompts, run_dir, cfg.save.output_name, every_n_steps=s.every_n_steps, every_n_epochs=s.every_n_epochs,
-            at_start=s.at_start, sampler=s.sampler, default_size=size, seed=cfg.seed,
-            zero_terminal_snr=cfg.loss.zero_terminal_snr,
+            prompts, run.run_dir, config.save.output_name, every_n_steps=s.every_n_steps,
+            every_n_epochs=s.every_n_epochs, at_start=s.at_start, sampler=s.sampler, default_size=size,
+            seed=config.seed, zero_terminal_snr=config.loss.zero_terminal_snr,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step
+        self._steps.start(trainer)
         if self.at_start:
             self.sample(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step == self._last_step:
+        if not self._steps.stepped(trainer):
             return  # gradient accumulation: no optimizer step yet
-        self._last_step = step
+        step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:
             self.sample(trainer, pl_module)
 
@@ -121,10 +125,10 @@ class SampleImages(L.Callback):
 
     def _one(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, index: int, prompt: SamplePrompt):
         from sdlora.sampling.generate import generate
-        from sdlora.sampling.schedulers import build_scheduler
+        from sdlora.sampling.schedulers import build_sampler
 
         family, components = pl_module.family, pl_module.components
-        scheduler = build_scheduler(prompt.sampler or self.sampler, components.prediction_type, self.zero_terminal_snr)
+        scheduler = build_sampler(prompt.sampler or self.sampler, components.prediction_type, self.zero_terminal_snr)
         if self._pipeline is None:
             self._pipeline = family.sample_pipeline(components, scheduler)
             self._pipeline.set_progress_bar_config(disable=True)

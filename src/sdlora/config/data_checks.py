@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sdlora.config.schema import CacheMode
+
 _RATES = ("caption_dropout_rate", "caption_tag_dropout_rate")
 _EXAMPLES = {"caption_separator": "','", "caption_extension": ".txt or .caption"}
 
@@ -26,17 +28,15 @@ def _family_defaults(cfg: DictConfig) -> tuple[tuple[int, int], int, int | None]
 
 
 def _resolution(data: DictConfig, problems: list[str]) -> tuple[int, int] | None:
+    from sdlora.data.resolution import parse_resolution
+
     if data.resolution is None:
         return None
-    parts = str(data.resolution).replace("x", ",").split(",")
     try:
-        sizes = [int(p) for p in parts]
-        if len(sizes) not in (1, 2) or any(s < 64 or s % 8 for s in sizes):
-            raise ValueError
-    except ValueError:
-        problems.append(f"data.resolution={data.resolution!r} must be 'N' or 'W,H' with sides ≥ 64 and multiples of 8")
+        return parse_resolution(data.resolution)
+    except ValueError as exc:
+        problems.append(str(exc))
         return None
-    return (sizes[0], sizes[-1])
 
 
 def _folders(data: DictConfig, problems: list[str]) -> list[Path]:
@@ -127,8 +127,8 @@ def _augmenting_subsets(data: DictConfig, option: str) -> bool:
 
 def _caches(cfg: DictConfig, folders: list[Path], problems: list[str]) -> None:
     data = cfg.data
-    mode = str(getattr(data.cache_latents, "value", data.cache_latents))
-    if mode != "none":
+    mode = data.cache_latents.value
+    if data.cache_latents != CacheMode.none:
         for option in ("color_aug", "random_crop"):
             if _augmenting_subsets(data, option):
                 problems.append(

@@ -10,6 +10,8 @@ from numbers import Number
 
 from omegaconf import DictConfig
 
+from sdlora.config.schema import NetworkType
+
 _CONV_OPTIONS = ("conv_rank", "conv_alpha", "conv_block_dims", "conv_block_alphas")
 _DROPOUTS = ("dropout", "rank_dropout", "module_dropout")
 _LORAPLUS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
@@ -48,8 +50,7 @@ def check_network(network: DictConfig, family_cls, problems: list[str]) -> None:
 
 
 def _check_type(network: DictConfig, problems: list[str]) -> None:
-    kind = str(getattr(network.name, "value", network.name))
-    if kind == "lora":
+    if network.name == NetworkType.lora:
         set_options = [f"network.{o}" for o in _CONV_OPTIONS if network[o] is not None]
         if set_options:
             verb = "is" if len(set_options) == 1 else "are"

@@ -59,7 +59,7 @@ def check_sample(sample: DictConfig, problems: list[str]) -> None:
             )
 
 
-def check_resume(cfg: DictConfig, problems: list[str]) -> None:
+def check_resume_option(cfg: DictConfig, problems: list[str]) -> None:
     from sdlora.state.resume import locate
 
     if cfg.resume:

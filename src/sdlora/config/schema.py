@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from sdlora.config.frozen import Freezable
+
 
 class Attention(str, Enum):
     """Attention backend of the U-Net [kohya: --sdpa / --xformers]."""
@@ -59,7 +61,7 @@ class SaveFormat(str, Enum):
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Freezable):
     """Base model: which family adapter to use and where its weights come from."""
 
     _target_: str = "sdlora.models.sd15.SD15Family"
@@ -85,7 +87,7 @@ class NetworkType(str, Enum):
 
 
 @dataclass
-class NetworkConfig:
+class NetworkConfig(Freezable):
     """LoRA network [kohya: networks.lora, its --network_args, and the network options of train_network.py]."""
 
     name: NetworkType = NetworkType.lora  # set by the group option network=lora|locon
@@ -115,7 +117,7 @@ class NetworkConfig:
 
 
 @dataclass
-class LossConfig:
+class LossConfig(Freezable):
     """Diffusion loss: timesteps, noise, loss type and per-sample weights [kohya: train_network.py loss options].
 
     Formulas: src/sdlora/diffusion/ (weighting.py, noise.py, loss.py, schedule.py) and README "Loss and noise".
@@ -152,7 +154,7 @@ class CacheMode(str, Enum):
 
 
 @dataclass
-class SubsetConfig:
+class SubsetConfig(Freezable):
     """One image folder of ``data.subsets`` (kohya's dataset-config ``[[datasets.subsets]]``); null = data.*'s value."""
 
     dir: str = MISSING  # folder with the images (not recursive) [image_dir]
@@ -172,7 +174,7 @@ class SubsetConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Freezable):
     """Training images in kohya's folder convention, captions, buckets, augmentation and caches."""
 
     train_dir: str | None = None  # parent of the `<repeats>_<name>` folders [train_data_dir]
@@ -211,7 +213,7 @@ class DataConfig:
 
 
 @dataclass
-class PrecisionConfig:
+class PrecisionConfig(Freezable):
     """Numeric precision [kohya: mixed_precision, full_fp16, full_bf16]."""
 
     name: str = "fp32"
@@ -237,7 +239,7 @@ FSDP_WRAPPED_BLOCKS = ("BasicTransformerBlock", "ResnetBlock2D", "CLIPEncoderLay
 
 
 @dataclass
-class FSDPConfig:
+class FSDPConfig(Freezable):
     """``trainer.strategy=fsdp`` (``trainer=fsdp``): what FSDP shards and how (README "Several GPUs")."""
 
     sharding_strategy: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -246,7 +248,7 @@ class FSDPConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(Freezable):
     """Lightning Trainer settings (Lightning's own names)."""
 
     max_steps: int = 1600  # upper limit on optimizer steps; -1 = none [max_train_steps]
@@ -265,7 +267,7 @@ class TrainerConfig:
 
 
 @dataclass
-class SaveConfig:
+class SaveConfig(Freezable):
     """LoRA files and training states written to the run folder (names and retention as kohya, reference §8)."""
 
     output_name: str = "last"  # <output_name>.safetensors [output_name]
@@ -282,7 +284,7 @@ class SaveConfig:
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(Freezable):
     """Sample images during training, written to <run folder>/sample/ and TensorBoard (reference §12)."""
 
     prompts: str | None = None  # .txt with --n --w --h --s --l --d options, .toml or .json [sample_prompts]
@@ -293,7 +295,7 @@ class SampleConfig:
 
 
 @dataclass
-class ValidationConfig:
+class ValidationConfig(Freezable):
     """A deterministic validation loss, ``val/loss`` (fixed timesteps and noise; what sweeps minimise)."""
 
     dir: str | None = None  # held-out kohya-style folder (parent of <repeats>_<name> folders; repeats ignored)
@@ -305,7 +307,7 @@ class ValidationConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Freezable):
     """The root of ``conf/train.yaml``."""
 
     model: ModelConfig = field(default_factory=ModelConfig)

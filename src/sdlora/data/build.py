@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
+from sdlora.config.schema import DataConfig
 from sdlora.data.buckets import BucketAssigner, BucketSpec, Placement, is_upscaled
 from sdlora.data.dataset import Entry, LoRADataset, group_by_bucket
+from sdlora.data.held_out import hold_out
+from sdlora.data.masks import MaskSource, mask_warnings
 from sdlora.data.plan import DataPlan
 from sdlora.data.records import ImageRecord, ScanResult, scan_records
 from sdlora.data.regularisation import RegBalance, balance_regularisation
 from sdlora.data.sampler import BucketBatchSampler
 from sdlora.data.steps import training_length
 from sdlora.data.subsets import resolve_subsets
-from sdlora.data.validation import hold_out
 from sdlora.errors import SdloraError
 
 
@@ -30,63 +31,63 @@ class TrainingData:
     held_out: list[ImageRecord] = field(default_factory=list)  # validation.split images, not trained on
 
 
-def _get(cfg: Any, name: str, default: Any) -> Any:
-    value = cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
-    return default if value is None else value
-
-
-def bucket_spec(data_cfg: Any, resolution: tuple[int, int], defaults: tuple[int, int] = (256, 1024)) -> BucketSpec:
-    """The run's bucket options; null ``min/max_bucket_reso`` take the model family's ``defaults``."""
+def bucket_spec(data: DataConfig, resolution: tuple[int, int]) -> BucketSpec:
+    """The run's bucket options (``data.min/max_bucket_reso`` as resolved: null takes the model family's)."""
+    if data.min_bucket_reso is None or data.max_bucket_reso is None:
+        raise ValueError("data.min_bucket_reso / max_bucket_reso are null: resolve the config first")
     return BucketSpec(
-        enabled=bool(_get(data_cfg, "enable_bucket", False)),
+        enabled=data.enable_bucket,
         resolution=tuple(resolution),
-        min_reso=int(_get(data_cfg, "min_bucket_reso", defaults[0])),
-        max_reso=int(_get(data_cfg, "max_bucket_reso", defaults[1])),
-        steps=int(_get(data_cfg, "bucket_reso_steps", 64)),
-        no_upscale=bool(_get(data_cfg, "bucket_no_upscale", False)),
+        min_reso=data.min_bucket_reso,
+        max_reso=data.max_bucket_reso,
+        steps=data.bucket_reso_steps,
+        no_upscale=data.bucket_no_upscale,
     )
 
 
 def build_training_data(
-    data_cfg: Any,
+    data: DataConfig,
     resolution: tuple[int, int],
     seed: int,
-    accumulate_grad_batches: int,
-    max_steps: int,
-    max_epochs: int | None,
+    accumulate_grad_batches: int = 1,
+    max_steps: int = -1,
+    max_epochs: int | None = None,
     *,
-    bucket_defaults: tuple[int, int] = (256, 1024),
     prior_loss_weight: float = 1.0,
     validation_split: float = 0.0,
     validation_seed: int = 0,
     world_size: int = 1,
+    masked: bool = False,
 ) -> TrainingData:
     """Scan the image folders, place every image in a bucket, balance regularisation images, plan the run.
 
     With ``validation_split`` > 0 that fraction of the training images is held out (``TrainingData.held_out``).
     ``world_size``: processes sharing each global batch of ``batch_size × world_size`` (``trainer=ddp``).
+    ``masked`` (``loss.masked``): samples carry their mask (``data.mask_dir`` files, else the alpha channel) and the
+    plan warns about images that have none.
     """
-    subsets, warnings = resolve_subsets(data_cfg)
-    strict = bool(_get(data_cfg, "strict", False))
-    scan = scan_records(subsets, None, strict=strict, workers=min(8, os.cpu_count() or 1))
-    held_out = hold_out(scan, validation_split, validation_seed) if validation_split > 0 else []
-    train_dir = _get(data_cfg, "train_dir", None)
-    data = plan_training_data(
+    subsets, warnings = resolve_subsets(data)
+    scan = scan_records(subsets, None, strict=data.strict, workers=min(8, os.cpu_count() or 1))
+    held_out: list[ImageRecord] = []
+    if validation_split > 0:
+        scan, held_out = hold_out(scan, validation_split, validation_seed)
+    training = plan_training_data(
         scan,
-        bucket_spec(data_cfg, resolution, bucket_defaults),
-        int(_get(data_cfg, "batch_size", 1)),
+        bucket_spec(data, resolution),
+        data.batch_size,
         seed,
         accumulate_grad_batches,
         max_steps,
         max_epochs,
-        strict=strict,
+        strict=data.strict,
         warnings=warnings,
         prior_loss_weight=prior_loss_weight,
-        source=f"data.train_dir={train_dir!r}" if train_dir else "data.subsets",
+        source=f"data.train_dir={data.train_dir!r}" if data.train_dir else "data.subsets",
         world_size=world_size,
+        masks=MaskSource(data.mask_dir) if masked else None,
     )
-    data.held_out = held_out
-    return data
+    training.held_out = held_out
+    return training
 
 
 def plan_training_data(
@@ -103,11 +104,13 @@ def plan_training_data(
     prior_loss_weight: float = 1.0,
     source: str = "data.train_dir",
     world_size: int = 1,
+    masks: MaskSource | None = None,
 ) -> TrainingData:
     """From scanned images (sizes, captions) to buckets, repeats, entries, sampler, training length and plan."""
     warnings = list(warnings or [])
     assigner = BucketAssigner(spec)
-    records, placements = _place(scan, assigner, strict, warnings)
+    scan, placements = _place(scan, assigner, strict, warnings)
+    records = scan.records
     if not any(not r.subset.is_reg for r in records):
         raise SdloraError(_no_images_message(source, scan.subsets))
     repeats, reg = _repeats(records)
@@ -132,15 +135,19 @@ def plan_training_data(
         world_size=world_size,
     )
     plan.warnings += _plan_warnings(plan)
-    dataset = LoRADataset(records, entries, seed, placements=placements, prior_loss_weight=prior_loss_weight)
+    if masks is not None:
+        plan.warnings += mask_warnings(masks, [r.path for r, n in zip(records, repeats, strict=True) if n > 0])
+    dataset = LoRADataset(records, entries, seed, placements=placements, prior_loss_weight=prior_loss_weight,
+                          masks=masks)  # fmt: skip
     return TrainingData(plan, dataset, sampler)
 
 
 def _place(
     scan: ScanResult, assigner: BucketAssigner, strict: bool, warnings: list[str]
-) -> tuple[list[ImageRecord], list[Placement]]:
-    """Bucket every record; images too small for any bucket (``bucket_no_upscale``) are skipped or an error."""
-    kept, placements = [], []
+) -> tuple[ScanResult, list[Placement]]:
+    """Bucket every record; images too small for any bucket (``bucket_no_upscale``) are skipped (the returned scan
+    no longer holds them) or an error."""
+    skipped, placements = [], []
     steps = assigner.spec.steps
     for record in scan.records:
         placement = assigner.select(record.size)
@@ -153,13 +160,10 @@ def _place(
             if strict:
                 raise SdloraError(f"{problem} (data.strict=true; remove the file or set data.strict=false)")
             warnings.append(f"skipped {problem}")
-            scan.images_per_subset[record.subset.directory] -= 1
-            scan.captions_per_subset[record.subset.directory] -= record.has_caption_file
+            skipped.append(record)
             continue
-        kept.append(record)
         placements.append(placement)
-    scan.records = kept
-    return kept, placements
+    return (scan.without(skipped) if skipped else scan), placements
 
 
 def _repeats(records: list[ImageRecord]) -> tuple[list[int], RegBalance]:

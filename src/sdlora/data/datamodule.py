@@ -16,11 +16,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from sdlora.data.batch import collate_batch
 from sdlora.data.build import TrainingData
-from sdlora.data.caching import DataCaches
-from sdlora.data.dataset import collate_batch
+from sdlora.data.held_out import ValidationData
+from sdlora.data.run_caches import DataCaches
 from sdlora.data.sampler import BucketBatchSampler
-from sdlora.data.validation import ValidationData
 
 
 class ResumableDataLoader(DataLoader):
@@ -97,7 +97,9 @@ class LoRADataModule(L.LightningDataModule):
         return loader
 
     def _batches_processed(self) -> int:
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        from sdlora.lightning_compat import batches_processed
+
+        return batches_processed(self.trainer)
 
     def val_dataloader(self) -> DataLoader | list:
         """The validation images during fit (``validation.every_n_steps``); none otherwise."""

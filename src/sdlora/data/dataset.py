@@ -84,6 +84,7 @@ class LoRADataset(Dataset):
         seed: int,
         placements: list[Placement] | None = None,
         prior_loss_weight: float = 1.0,
+        masks: MaskSource | None = None,
     ) -> None:
         self.records = records
         self.entries = entries
@@ -92,7 +93,7 @@ class LoRADataset(Dataset):
         self.prior_loss_weight = prior_loss_weight
         self.latents: LatentSource | None = None  # set by the latent cache (data.cache_latents)
         self.text: TextSource | None = None  # set by the text-encoder output cache
-        self.masks: MaskSource | None = None  # set when loss.masked is on
+        self.masks = masks  # loss.masked: the mask of each image
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -141,21 +142,3 @@ class LoRADataset(Dataset):
         caption, tensors = self.text.get(record_index, variant)
         sample.update(tensors)
         return caption
-
-
-_STACKED = ("pixels", "latent_mean", "latent_std", "text_hidden", "text_pooled", "mask")
-
-
-def collate_batch(samples: list[dict]) -> dict:
-    """Stack one bucket's samples: pixels [B, 3, H, W] or latent_mean/std [B, 4, h, w], size_cond [B, 6],
-    loss_weight [B], cached text states [B, L, D] and pooled [B, P] when present; captions/paths as lists."""
-    batch = {
-        "captions": [s["caption"] for s in samples],
-        "size_cond": torch.tensor([s["size_cond"] for s in samples], dtype=torch.float32),
-        "loss_weight": torch.tensor([s["loss_weight"] for s in samples], dtype=torch.float32),
-        "paths": [s["path"] for s in samples],
-    }
-    for key in _STACKED:
-        if key in samples[0]:
-            batch[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
-    return batch

@@ -4,7 +4,7 @@ Each used image is encoded once (twice with ``flip_aug``: the flipped image too)
 of ``data.vae_batch_size`` images of one bucket, sorted by bucket area. What is cached is the VAE *posterior* —
 its mean and standard deviation — so a training step still draws a fresh latent z = mean + std·ε exactly as the
 uncached path does (kohya caches one sample). ``data.cache_latents=memory`` keeps them in RAM for this run;
-``disk`` writes them as cache files (:mod:`sdlora.data.cache`) whose key holds the image bytes' hash, bucket,
+``disk`` writes them as cache files (:mod:`sdlora.data.cache_files`) whose key holds the image bytes' hash, bucket,
 resize, crop, flip, the VAE's fingerprint and dtype, so a file made under any other condition is never reused.
 """
 
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from sdlora.data.cache import DiskCache, module_fingerprint
+from sdlora.data.cache_files import DiskCache, module_fingerprint
 from sdlora.errors import SdloraError
 from sdlora.utils.hashing import file_sha256
 

@@ -40,6 +40,16 @@ class ScanResult:
     captions_per_subset: dict[Path, int] = field(default_factory=dict)
     subsets: list[Subset] = field(default_factory=list)
 
+    def without(self, removed: list[ImageRecord]) -> ScanResult:
+        """A copy without ``removed`` (skipped or held-out images), its per-folder counts lowered to match."""
+        gone = {id(r) for r in removed}
+        images, captions = dict(self.images_per_subset), dict(self.captions_per_subset)
+        for record in removed:
+            images[record.subset.directory] -= 1
+            captions[record.subset.directory] -= record.has_caption_file
+        records = [r for r in self.records if id(r) not in gone]
+        return ScanResult(records, list(self.warnings), images, captions, list(self.subsets))
+
 
 def _probe_all(paths: list[Path], workers: int) -> list[tuple[tuple[int, int], str] | ImageProblem]:
     def probe(path: Path):

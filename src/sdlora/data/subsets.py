@@ -8,8 +8,8 @@ first time), as sd-scripts does with duplicated subsets.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from sdlora.config.schema import DataConfig, SubsetConfig
 from sdlora.data.captions import normalise_extension
 from sdlora.data.folders import Subset, SubsetOptions, scan_subsets
 from sdlora.errors import SdloraError
@@ -28,33 +28,28 @@ OPTION_NAMES = (
 )
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-    return cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
-
-
-def subset_options(data_cfg: Any, overrides: Any = None) -> SubsetOptions:
-    """Options from ``data.*`` (missing keys: kohya's defaults), with a ``data.subsets`` entry's non-null values."""
-    defaults = SubsetOptions()
-    values = {name: _get(data_cfg, name, getattr(defaults, name)) for name in OPTION_NAMES}
-    if overrides is not None:
-        values.update({name: _get(overrides, name) for name in OPTION_NAMES if _get(overrides, name) is not None})
+def subset_options(data: DataConfig, entry: SubsetConfig | None = None) -> SubsetOptions:
+    """Options from ``data.*``, with a ``data.subsets`` entry's non-null values."""
+    values = {name: getattr(data, name) for name in OPTION_NAMES}
+    if entry is not None:
+        values.update({name: getattr(entry, name) for name in OPTION_NAMES if getattr(entry, name) is not None})
     values["caption_extension"] = normalise_extension(values["caption_extension"])
     return SubsetOptions(**values)
 
 
-def resolve_subsets(data_cfg: Any) -> tuple[list[Subset], list[str]]:
+def resolve_subsets(data: DataConfig) -> tuple[list[Subset], list[str]]:
     """Every subset of the run (training folders first, then regularisation folders) and the folder warnings."""
-    options = subset_options(data_cfg)
+    options = subset_options(data)
     subsets: list[Subset] = []
     warnings: list[str] = []
-    if _get(data_cfg, "train_dir"):
-        found, notes = scan_subsets(_get(data_cfg, "train_dir"), "data.train_dir", False, options)
+    if data.train_dir:
+        found, notes = scan_subsets(data.train_dir, "data.train_dir", False, options)
         subsets += found
         warnings += notes
-    for i, entry in enumerate(_get(data_cfg, "subsets") or []):
-        subsets.append(_explicit_subset(data_cfg, entry, i))
-    if _get(data_cfg, "reg_dir"):
-        found, notes = scan_subsets(_get(data_cfg, "reg_dir"), "data.reg_dir", True, options)
+    for i, entry in enumerate(data.subsets):
+        subsets.append(_explicit_subset(data, entry, i))
+    if data.reg_dir:
+        found, notes = scan_subsets(data.reg_dir, "data.reg_dir", True, options)
         subsets += found
         warnings += notes
     if not subsets:
@@ -76,16 +71,11 @@ def resolve_subsets(data_cfg: Any) -> tuple[list[Subset], list[str]]:
     return ordered, warnings
 
 
-def _explicit_subset(data_cfg: Any, entry: Any, index: int) -> Subset:
+def _explicit_subset(data: DataConfig, entry: SubsetConfig, index: int) -> Subset:
     option = f"data.subsets[{index}].dir"
-    directory = Path(str(_get(entry, "dir"))).expanduser()
+    directory = Path(str(entry.dir)).expanduser()
     if not directory.is_dir():
         raise SdloraError(f"{option}={str(directory)!r} does not exist or is not a folder")
-    class_tokens = _get(entry, "class_tokens")
-    return Subset(
-        directory.resolve(),
-        int(_get(entry, "repeats", 1)),
-        "" if class_tokens is None else str(class_tokens),
-        bool(_get(entry, "is_reg", False)),
-        subset_options(data_cfg, entry),
-    )
+    class_tokens = "" if entry.class_tokens is None else str(entry.class_tokens)
+    options = subset_options(data, entry)
+    return Subset(directory.resolve(), int(entry.repeats), class_tokens, bool(entry.is_reg), options)

@@ -6,7 +6,7 @@ caption when captions can be dropped; a training sample then picks one variant a
 dropped), so shuffling and dropout keep working with a cache. Identical captions are encoded once.
 
 Cache files (``…_to_disk``) are keyed by the caption text, the family's encoding settings (clip_skip, token length),
-every text encoder's fingerprint, the tokenizers' vocabularies and the dtype (:mod:`sdlora.data.cache`).
+every text encoder's fingerprint, the tokenizers' vocabularies and the dtype (:mod:`sdlora.data.cache_files`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sdlora.data.cache import DiskCache, module_fingerprint
+from sdlora.data.cache_files import DiskCache, module_fingerprint
 from sdlora.data.captions import augment_tags
 from sdlora.data.latent_cache import CacheReport
 

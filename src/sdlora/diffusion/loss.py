@@ -13,12 +13,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-LOSS_TYPES = ("l2", "l1", "huber", "smooth_l1")
-HUBER_SCHEDULES = ("constant", "exponential", "snr")
+from sdlora.config.schema import HuberSchedule, LossType
 
 
 def huber_c(
-    schedule: str, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, c: float = 0.1, scale: float = 1.0
+    schedule: HuberSchedule, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, c: float = 0.1, scale: float = 1.0
 ) -> torch.Tensor:
     """Per-sample c [B] of the Huber losses.
 
@@ -26,35 +25,33 @@ def huber_c(
     snr: (1 − c)/(1 + σ_t)² + c with σ_t = √((1 − ᾱ_t)/ᾱ_t) (kohya applies no scale here).
     """
     t = timesteps.to(torch.float32)
-    if schedule == "constant":
+    schedule = HuberSchedule(schedule)
+    if schedule == HuberSchedule.constant:
         return torch.full_like(t, c * scale)
-    if schedule == "exponential":
+    if schedule == HuberSchedule.exponential:
         alpha = -math.log(c) / alphas_cumprod.shape[0]
         return torch.exp(-alpha * t) * scale
-    if schedule == "snr":
-        ab = alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)[timesteps]
-        sigma = ((1.0 - ab) / ab).sqrt()
-        return (1.0 - c) / (1.0 + sigma) ** 2 + c
-    raise ValueError(f"unknown huber schedule {schedule!r} (expected one of {HUBER_SCHEDULES})")
+    ab = alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)[timesteps]  # snr
+    sigma = ((1.0 - ab) / ab).sqrt()
+    return (1.0 - c) / (1.0 + sigma) ** 2 + c
 
 
 def elementwise_loss(
-    pred: torch.Tensor, target: torch.Tensor, loss_type: str = "l2", c: torch.Tensor | None = None
+    pred: torch.Tensor, target: torch.Tensor, loss_type: LossType = LossType.l2, c: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The loss of every element in float32, [B, C, H, W]; ``c`` [B] is needed by huber and smooth_l1."""
     pred, target = pred.float(), target.float()
-    if loss_type == "l2":
+    loss_type = LossType(loss_type)
+    if loss_type == LossType.l2:
         return F.mse_loss(pred, target, reduction="none")
-    if loss_type == "l1":
+    if loss_type == LossType.l1:
         return F.l1_loss(pred, target, reduction="none")
-    if loss_type in ("huber", "smooth_l1"):
-        if c is None:
-            raise ValueError(f"loss type {loss_type} needs a per-sample c")
-        c = c.float().reshape(-1, *([1] * (pred.ndim - 1)))
-        squared = (pred - target) ** 2
-        root = squared / (torch.sqrt(squared + c**2) + c)  # = √(r² + c²) − c without cancellation for small r
-        return 2.0 * c * root if loss_type == "huber" else 2.0 * root
-    raise ValueError(f"unknown loss type {loss_type!r} (expected one of {LOSS_TYPES})")
+    if c is None:
+        raise ValueError(f"loss type {loss_type.value} needs a per-sample c")
+    c = c.float().reshape(-1, *([1] * (pred.ndim - 1)))
+    squared = (pred - target) ** 2
+    root = squared / (torch.sqrt(squared + c**2) + c)  # = √(r² + c²) − c without cancellation for small r
+    return 2.0 * c * root if loss_type == LossType.huber else 2.0 * root
 
 
 def reduce_per_sample(loss: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,7 +64,7 @@ def reduce_per_sample(loss: torch.Tensor, mask: torch.Tensor | None = None) -> t
 
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """mean_{C,H,W} (pred − target)² in float32, one value per sample: [B, C, H, W] → [B]."""
-    return reduce_per_sample(elementwise_loss(pred, target, "l2"))
+    return reduce_per_sample(elementwise_loss(pred, target, LossType.l2))
 
 
 def weighted_mean(per_sample: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,11 @@ nothing here depends on the model family.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from sdlora.config.schema import LossConfig, LossType
 from sdlora.diffusion.loss import elementwise_loss, huber_c, reduce_per_sample
 from sdlora.diffusion.noise import input_perturbation, multires_noise, offset_noise
 from sdlora.diffusion.schedule import rescale_zero_terminal_snr, scaled_linear_alphas_cumprod, snr
@@ -39,44 +39,10 @@ class Noised:
     target: torch.Tensor  # ε or v [B, C, h, w]
 
 
-@dataclass(frozen=True)
-class LossSettings:
-    """The ``loss`` config group's values (defaults: kohya's plain MSE)."""
-
-    min_timestep: int = 0
-    max_timestep: int = 1000
-    type: str = "l2"
-    huber_c: float = 0.1
-    huber_scale: float = 1.0
-    huber_schedule: str = "snr"
-    min_snr_gamma: float | None = None
-    scale_v_pred_loss_like_noise_pred: bool = False
-    v_pred_like_loss: float | None = None
-    debiased_estimation: bool = False
-    noise_offset: float | None = None
-    adaptive_noise_scale: float | None = None
-    noise_offset_random_strength: bool = False
-    multires_noise_iterations: int | None = None
-    multires_noise_discount: float = 0.3
-    ip_noise_gamma: float | None = None
-    ip_noise_gamma_random_strength: bool = False
-    zero_terminal_snr: bool = False
-
-    @classmethod
-    def from_config(cls, node: Any) -> LossSettings:
-        """From the composed ``loss`` node (enum values become their strings; unknown keys are ignored)."""
-        values = {}
-        for name in cls.__dataclass_fields__:
-            if name in node:
-                value = node[name]
-                values[name] = getattr(value, "value", value)
-        return cls(**values)
-
-
 class DiffusionObjective:
-    def __init__(self, prediction_type: str, settings: LossSettings | None = None) -> None:
+    def __init__(self, prediction_type: str, settings: LossConfig | None = None) -> None:
         self.prediction_type = prediction_type
-        self.settings = settings or LossSettings()
+        self.settings = settings if settings is not None else LossConfig()
         alphas_cumprod = scaled_linear_alphas_cumprod()  # [T]
         if self.settings.zero_terminal_snr:
             alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
@@ -138,24 +104,23 @@ class DiffusionObjective:
             weight = weight * debiased_weight(snr_t, self.v_prediction)
         return weight
 
-    def loss(self, prediction: torch.Tensor, noised: Noised, batch: dict) -> torch.Tensor:
-        """Per-sample loss [B] (float32): loss type, mask (``batch["mask"]`` [B, 1, H, W]), SNR weights."""
+    def loss(self, prediction: torch.Tensor, noised: Noised, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample loss [B] (float32): loss type, ``mask`` ([B, 1, H, W] in pixels, or None), SNR weights."""
         s = self.settings
         c = None
-        if s.type in ("huber", "smooth_l1"):
+        if s.type in (LossType.huber, LossType.smooth_l1):
             c = huber_c(s.huber_schedule, noised.timesteps, self.alphas_cumprod, s.huber_c, s.huber_scale)
         elementwise = elementwise_loss(prediction, noised.target, s.type, c)  # [B, C, h, w]
-        mask = batch.get("mask")
         if mask is not None:
             mask = F.interpolate(mask.to(elementwise), size=elementwise.shape[2:], mode="area")
         return reduce_per_sample(elementwise, mask) * self.weights(noised.timesteps)
 
     def plain_loss(self, prediction: torch.Tensor, noised: Noised) -> torch.Tensor:
         """Unweighted per-sample MSE [B]: the validation loss, comparable across runs whatever their loss options."""
-        return reduce_per_sample(elementwise_loss(prediction, noised.target, "l2"))
+        return reduce_per_sample(elementwise_loss(prediction, noised.target, LossType.l2))
 
 
-def prediction_type_problems(settings: LossSettings, prediction_type: str) -> list[str]:
+def prediction_type_problems(settings: LossConfig, prediction_type: str) -> list[str]:
     """Loss options that contradict the model's prediction type (kohya's guards, plus those that would divide by a
     zero SNR under zero_terminal_snr)."""
     problems = []

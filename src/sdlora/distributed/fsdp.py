@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.precision import FSDPPrecision, Precision
-from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from sdlora.config.schema import FSDP_WRAPPED_BLOCKS
+from sdlora.lightning_compat import FSDPModelSetup, optimizer_to_device
 
 log = logging.getLogger("sdlora")
 
@@ -81,7 +81,7 @@ class LoRAFSDPPrecision(FSDPPrecision):
         Precision.clip_grad_by_norm(self, optimizer, clip_val)
 
 
-class LoRAFSDPStrategy(FSDPStrategy):
+class LoRAFSDPStrategy(FSDPModelSetup):
     """FSDP for LoRA training: the frozen model sharded by blocks, the LoRA and the VAE whole on every process.
 
     ``sharding_strategy``: ``FULL_SHARD`` (parameters gathered per block for forward and backward), ``SHARD_GRAD_OP``
@@ -105,7 +105,7 @@ class LoRAFSDPStrategy(FSDPStrategy):
         self._replicated: list[nn.Parameter] = []
 
     # ---------------------------------------------------------------------------------------------- wrapping
-    def _setup_model(self, model: nn.Module) -> nn.Module:
+    def wrap_model(self, model: nn.Module) -> nn.Module:
         """Wrap once; a later ``trainer.validate`` on the same LightningModule reuses the wrapped model."""
         from torch.distributed.fsdp import FullyShardedDataParallel
 
@@ -175,8 +175,8 @@ class LoRAFSDPStrategy(FSDPStrategy):
         return results[0]
 
     # ----------------------------------------------------------------------------------------- checkpoints
-    # A training state holds the LoRA (put in by sdlora.callbacks.state.TrainingState) and a plain optimizer state:
-    # the LoRA is not sharded, so FSDP's gathering of the whole frozen model and its sharded formats are not used.
+    # A training state holds the LoRA (put in by sdlora.callbacks.save_state.TrainingStates) and a plain optimizer
+    # state: the LoRA is not sharded, so FSDP's gathering of the whole frozen model and its sharded formats are unused.
     @property
     def lightning_restore_optimizer(self) -> bool:
         return True  # Lightning restores the (plain) optimizer and scheduler states, as for DDP
@@ -185,17 +185,15 @@ class LoRAFSDPStrategy(FSDPStrategy):
         return {}
 
     def load_model_state_dict(self, checkpoint, strict: bool = True) -> None:
-        return None  # the LoRA goes back through TrainingState.on_load_checkpoint
+        return None  # the LoRA goes back through TrainingStates.on_load_checkpoint
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         return optimizer.state_dict()
 
     def load_optimizer_state_dict(self, checkpoint) -> None:
-        from lightning.fabric.utilities.optimizer import _optimizer_to_device
-
         for optimizer, state in zip(self.optimizers, checkpoint["optimizer_states"], strict=True):
             optimizer.load_state_dict(state)
-            _optimizer_to_device(optimizer, self.root_device)
+            optimizer_to_device(optimizer, self.root_device)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
         if self.is_global_zero:

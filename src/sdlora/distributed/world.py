@@ -94,8 +94,7 @@ def make_strategy(trainer_cfg: Any) -> Any:
     from sdlora.distributed.fsdp import LoRAFSDPStrategy
 
     fsdp = trainer_cfg.fsdp
-    sharding = getattr(fsdp.sharding_strategy, "value", fsdp.sharding_strategy)
-    return LoRAFSDPStrategy(sharding_strategy=str(sharding), wrapped_blocks=list(fsdp.wrapped_blocks))
+    return LoRAFSDPStrategy(sharding_strategy=fsdp.sharding_strategy.value, wrapped_blocks=list(fsdp.wrapped_blocks))
 
 
 def env_global_rank(devices_per_node: int = 1) -> int:

@@ -19,28 +19,44 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
-from sdlora.data.latents import sample_posterior
+from sdlora.data.batch import Batch
+from sdlora.data.posterior import sample_posterior
 from sdlora.diffusion.loss import weighted_mean
-from sdlora.diffusion.objective import DiffusionObjective
+from sdlora.diffusion.objective import DiffusionObjective, Noised
 from sdlora.distributed.share import BatchShare
 from sdlora.errors import SdloraError
 from sdlora.lit.running_mean import RunningMean
-from sdlora.lit.validation import ValidationLoss
+from sdlora.lit.val_loss import ValidationLoss
 from sdlora.models.family import Components, ModelFamily, TextConditioning
 from sdlora.network.network import LoRANetwork
-from sdlora.optim.factory import build_scheduler
+from sdlora.optim.factory import build_lr_scheduler
 
 log = logging.getLogger("sdlora")
 
 
 class NonFiniteLoss(SdloraError):
-    """The loss of a batch is NaN or infinite (the message names the step, the images and likely causes)."""
+    """The loss of a batch is NaN or infinite (the message names the step, the images and likely causes).
+
+    ``state_path``: the training state of the step before, when one was saved (the message then says how to resume).
+    """
+
+    state_path: Path | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.state_path is None:
+            return text
+        return (
+            f"{text}\nThe state before this step is in {self.state_path}: resume={self.state_path} continues from "
+            "there (with trainer.skip_nonfinite=true, or a lower learning rate and resume_allow_changes=true)."
+        )
 
 
 def nonfinite_message(value: float, paths: list[str], step: int, epoch: int) -> str:
@@ -100,14 +116,13 @@ class LoRATrainingModule(L.LightningModule):
         self.unet.train(checkpointing)
         for encoder in self.text_encoders:
             encoder.train(checkpointing and self.train_text_encoder)
-        self.network.train(mode)
+        self.network.set_training(mode)
         return self
 
     def unsharded_modules(self) -> list[nn.Module]:
         """What a sharding strategy (trainer=fsdp) must keep whole on every process: the LoRA branches (trained,
         saved and regularised whole) and the VAE (called through encode/decode, which FSDP does not hook)."""
-        branches = [part for m in self.network.modules.values() for part in (m.lora_down, m.lora_up)]
-        return [*branches, self.vae]
+        return [*self.network.adapter_modules(), self.vae]
 
     @property
     def batch_share(self) -> BatchShare:
@@ -132,18 +147,18 @@ class LoRATrainingModule(L.LightningModule):
             latents = sample_posterior(posterior.mean, posterior.std, self.generator, self.batch_share)
         return latents * self.family.latent_scale
 
-    def batch_latents(self, batch: dict) -> torch.Tensor:
+    def batch_latents(self, batch: Batch) -> torch.Tensor:
         """Scaled latents of a batch: sampled from the cached posterior (data.cache_latents) or encoded now."""
-        if "latent_mean" in batch:
-            latents = sample_posterior(batch["latent_mean"], batch["latent_std"], self.generator, self.batch_share)
+        if batch.latent_mean is not None:
+            latents = sample_posterior(batch.latent_mean, batch.latent_std, self.generator, self.batch_share)
             return latents * self.family.latent_scale
-        return self.encode_latents(batch["pixels"])
+        return self.encode_latents(batch.pixels)
 
-    def batch_text(self, batch: dict) -> TextConditioning:
+    def batch_text(self, batch: Batch) -> TextConditioning:
         """Text conditioning of a batch: cached text-encoder outputs when the batch carries them, else encoded now."""
-        if "text_hidden" in batch:
-            return TextConditioning(batch["text_hidden"], batch.get("text_pooled"))
-        return self.encode_text(batch["captions"])
+        if batch.text_hidden is not None:
+            return TextConditioning(batch.text_hidden, batch.text_pooled)
+        return self.encode_text(batch.captions)
 
     def encode_text(self, captions: list[str]) -> TextConditioning:
         if self.train_text_encoder:
@@ -151,22 +166,27 @@ class LoRATrainingModule(L.LightningModule):
         with torch.no_grad():
             return self.family.encode_text(self.components, captions)
 
-    def diffusion_loss(self, batch: dict) -> torch.Tensor:
+    def predict(self, noised: Noised, text: TextConditioning, size_cond: torch.Tensor) -> torch.Tensor:
+        """The U-Net's prediction [B, 4, h, w] (ε or v) for noised latents under a text conditioning; the one U-Net
+        call of training and validation."""
+        unet_dtype = next(self.unet.parameters()).dtype
+        inputs = self.family.unet_inputs(text, size_cond.to(self.device))
+        return self.unet(noised.noisy.to(unet_dtype), noised.timesteps, **inputs).sample
+
+    def diffusion_loss(self, batch: Batch) -> torch.Tensor:
         """The per-sample diffusion loss [B] of a batch."""
         latents = self.batch_latents(batch)  # [B, 4, h, w]
         text = self.batch_text(batch)
         noised = self.batch_share.noise(self.objective, latents, self.generator)
-        unet_dtype = next(self.unet.parameters()).dtype
-        inputs = self.family.unet_inputs(text, batch["size_cond"].to(self.device))
-        prediction = self.unet(noised.noisy.to(unet_dtype), noised.timesteps, **inputs).sample  # [B, 4, h, w]
-        return self.objective.loss(prediction, noised, batch)
+        prediction = self.predict(noised, text, batch.size_cond)  # [B, 4, h, w]
+        return self.objective.loss(prediction, noised, batch.mask)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         per_sample = self.diffusion_loss(batch)
-        loss = weighted_mean(per_sample, batch["loss_weight"])
+        loss = weighted_mean(per_sample, batch.loss_weight)
         local, value = self.global_loss(loss)
         if not math.isfinite(value):
-            paths = batch["paths"] if not math.isfinite(local) else ["another process's images of this global batch"]
+            paths = batch.paths if not math.isfinite(local) else ["another process's images of this global batch"]
             message = nonfinite_message(value, paths, self.global_step + 1, self.current_epoch + 1)
             if not self.skip_nonfinite:
                 raise NonFiniteLoss(message)
@@ -192,7 +212,7 @@ class LoRATrainingModule(L.LightningModule):
         if self.validation is not None:
             self.validation.reset()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if self.validation is not None:
             self.validation.update(self, batch)
 
@@ -228,5 +248,5 @@ class LoRATrainingModule(L.LightningModule):
         lrs = self.learning_rates
         groups = self.network.param_groups(lrs["default"], lrs.get("unet"), lrs.get("text_encoder"))
         optimizer = self.optimizer_factory(groups)
-        scheduler = build_scheduler(self.scheduler_factory, optimizer, self.total_steps)
+        scheduler = build_lr_scheduler(self.scheduler_factory, optimizer, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sdlora.config.schema import Attention, ModelConfig
 from sdlora.models.prompts import CHUNK, join_chunk_states, split_chunks
 
 
@@ -73,7 +74,7 @@ class ModelFamily:
         clip_skip: int | None = None,
         max_token_length: int = 75,
         gradient_checkpointing: bool = False,
-        attention: str = "sdpa",
+        attention: Attention = Attention.sdpa,
         config: str | None = None,
         init_seed: int = 0,
         channels_last: bool = False,
@@ -86,7 +87,7 @@ class ModelFamily:
         self.clip_skip = clip_skip
         self.max_token_length = max_token_length
         self.gradient_checkpointing = gradient_checkpointing
-        self.attention = getattr(attention, "value", attention)
+        self.attention = Attention(attention)
         self.config = config
         self.init_seed = init_seed
         self.channels_last = channels_last
@@ -168,17 +169,6 @@ class ModelFamily:
 
         return sd_block_index(lora_name)
 
-    def resolution(self, value: str | int | None) -> tuple[int, int]:
-        """``data.resolution`` ("512" or "768,512" as W,H; null = the family's default) → (W, H)."""
-        if value is None:
-            return self.default_resolution, self.default_resolution
-        parts = [int(p) for p in str(value).replace("x", ",").split(",") if p.strip()]
-        if len(parts) == 1:
-            return parts[0], parts[0]
-        if len(parts) == 2:
-            return parts[0], parts[1]
-        raise ValueError(f"resolution {value!r} is not 'N' or 'W,H'")
-
     def base_model_version_for(self, prediction_type: str) -> str:
         """kohya ``ss_base_model_version``: e.g. sd_v1, sd_v2, sd_v2_v, sdxl_base_v1-0."""
         suffix = "_v" if prediction_type == "v_prediction" and not self.base_model_version.startswith("sdxl") else ""
@@ -189,3 +179,13 @@ class ModelFamily:
         raise NotImplementedError
 
     modelspec_implementation: ClassVar[str] = "diffusers"
+
+
+def make_family(model: ModelConfig) -> ModelFamily:
+    """The family adapter a (resolved) ``model`` node names, built with the node's options."""
+    import dataclasses
+
+    from hydra.utils import get_class
+
+    options = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "_target_"}
+    return get_class(model._target_)(**options)

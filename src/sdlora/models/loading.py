@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from sdlora.config.schema import Attention
 from sdlora.errors import SdloraError
 from sdlora.models.configs import config_dir
 from sdlora.models.family import Components
@@ -185,7 +186,7 @@ def configure_memory(family: ModelFamily, components: Components, device_type: s
         for encoder in components.text_encoders:
             # non-reentrant checkpointing lets gradients reach the LoRA weights although the inputs need no grad
             encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if family.attention == "xformers":
+    if family.attention == Attention.xformers:
         if device_type != "cuda":
             raise SdloraError("model.attention=xformers runs only on a CUDA GPU; use model.attention=sdpa")
         try:

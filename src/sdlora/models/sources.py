@@ -111,3 +111,21 @@ def declared_prediction_type(source: Source) -> str | None:
         keys = single_file_keys(source.location)
         return "v_prediction" if keys is not None and "v_pred" in keys else None
     return None
+
+
+def expected_prediction_type(
+    pretrained: str | None, v_parameterization: bool | None, family_default_v: bool
+) -> str | None:
+    """What the model will predict, known before loading it: ``model.v_parameterization`` when set, else what the
+    checkpoint declares, else the family's default; None for a hub id that declares nothing locally (known after the
+    download). Raises :class:`SdloraError` for a ``pretrained`` that does not exist."""
+    if v_parameterization is not None:
+        return "v_prediction" if v_parameterization else "epsilon"
+    if pretrained:
+        source = resolve_source(pretrained)
+        declared = declared_prediction_type(source)
+        if declared is not None:
+            return declared
+        if source.kind == "hub":
+            return None
+    return "v_prediction" if family_default_v else "epsilon"

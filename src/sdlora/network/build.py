@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from sdlora.config.schema import NetworkConfig, NetworkType
 from sdlora.models.family import Components, ModelFamily
 from sdlora.network.blocks import BlockOptions
-from sdlora.network.lora import LoRAModule
+from sdlora.network.dispatch import build_module
+from sdlora.network.module import ModuleSpec, NetworkModule
 from sdlora.network.naming import name_targets, text_encoder_namer
 from sdlora.network.network import LoRANetwork
 from sdlora.network.targets import Target, text_encoder_targets, unet_targets
@@ -42,13 +44,18 @@ class _Side:
     block_index: Callable[[str], int] | None = None
 
 
-def is_locon(cfg) -> bool:
-    return str(getattr(cfg.name, "value", cfg.name)) == "locon"
+#: Network types whose U-Net targets include the resnets' and samplers' convs (kohya's LoCon).
+CONV_NETWORKS = frozenset({NetworkType.locon})
 
 
-def block_options(cfg) -> BlockOptions:
+def conv_alpha(cfg: NetworkConfig) -> float:
+    """alpha of the 3×3 convs [conv_alpha]: unset means 1 (kohya), 0 means conv_rank."""
+    return cfg.conv_alpha if cfg.conv_alpha is not None else 1.0
+
+
+def block_options(cfg: NetworkConfig) -> BlockOptions:
     def values(key: str):
-        value = getattr(cfg, key, None)
+        value = getattr(cfg, key)
         return None if value is None else list(value)
 
     return BlockOptions(
@@ -60,7 +67,7 @@ def block_options(cfg) -> BlockOptions:
     )
 
 
-def _sides(family: ModelFamily, components: Components, cfg) -> list[_Side]:
+def _sides(family: ModelFamily, components: Components, cfg: NetworkConfig) -> list[_Side]:
     sides = []
     for i, (prefix, encoder) in enumerate(zip(family.te_prefixes, components.text_encoders, strict=True)):
         component = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
@@ -68,16 +75,17 @@ def _sides(family: ModelFamily, components: Components, cfg) -> list[_Side]:
         sides.append(_Side(encoder, targets, set(targets), component, cfg.train_text_encoder))
     unet, namer = components.unet, family.unet_namer(components.unet)
     targets = name_targets(unet_targets(unet, conv=True), namer)
-    selected = set(targets) if is_locon(cfg) else set(name_targets(unet_targets(unet, conv=False), namer))
+    conv = cfg.name in CONV_NETWORKS
+    selected = set(targets) if conv else set(name_targets(unet_targets(unet, conv=False), namer))
     sides.append(_Side(unet, targets, selected, "unet", cfg.train_unet, family.unet_block_index))
     return sides
 
 
-def build_network(family: ModelFamily, components: Components, cfg) -> LoRANetwork:
-    """Inject the LoRA modules ``cfg`` (a ``network`` config node) describes into the loaded ``components``."""
+def build_network(family: ModelFamily, components: Components, cfg: NetworkConfig) -> LoRANetwork:
+    """Inject the modules the ``network`` options describe into the loaded ``components``."""
     from sdlora.network.weights import InitialWeights
 
-    initial = InitialWeights(cfg.weights) if getattr(cfg, "weights", None) else None
+    initial = InitialWeights(cfg.weights) if cfg.weights else None
     blocks = block_options(cfg)
     loraplus = {
         "all": cfg.loraplus_lr_ratio,
@@ -90,9 +98,9 @@ def build_network(family: ModelFamily, components: Components, cfg) -> LoRANetwo
     if initial:
         known = {name for side in sides for name in side.targets}
         initial.check_names(known, {name for side in sides if side.trained for name in side.targets})
-    conv_alpha = cfg.conv_alpha if cfg.conv_alpha is not None else 1.0  # kohya: conv_alpha unset → 1
+    conv_defaults = (cfg.conv_rank, conv_alpha(cfg))
 
-    def factory(side: _Side, name: str, target: Target) -> LoRAModule | None:
+    def factory(side: _Side, name: str, target: Target) -> NetworkModule | None:
         block_index = side.block_index
         if name in file_modules:
             rank, alpha = file_modules[name].rank, file_modules[name].alpha
@@ -100,12 +108,13 @@ def build_network(family: ModelFamily, components: Components, cfg) -> LoRANetwo
             return None
         else:
             conv = target.kind == "conv"
-            rank, alpha = (cfg.conv_rank, conv_alpha) if conv else (cfg.rank, cfg.alpha)
+            rank, alpha = conv_defaults if conv else (cfg.rank, cfg.alpha)
             if block_index is not None and blocks.active:
                 rank, alpha = blocks.rank_alpha(block_index(name), conv, rank, alpha)
             if rank == 0:
                 return None
-        module = LoRAModule(target.module, rank, alpha, cfg.dropout, cfg.rank_dropout, cfg.module_dropout)
+        spec = ModuleSpec(rank, alpha, cfg.dropout, cfg.rank_dropout, cfg.module_dropout)
+        module = build_module(cfg.name, target.module, spec)
         if initial and name in file_modules:
             initial.load_into(name, module)
         return module
@@ -120,5 +129,5 @@ def build_network(family: ModelFamily, components: Components, cfg) -> LoRANetwo
     if initial:
         loaded = sum(name in file_modules for name in network.modules)
         log.info("network.weights: %d modules start from %s, %d are new", loaded, cfg.weights, len(network) - loaded)
-    network.requires_grad_(True)
+    network.set_trainable(True)
     return network

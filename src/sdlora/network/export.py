@@ -27,12 +27,11 @@ def peft_state_dict(network: LoRANetwork, dtype: torch.dtype | None = None) -> d
     """diffusers/PEFT state dict of ``network`` (float32 maths, then cast to ``dtype`` if given)."""
     out: dict[str, torch.Tensor] = {}
     for name, module in network.modules.items():
-        placement = network.placements[name]
-        key = peft_key(placement.component, placement.path)
-        scale = float(module.alpha) / module.rank
+        injection = network.injections[name]
+        key = peft_key(injection.component, injection.path)
         tensors = {
             "lora_A.weight": module.lora_down.weight.detach().float(),
-            "lora_B.weight": module.lora_up.weight.detach().float() * scale,
+            "lora_B.weight": module.lora_up.weight.detach().float() * module.scale,
         }
         for suffix, tensor in tensors.items():
             t = tensor.cpu()

@@ -2,7 +2,7 @@
 
 A LoRA module adds a low-rank update to a frozen weight W [out, in, (kh, kw)]:
 
-    y = W·x + multiplier · scale · up(down(x)),       scale = alpha / rank   [kohya: network_alpha, network_dim]
+    y = W·x + scale · up(down(x)),       scale = alpha / rank   [kohya: network_alpha, network_dim]
 
 ``down`` has the base layer's input side (Linear [r, in]; Conv2d [r, in, kh, kw] with the base's kernel, stride and
 padding) and ``up`` maps rank to output (Linear [out, r]; Conv2d [out, r, 1, 1]). The equivalent weight update is one
@@ -20,13 +20,16 @@ import math
 import torch
 
 
-def lora_scale(alpha: float | None, rank: int) -> float:
-    """scale = alpha / rank, where alpha None or 0 means alpha = rank (scale 1), as kohya."""
+def effective_alpha(alpha: float | None, rank: int) -> float:
+    """[network_alpha] None or 0 means alpha = rank (scale 1), as kohya."""
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive, got {rank}")
-    if alpha is None or alpha == 0:
-        alpha = rank
-    return float(alpha) / rank
+    return float(rank) if alpha is None or alpha == 0 else float(alpha)
+
+
+def lora_scale(alpha: float | None, rank: int) -> float:
+    """scale = alpha / rank with :func:`effective_alpha` (the one place this rule lives)."""
+    return effective_alpha(alpha, rank) / rank
 
 
 def delta_weight(up: torch.Tensor, down: torch.Tensor, scale: float, weight_shape: torch.Size | tuple) -> torch.Tensor:

@@ -1,38 +1,30 @@
-"""Max-norm regularisation of a LoRA network [kohya: scale_weight_norms] (kohya-semantics §3).
+"""Max-norm regularisation of a network [kohya: scale_weight_norms] (docs/kohya-behaviour.md §3).
 
-For every module, ΔW = (alpha/rank) · up∘down (Linear, 1×1 and 3×3 alike, see :mod:`sdlora.network.functional`).
-If ‖ΔW‖_F exceeds ``max_norm``, ``up`` and ``down`` are both multiplied in place by √(max_norm/‖ΔW‖), so the
-module's ΔW lands exactly on the cap. Returns kohya's statistics: how many modules were scaled, and the mean and
-maximum of the norms after scaling. Optimizer moments are not touched (as kohya).
+Every module caps its own ‖ΔW‖_F at ``max_norm`` (:meth:`~sdlora.network.module.NetworkModule.cap_norm_`; for LoRA,
+ΔW = (alpha/rank) · up∘down and both factors are multiplied by √(max_norm/‖ΔW‖), so ΔW lands exactly on the cap).
+Returns kohya's statistics: how many modules were scaled, and the mean and maximum of the norms after scaling.
+Optimizer moments are not touched (as kohya).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 
-from sdlora.network.functional import delta_weight_norm, max_norm_ratio
-from sdlora.network.lora import LoRAModule
+from sdlora.network.module import NetworkModule
 
 
 @torch.no_grad()
-def apply_max_norm(modules: Iterable[LoRAModule], max_norm: float) -> tuple[int, float, float]:
-    """Scale every module whose ‖ΔW‖ exceeds ``max_norm``; (keys_scaled, average_key_norm, max_key_norm)."""
+def apply_max_norm(modules: Iterable[NetworkModule], max_norm: float) -> tuple[int, float, float]:
+    """Cap every module at ``max_norm``; (keys_scaled, average_key_norm, max_key_norm)."""
     if max_norm <= 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
     keys_scaled, norms = 0, []
     for module in modules:
-        up, down = module.lora_up.weight, module.lora_down.weight
-        norm = float(delta_weight_norm(up, down, float(module.alpha) / module.rank))
-        ratio = max_norm_ratio(norm, max_norm)
-        if ratio != 1.0:
-            keys_scaled += 1
-            factor = math.sqrt(ratio)
-            up.mul_(factor)
-            down.mul_(factor)
-        norms.append(norm * ratio)
+        scaled, norm = module.cap_norm_(max_norm)
+        keys_scaled += scaled
+        norms.append(norm)
     if not norms:
         return 0, 0.0, 0.0
     return keys_scaled, sum(norms) / len(norms), max(norms)

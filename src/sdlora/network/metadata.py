@@ -10,11 +10,16 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sdlora.config.schema import CacheMode, TrainConfig
+from sdlora.optim.rules import ADAFACTOR_SCHEDULER, uses_relative_step_schedule
+
+if TYPE_CHECKING:
+    from sdlora.assemble import Run, RunFacts
 
 NETWORK_MODULE = "networks.lora"
 SAI_MODEL_SPEC = "1.0.0"
@@ -49,31 +54,50 @@ def tag_frequency(records) -> dict[str, dict[str, int]]:
     return {folder: dict(counts) for folder, counts in table.items()}
 
 
-def training_metadata(cfg: Any, family: Any, prediction_type: str, plan: Any, run: dict[str, Any]) -> dict[str, str]:
+class LoRAMetadata:
+    """The metadata of one run's LoRA files: the run's keys (computed at the first save, once the network and the
+    model's prediction type are known) plus each save's step and epoch."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._run_keys: dict[str, str] | None = None
+
+    def for_save(self, network: Any, prediction_type: str, steps: int, epoch: int) -> dict[str, str]:
+        if self._run_keys is None:
+            run = self.run
+            self._run_keys = {
+                **training_metadata(run, prediction_type, network),
+                **modelspec_metadata(run.family, prediction_type, run.config.save.output_name, run.resolution,
+                                     run.config),
+            }  # fmt: skip
+        return {**self._run_keys, **save_time_metadata(steps, epoch)}
+
+
+def training_metadata(run: Run, prediction_type: str, network: Any = None) -> dict[str, str]:
     """The ss_* keys written once per run (kohya's ``train_network.py`` list, for the options sdlora has)."""
+    config, plan = run.config, run.data.plan
     meta: dict[str, Any] = {
-        **_schedule_keys(cfg, plan, run),
-        **_network_keys(cfg, run.get("network")),
-        **_model_keys(cfg, family, prediction_type),
-        **_loss_keys(cfg),
-        **_dataset_keys(cfg, plan, run),
+        **_schedule_keys(config, plan, run.facts),
+        **_network_keys(config, network),
+        **_model_keys(config, run.family, prediction_type),
+        **_loss_keys(config),
+        **_dataset_keys(config, plan, run.resolution, run.facts.world_size),
     }
-    meta.update(model_file_metadata("sd_model", run.get("model_path"), run.get("model_sha256")))
-    meta.update(model_file_metadata("vae", run.get("vae_path")))
+    meta.update(model_file_metadata("sd_model", config.model.pretrained, run.facts.model_sha256()))
+    meta.update(model_file_metadata("vae", config.model.vae))
     return {k: str(v) for k, v in meta.items()}
 
 
-def _schedule_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
+def _schedule_keys(cfg: TrainConfig, plan: Any, facts: RunFacts) -> dict[str, Any]:
     """Session, learning rates, optimizer, schedule, precision, steps and epochs."""
     network, trainer, optimizer = cfg.network, cfg.trainer, cfg.optimizer
-    precision = run.get("precision")
     lrs = {"ss_learning_rate": None, "ss_text_encoder_lr": network.text_encoder_lr, "ss_unet_lr": network.unet_lr}
-    lrs = {k: optimizer.lr if v is None else v for k, v in lrs.items()}
-    if _adafactor_relative_step(cfg):
+    lrs = {k: optimizer["lr"] if v is None else (list(v) if isinstance(v, tuple) else v) for k, v in lrs.items()}
+    if uses_relative_step_schedule(optimizer):
         lrs = dict.fromkeys(lrs)  # kohya sets them to None: Adafactor chooses its own step size
     return {
-        "ss_session_id": random.randint(0, 2**32),
-        "ss_training_started_at": time.time(),
+        "ss_session_id": facts.session_id,
+        "ss_training_started_at": facts.started_at,
         "ss_output_name": cfg.save.output_name,
         **lrs,
         "ss_num_batches_per_epoch": plan.length.batches_per_epoch,
@@ -85,19 +109,13 @@ def _schedule_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
         "ss_lr_scheduler": scheduler_name(cfg.scheduler),
         "ss_optimizer": optimizer_description(optimizer),
         "ss_max_grad_norm": trainer.gradient_clip_val or 0.0,
-        "ss_mixed_precision": precision.mixed_precision if precision else cfg.precision.mixed_precision,
-        "ss_full_fp16": precision.full_fp16 if precision else cfg.precision.lora_dtype == "float16",
+        "ss_mixed_precision": cfg.precision.mixed_precision,
+        "ss_full_fp16": cfg.precision.lora_dtype == "float16",
         "ss_seed": cfg.seed,
         "ss_lowram": False,
         "ss_training_comment": None,
-        "ss_sd_scripts_commit_hash": f"sdlora {run['version']}",
+        "ss_sd_scripts_commit_hash": f"sdlora {facts.version}",
     }
-
-
-def _adafactor_relative_step(cfg: Any) -> bool:
-    from sdlora.optim.rules import adafactor_relative_step, is_adafactor
-
-    return is_adafactor(optimizer_class(cfg.optimizer)) and adafactor_relative_step(cfg.optimizer)
 
 
 def optimizer_class(node: Any) -> str:
@@ -112,7 +130,7 @@ def _literal(value: Any) -> str:
 
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value)
-    return str(tuple(value)) if isinstance(value, list) else str(value)
+    return str(tuple(value)) if isinstance(value, list | tuple) else str(value)
 
 
 def optimizer_description(node: Any) -> str:
@@ -123,13 +141,13 @@ def optimizer_description(node: Any) -> str:
 
 def scheduler_name(node: Any) -> str:
     """``ss_lr_scheduler``: kohya's scheduler name (sdlora's factories carry it), ``adafactor:<initial lr>``."""
-    name = str(node._target_).rsplit(".", 1)[-1]
-    if str(node._target_) == "sdlora.optim.schedulers.adafactor":
+    name = str(node["_target_"]).rsplit(".", 1)[-1]
+    if str(node["_target_"]) == ADAFACTOR_SCHEDULER:
         return f"adafactor:{node.get('initial_lr')}"
     return name
 
 
-def _network_keys(cfg: Any, lora: Any = None) -> dict[str, Any]:
+def _network_keys(cfg: TrainConfig, lora: Any = None) -> dict[str, Any]:
     """Network type, rank/alpha used, dropouts, network_args and max-norm (``lora``: the built network, if any)."""
     from sdlora.network.network_args import network_args, used_dim_alpha
 
@@ -145,7 +163,7 @@ def _network_keys(cfg: Any, lora: Any = None) -> dict[str, Any]:
     }
 
 
-def _model_keys(cfg: Any, family: Any, prediction_type: str) -> dict[str, Any]:
+def _model_keys(cfg: TrainConfig, family: Any, prediction_type: str) -> dict[str, Any]:
     return {
         "ss_v2": family.is_v2,
         "ss_base_model_version": family.base_model_version_for(prediction_type),
@@ -154,7 +172,7 @@ def _model_keys(cfg: Any, family: Any, prediction_type: str) -> dict[str, Any]:
     }
 
 
-def _loss_keys(cfg: Any) -> dict[str, Any]:
+def _loss_keys(cfg: TrainConfig) -> dict[str, Any]:
     """Noise and loss-weighting options (kohya writes None for options that are off)."""
     loss = cfg.loss
     return {
@@ -168,8 +186,8 @@ def _loss_keys(cfg: Any) -> dict[str, Any]:
         "ss_zero_terminal_snr": loss.zero_terminal_snr,
         "ss_min_snr_gamma": loss.min_snr_gamma,
         "ss_debiased_estimation": loss.debiased_estimation,
-        "ss_loss_type": getattr(loss.type, "value", loss.type),
-        "ss_huber_schedule": getattr(loss.huber_schedule, "value", loss.huber_schedule),
+        "ss_loss_type": loss.type.value,
+        "ss_huber_schedule": loss.huber_schedule.value,
         "ss_huber_c": loss.huber_c,
         "ss_huber_scale": loss.huber_scale,
         "ss_prior_loss_weight": loss.prior_loss_weight,
@@ -194,23 +212,22 @@ def _any_subset(plan: Any, option: str) -> bool:
     return any(getattr(subset.options, option) for subset in plan.scan.subsets)
 
 
-def _dataset_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
+def _dataset_keys(cfg: TrainConfig, plan: Any, resolution: tuple[int, int], world_size: int) -> dict[str, Any]:
     """Images, repeats, captions, augmentation and buckets (kohya's keys for a run without a dataset config)."""
     data, trainer = cfg.data, cfg.trainer
-    width, height = run["resolution"]
+    width, height = resolution
     spec = plan.spec
     enabled = bool(spec and spec.enabled)
-    cache = str(getattr(data.cache_latents, "value", data.cache_latents))
     return {
         "ss_num_train_images": plan.num_train_images_with_repeats,
         "ss_num_reg_images": plan.reg.requested if plan.reg is not None else 0,
-        "ss_cache_latents": cache != "none",
+        "ss_cache_latents": data.cache_latents != CacheMode.none,
         "ss_caption_dropout_rate": data.caption_dropout_rate,
         "ss_caption_dropout_every_n_epochs": data.caption_dropout_every_n_epochs,
         "ss_caption_tag_dropout_rate": data.caption_tag_dropout_rate,
         "ss_face_crop_aug_range": None,
         "ss_batch_size_per_device": data.batch_size,
-        "ss_total_batch_size": data.batch_size * trainer.accumulate_grad_batches * run.get("world_size", 1),
+        "ss_total_batch_size": data.batch_size * trainer.accumulate_grad_batches * world_size,
         "ss_resolution": f"({width}, {height})",
         "ss_color_aug": _any_subset(plan, "color_aug"),
         "ss_flip_aug": _any_subset(plan, "flip_aug"),
@@ -229,7 +246,7 @@ def _dataset_keys(cfg: Any, plan: Any, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def modelspec_metadata(
-    family: Any, prediction_type: str, title: str, resolution: tuple[int, int], cfg: Any
+    family: Any, prediction_type: str, title: str, resolution: tuple[int, int], cfg: TrainConfig
 ) -> dict[str, str]:
     """``modelspec.*`` keys (SAI model spec 1.0.0) as kohya writes them for a LoRA."""
     spec = {

@@ -20,6 +20,12 @@ from typing import Any
 
 from sdlora.network.targets import Target
 
+#: Key suffixes of a kohya LoRA module's tensors: ``<name>.lora_down.weight``, ``<name>.lora_up.weight``,
+#: ``<name>.alpha``.
+LORA_DOWN = "lora_down.weight"
+LORA_UP = "lora_up.weight"
+ALPHA = "alpha"
+
 UNET_PREFIX = "lora_unet"
 TE_PREFIX = "lora_te"  # SD1/2: the single text encoder
 TE1_PREFIX = "lora_te1"  # SDXL: CLIP ViT-L (CLIPTextModel)

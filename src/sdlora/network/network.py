@@ -1,9 +1,9 @@
-"""A LoRA network: the wrapper modules injected into a U-Net and text encoders, keyed by their kohya names.
+"""A network: the adapter modules injected into a U-Net and text encoders, keyed by their kohya names.
 
-The wrappers live inside the model (swapped into their parents); this object only keeps the name → module table (with
-each module's root, path, pipeline component and U-Net block), so the LoRA can be saved, loaded, merged and removed,
+The modules live inside the model (swapped into their parents); this object keeps the name → module table (with each
+module's injection site and U-Net block), so the network can be written to and read from a file, merged and removed,
 its parameters grouped for the optimizer (:mod:`sdlora.network.param_groups`) and its norms capped
-(:mod:`sdlora.network.max_norm`).
+(:mod:`sdlora.network.max_norm`). It only talks to its modules through :class:`~sdlora.network.module.NetworkModule`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ import torch
 from torch import nn
 
 from sdlora.network.blocks import BlockOptions
-from sdlora.network.lora import LoRAModule
+from sdlora.network.module import NetworkModule
 from sdlora.network.naming import UNET_PREFIX
 from sdlora.network.targets import Target
 
-TENSOR_SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
-
-#: Builds the LoRA for a named target, or returns None to leave that target alone.
-ModuleFactory = Callable[[str, Target], "LoRAModule | None"]
+#: Builds the module for a named target, or returns None to leave that target alone.
+ModuleFactory = Callable[[str, Target], "NetworkModule | None"]
 
 
 def _replace_child(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -34,8 +32,8 @@ def _replace_child(root: nn.Module, path: str, new: nn.Module) -> None:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Where a LoRA module sits: its root model, the module path inside it, and the pipeline component's name
+class Injection:
+    """Where a module was injected: its root model, the module path inside it, and the pipeline component's name
     (``unet``, ``text_encoder``, ``text_encoder_2`` — diffusers' names, used by the diffusers/PEFT export)."""
 
     root: nn.Module
@@ -45,10 +43,10 @@ class Placement:
 
 @dataclass
 class LoRANetwork:
-    """kohya name → :class:`LoRAModule`, plus where each one was injected (to export or remove them again)."""
+    """kohya name → :class:`NetworkModule`, plus where each one was injected (to export or remove them again)."""
 
-    modules: dict[str, LoRAModule] = field(default_factory=dict)
-    placements: dict[str, Placement] = field(default_factory=dict, repr=False)
+    modules: dict[str, NetworkModule] = field(default_factory=dict)
+    injections: dict[str, Injection] = field(default_factory=dict, repr=False)
     #: kohya U-Net block number of each U-Net module (block-wise learning rates; −1 outside the blocks).
     blocks: dict[str, int] = field(default_factory=dict, repr=False)
     block_options: BlockOptions = field(default_factory=BlockOptions)
@@ -73,7 +71,7 @@ class LoRANetwork:
                 continue
             _replace_child(root, target.path, module)
             self.modules[name] = module
-            self.placements[name] = Placement(root, target.path, component)
+            self.injections[name] = Injection(root, target.path, component)
             if block_index is not None:
                 self.blocks[name] = block_index(name)
 
@@ -84,10 +82,16 @@ class LoRANetwork:
         """Module names, optionally only those starting with ``prefix`` (e.g. ``lora_unet``, ``lora_te``)."""
         return [n for n in self.modules if prefix is None or n.startswith(prefix + "_")]
 
-    def parameters(self, prefix: str | None = None) -> Iterator[nn.Parameter]:
+    def is_unet(self, name: str) -> bool:
+        return name.startswith(UNET_PREFIX + "_")
+
+    # -------------------------------------------------------------------------------------------- training
+    def trainable_parameters(self, prefix: str | None = None) -> Iterator[nn.Parameter]:
         for name in self.names(prefix):
-            yield from self.modules[name].lora_down.parameters()
-            yield from self.modules[name].lora_up.parameters()
+            yield from self.modules[name].trainable_parameters()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
 
     def param_groups(
         self, default_lr: float, unet_lr: float | None, text_encoder_lr: float | list[float] | None
@@ -98,17 +102,16 @@ class LoRANetwork:
 
         return param_groups(self, default_lr, unet_lr, text_encoder_lr)
 
-    def requires_grad_(self, flag: bool = True) -> LoRANetwork:
-        for p in self.parameters():
+    def set_trainable(self, flag: bool = True) -> LoRANetwork:
+        """``requires_grad`` of every adapter parameter."""
+        for p in self.trainable_parameters():
             p.requires_grad_(flag)
         return self
 
-    def train(self, mode: bool = True) -> None:
-        """Train/eval mode of the LoRA modules only (their dropouts), independent of the frozen model's mode."""
+    def set_training(self, mode: bool = True) -> None:
+        """Train/eval mode of the adapters only (their dropouts), independent of the frozen model's mode."""
         for module in self.modules.values():
-            module.lora_down.train(mode)
-            module.lora_up.train(mode)
-            module.training = mode
+            module.set_training(mode)
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[LoRANetwork]:
@@ -117,54 +120,49 @@ class LoRANetwork:
         For sample images and validation loss. Unlike kohya, whose dropouts stay active while it samples.
         """
         previous = {name: module.training for name, module in self.modules.items()}
-        self.train(False)
+        self.set_training(False)
         try:
             yield self
         finally:
             for name, module in self.modules.items():
-                module.lora_down.train(previous[name])
-                module.lora_up.train(previous[name])
-                module.training = previous[name]
+                module.set_training(previous[name])
 
-    def to(self, dtype: torch.dtype) -> LoRANetwork:
-        """Cast the LoRA parameters (not the base layers) to ``dtype``."""
+    def cast_(self, dtype: torch.dtype) -> LoRANetwork:
+        """Cast the adapter parameters (not the base layers) to ``dtype``."""
         for module in self.modules.values():
-            module.lora_down.to(dtype)
-            module.lora_up.to(dtype)
+            module.cast_(dtype)
         return self
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def adapter_modules(self) -> list[nn.Module]:
+        """The child modules holding the adapter parameters (what a sharding strategy must keep whole)."""
+        return [part for module in self.modules.values() for part in module.adapter_modules()]
 
-    def state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """The kohya LoRA state dict: ``<name>.lora_down.weight``, ``<name>.lora_up.weight``, ``<name>.alpha``."""
+    # ------------------------------------------------------------------------------------------------ file
+    def kohya_tensors(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The file's tensors, ``<name>.<suffix>`` (LoRA: ``lora_down.weight``, ``lora_up.weight``, ``alpha``), on
+        the CPU, cast to ``dtype`` if given."""
         out: dict[str, torch.Tensor] = {}
         for name, module in self.modules.items():
-            tensors = (module.lora_down.weight, module.lora_up.weight, module.alpha)
-            for suffix, tensor in zip(TENSOR_SUFFIXES, tensors, strict=True):
+            for suffix, tensor in module.file_tensors().items():
                 t = tensor.detach().to("cpu")
                 out[f"{name}.{suffix}"] = (t.to(dtype) if dtype is not None else t).contiguous()
         return out
 
     @torch.no_grad()
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Copy a kohya state dict into the modules; missing, unexpected or mis-shaped keys are an error."""
-        expected = {f"{n}.{s}" for n in self.modules for s in TENSOR_SUFFIXES}
-        missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    def load_kohya_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Copy a file's tensors into the modules; missing, unexpected or mis-shaped keys are an error."""
+        expected = {f"{n}.{s}" for n, m in self.modules.items() for s in m.file_tensors()}
+        missing, unexpected = sorted(expected - tensors.keys()), sorted(tensors.keys() - expected)
         if missing or unexpected:
             raise ValueError(f"LoRA keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
         for name, module in self.modules.items():
-            for suffix, tensor in (
-                ("lora_down.weight", module.lora_down.weight),
-                ("lora_up.weight", module.lora_up.weight),
-            ):
-                value = state[f"{name}.{suffix}"]
-                if value.shape != tensor.shape:
-                    raise ValueError(f"{name}.{suffix}: shape {tuple(value.shape)} != {tuple(tensor.shape)}")
-                tensor.copy_(value)
-            module.alpha.fill_(float(state[f"{name}.alpha"]))
-            module.scale = float(module.alpha) / module.rank
+            own = {s: tensors[f"{name}.{s}"] for s in module.file_tensors()}
+            try:
+                module.load_file_tensors(own)
+            except ValueError as exc:
+                raise ValueError(f"{name}.{exc}") from None
 
+    # ----------------------------------------------------------------------------------------------- maths
     def apply_max_norm(self, max_norm: float) -> tuple[int, float, float]:
         """[kohya: scale_weight_norms] Cap every ‖ΔW‖ at ``max_norm``; see :func:`sdlora.network.max_norm.apply`."""
         from sdlora.network.max_norm import apply_max_norm
@@ -179,11 +177,8 @@ class LoRANetwork:
     def remove(self) -> None:
         """Put the base layers back (unmerged weights stay as they are); the network is empty afterwards."""
         for name, module in self.modules.items():
-            placement = self.placements[name]
-            _replace_child(placement.root, placement.path, module.base)
+            injection = self.injections[name]
+            _replace_child(injection.root, injection.path, module.base)
         self.modules.clear()
-        self.placements.clear()
+        self.injections.clear()
         self.blocks.clear()
-
-    def is_unet(self, name: str) -> bool:
-        return name.startswith(UNET_PREFIX + "_")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sdlora.config.schema import NetworkConfig
+
 
 def _csv(values) -> str:
     return ",".join(str(v) for v in values)
@@ -24,31 +26,35 @@ def split_block_lr_weight(weights) -> dict[str, str]:
     return {"down_lr_weight": _csv(down), "mid_lr_weight": _csv(mid), "up_lr_weight": _csv(up)}
 
 
-def network_args(network: Any) -> dict[str, str]:
-    """kohya's network_args for a ``network`` config node (only what is set)."""
+def network_args(network: NetworkConfig) -> dict[str, str]:
+    """kohya's network_args for the ``network`` options (only what is set)."""
+    from sdlora.network.build import CONV_NETWORKS, conv_alpha
+
     args: dict[str, str] = {}
-    if str(getattr(network.name, "value", network.name)) == "locon":
+    if network.name in CONV_NETWORKS:
         args["conv_dim"] = str(network.conv_rank)
-        args["conv_alpha"] = str(network.conv_alpha if network.conv_alpha is not None else 1.0)
+        args["conv_alpha"] = str(conv_alpha(network))
     for option in ("rank_dropout", "module_dropout"):
-        if network[option]:
-            args[option] = str(network[option])
+        if getattr(network, option):
+            args[option] = str(getattr(network, option))
     for option in ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas"):
-        if network[option] is not None:
-            args[option] = _csv(network[option])
+        if getattr(network, option) is not None:
+            args[option] = _csv(getattr(network, option))
     if network.block_lr_weight is not None:
         args.update(split_block_lr_weight(network.block_lr_weight))
     for option in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"):
-        if network[option] is not None:
-            args[option] = str(network[option])
+        if getattr(network, option) is not None:
+            args[option] = str(getattr(network, option))
     return args
 
 
-def used_dim_alpha(network: Any, lora: Any = None) -> tuple[Any, Any]:
+def used_dim_alpha(network: NetworkConfig, lora: Any = None) -> tuple[Any, Any]:
     """(ss_network_dim, ss_network_alpha): the configured values, or with ``network.weights`` those of the built
     network's Linear/1×1 modules — one number each when they agree, else "Dynamic" (kohya's word for mixed ranks)."""
+    from sdlora.network.functional import effective_alpha
+
     if network.weights is None or lora is None:
-        return network.rank, network.alpha if network.alpha else float(network.rank)
+        return network.rank, effective_alpha(network.alpha, network.rank)
     base = [m for m in lora.modules.values() if tuple(m.lora_down.weight.shape[2:]) in ((), (1, 1))]
     ranks = {m.rank for m in base}
     alphas = {float(m.alpha) for m in base}

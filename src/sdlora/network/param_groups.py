@@ -5,8 +5,9 @@
   else ``optimizer.lr`` [text_encoder_lr].
 - U-Net: one group ``unet`` with ``network.unet_lr`` else ``optimizer.lr`` [unet_lr]; with ``network.block_lr_weight``
   one group per block, ``unet_block<b>``, whose lr is that times the block's weight.
-- LoRA+ [loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio]: the ``lora_up`` weights of each
-  group move to a group ``<name>_plus`` whose lr is multiplied by the ratio (the side's own ratio, else the common one).
+- LoRA+ [loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio]: the ``lora_up`` weights (each
+  module's ``plus_parameters()``) of each group move to a group ``<name>_plus`` whose lr is multiplied by the ratio
+  (the side's own ratio, else the common one).
 - A group whose lr is 0 is dropped (current sd-scripts), so its modules keep their initial values.
 
 The group names become the TensorBoard tags ``lr/<name>``.
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-
-from torch import nn
 
 if TYPE_CHECKING:
     from sdlora.network.network import LoRANetwork
@@ -71,15 +70,13 @@ def param_groups(
     groups: list[dict] = []
     for group, (names, lr, side) in sides.items():
         ratio = network.loraplus.get(side) or network.loraplus.get("all")
-        downs = [network.modules[n].lora_down.weight for n in names]
-        ups = [network.modules[n].lora_up.weight for n in names]
+        modules = [network.modules[n] for n in names]
         if ratio:
-            candidates = [(group, downs, lr), (f"{group}_plus", ups, lr * ratio)]
+            plus = [p for m in modules for p in m.plus_parameters()]
+            marked = {id(p) for p in plus}
+            rest = [p for m in modules for p in m.trainable_parameters() if id(p) not in marked]
+            candidates = [(group, rest, lr), (f"{group}_plus", plus, lr * ratio)]
         else:
-            candidates = [(group, _interleave(downs, ups), lr)]
+            candidates = [(group, [p for m in modules for p in m.trainable_parameters()], lr)]
         groups += [{"name": g, "params": p, "lr": r} for g, p, r in candidates if p and r > 0]
     return groups
-
-
-def _interleave(downs: list[nn.Parameter], ups: list[nn.Parameter]) -> list[nn.Parameter]:
-    return [p for pair in zip(downs, ups, strict=True) for p in pair]

@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 
 from sdlora.errors import SdloraError
-from sdlora.network.lora import LoRAModule
+from sdlora.network.module import NetworkModule
+from sdlora.network.naming import ALPHA, LORA_DOWN, LORA_UP
 
 log = logging.getLogger("sdlora")
 
 SUFFIXES = (".safetensors", ".ckpt", ".pt")
-_DOWN, _UP, _ALPHA = ".lora_down.weight", ".lora_up.weight", ".alpha"
+_DOWN, _UP, _ALPHA = f".{LORA_DOWN}", f".{LORA_UP}", f".{ALPHA}"
 
 
 def _keys(path: Path) -> list[str]:
@@ -117,24 +118,14 @@ class InitialWeights:
             )  # fmt: skip
 
     @torch.no_grad()
-    def load_into(self, name: str, module: LoRAModule) -> None:
+    def load_into(self, name: str, module: NetworkModule) -> None:
         """Copy the file's tensors of ``name`` into ``module`` (built with the file's rank and alpha)."""
         source = self.modules[name]
-        for label, value, param in (
-            ("lora_down", source.down, module.lora_down.weight),
-            ("lora_up", source.up, module.lora_up.weight),
-        ):
-            param.copy_(_fit_shape(value, param.shape, f"network.weights={self.location!r}: {name}.{label}"))
-
-
-def _fit_shape(value: torch.Tensor, shape: torch.Size, what: str) -> torch.Tensor:
-    """``value`` in ``shape``; a 1×1-conv tensor fits a Linear layer and back (SD2 proj_in/out exist in both forms)."""
-    if value.shape == shape:
-        return value
-    trailing_ones = all(d == 1 for d in value.shape[2:]) and all(d == 1 for d in shape[2:])
-    if trailing_ones and value.shape[:2] == shape[:2]:
-        return value.reshape(shape)
-    raise SdloraError(
-        f"{what} has shape {tuple(value.shape)} but this model's layer needs {tuple(shape)}: the file was trained "
-        "for a model of another family or size"
-    )
+        tensors = {LORA_DOWN: source.down, LORA_UP: source.up, ALPHA: torch.tensor(source.alpha)}
+        try:
+            module.load_file_tensors(tensors)
+        except ValueError as exc:
+            raise SdloraError(
+                f"network.weights={self.location!r}: {name}.{exc}: the file was trained for a model of another "
+                "family or size"
+            ) from None

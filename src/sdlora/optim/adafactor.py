@@ -19,7 +19,7 @@ def uses_relative_step(relative_step: bool, warmup_init: bool) -> bool:
     return bool(relative_step or warmup_init)
 
 
-def adafactor(
+def build_adafactor(
     params: Iterable[Any],
     lr: float,
     relative_step: bool = True,
@@ -53,4 +53,4 @@ def adafactor(
     )
 
 
-adafactor.optimizer_class = OPTIMIZER_CLASS  # what ss_optimizer names (kohya writes the class it built)
+build_adafactor.optimizer_class = OPTIMIZER_CLASS  # what ss_optimizer names (kohya writes the class it built)

@@ -26,11 +26,11 @@ PACKAGES = {
 }
 
 
-def locate_target(node: DictConfig, group: str) -> tuple[Any, list[str]]:
+def locate_target(node: Any, group: str) -> tuple[Any, list[str]]:
     """The callable named by ``node._target_`` and the problems found with the node's keys."""
     from hydra.utils import get_method
 
-    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    target = node.get("_target_") if isinstance(node, DictConfig | dict) else None
     if not target:
         return None, [f"{group}: no _target_ (choose a {group}=… option or set {group}._target_=package.Class)"]
     missing = _missing_package(target)
@@ -54,12 +54,12 @@ def _missing_package(target: str) -> str | None:
     return None
 
 
-def target_class_name(node: DictConfig) -> str:
+def target_class_name(node: Any) -> str:
     """``module.Class`` of what ``node._target_`` builds, as kohya names it in ``ss_optimizer`` (the class's own module,
     e.g. ``torch.optim.adamw.AdamW``). sdlora's builder functions declare the class they build."""
     from hydra.utils import get_method
 
-    target = str(node._target_)
+    target = str(node["_target_"])
     try:
         fn = get_method(target)
     except Exception:
@@ -72,7 +72,7 @@ def target_class_name(node: DictConfig) -> str:
     return target
 
 
-def _unknown_keys(fn: Any, node: DictConfig, group: str) -> list[str]:
+def _unknown_keys(fn: Any, node: Any, group: str) -> list[str]:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -89,23 +89,23 @@ def _unknown_keys(fn: Any, node: DictConfig, group: str) -> list[str]:
             hint = f" (did you mean {group}.{close[0]}?)"
         else:
             hint = f" (accepted: {', '.join(sorted(accepted))})" if accepted else " (it takes no arguments)"
-        problems.append(f"{group}.{key} is not an argument of {node._target_}{hint}")
+        problems.append(f"{group}.{key} is not an argument of {node['_target_']}{hint}")
     return problems
 
 
-def check_optimizer(node: DictConfig) -> list[str]:
+def check_optimizer(node: Any) -> list[str]:
     _, problems = locate_target(node, "optimizer")
-    lr = node.get("lr") if isinstance(node, DictConfig) else None
+    lr = node.get("lr") if isinstance(node, DictConfig | dict) else None
     if not problems and (lr is None or not isinstance(lr, int | float) or lr <= 0):
         problems.append(f"optimizer.lr must be a positive number, got {lr!r}")
     return problems
 
 
-def check_scheduler(node: DictConfig) -> list[str]:
+def check_scheduler(node: Any) -> list[str]:
     return locate_target(node, "scheduler")[1]
 
 
-def build_scheduler(factory: Any, optimizer: Any, total_steps: int) -> Any:
+def build_lr_scheduler(factory: Any, optimizer: Any, total_steps: int) -> Any:
     """Call a scheduler partial; ``total_steps`` (the run's optimizer steps) goes to factories that take it — all of
     sdlora's — and not to other classes such as ``torch.optim.lr_scheduler.StepLR`` (``scheduler=custom``)."""
     try:
@@ -116,9 +116,11 @@ def build_scheduler(factory: Any, optimizer: Any, total_steps: int) -> Any:
     return factory(optimizer, total_steps=total_steps) if takes_total else factory(optimizer)
 
 
-def instantiate_partial(node: DictConfig) -> Any:
-    """``hydra.utils.instantiate`` of a ``_partial_`` node → a ``functools.partial``."""
+def instantiate_partial(node: Any) -> Any:
+    """``hydra.utils.instantiate`` of an open node (composed or resolved) as a ``functools.partial``."""
     from hydra.utils import instantiate
 
-    node = OmegaConf.merge(node, {"_partial_": True})
-    return instantiate(node, _convert_="all")
+    from sdlora.config.frozen import thaw
+
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else thaw(node)
+    return instantiate({**plain, "_partial_": True}, _convert_="all")

@@ -1,29 +1,32 @@
-"""kohya's optimizer-dependent rules (kohya-semantics §10.1), applied once to the validated config before training.
+"""kohya's optimizer-dependent rules (docs/kohya-behaviour.md §10.1).
 
-- Adafactor with ``relative_step`` (its default; ``warmup_init`` forces it) sets its own step size: the schedule is
-  switched to ``scheduler=adafactor`` (with a warning when another one was chosen), ``optimizer.lr`` becomes its
-  ``initial_lr``, and ``network.unet_lr`` / ``network.text_encoder_lr`` are ignored. Without a relative step kohya's
-  hints are repeated (gradient clipping on, constant_with_warmup, clip_threshold 1.0).
-- D-Adaptation and Prodigy adapt the step size: a warning when ``optimizer.lr`` ≤ 0.1 (use about 1.0); Prodigy with
-  16-bit LoRA parameters warms up badly (measured, DESIGN §5).
-- A torch optimizer's ``eps`` that is 0 in float16 (full_fp16): a warning, since its steps divide by zero.
-- bitsandbytes: paged optimizers need CUDA (elsewhere bitsandbytes falls back to the non-paged one: a warning says
-  so), and one step of the optimizer is tried on the training device first, so that a build without support for it
-  stops with a message naming the option instead of a traceback from the first training step.
+Applied once, where the config is resolved (:mod:`sdlora.config.resolve`):
+
+- :func:`resolve_schedule` — Adafactor with ``relative_step`` (its default; ``warmup_init`` forces it) sets its own
+  step size: the schedule becomes ``scheduler=adafactor`` (with a warning when another one was chosen) whose
+  ``initial_lr`` is ``optimizer.lr``, and ``network.unet_lr`` / ``network.text_encoder_lr`` are ignored.
+- :func:`optimizer_notes` — warnings only: Adafactor with a fixed lr (kohya's hints: no gradient clipping,
+  constant_with_warmup, clip_threshold 1.0); D-Adaptation and Prodigy with ``optimizer.lr`` ≤ 0.1 (use about 1.0),
+  Prodigy with 16-bit LoRA parameters (docs/design.md §5.3); a torch optimizer's ``eps`` that is 0 in float16
+  (full_fp16); paged bitsandbytes optimizers without CUDA.
+- :func:`adaptive_lr_problems` — a config error: D-Adaptation/Prodigy with different lrs in their groups.
+
+:func:`check_optimizer_runs` tries one step of a bitsandbytes optimizer on the training device before the model is
+loaded, so that a build without support for it stops with a message naming the option instead of a traceback from
+the first training step.
+
+The open ``optimizer`` / ``scheduler`` nodes are read by key (``node["lr"]``), so these functions take the composed
+node as well as the resolved (plain) one.
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
-
-from omegaconf import DictConfig, OmegaConf
+from typing import Any
 
 from sdlora.errors import SdloraError
 from sdlora.optim.adafactor import uses_relative_step
 from sdlora.optim.factory import instantiate_partial, target_class_name
-
-log = logging.getLogger("sdlora")
 
 ADAPTIVE_PACKAGES = ("dadaptation", "prodigyopt")
 ADAFACTOR_SCHEDULER = "sdlora.optim.schedulers.adafactor"
@@ -42,38 +45,62 @@ def is_bitsandbytes(class_name: str) -> bool:
     return class_name.startswith("bitsandbytes.")
 
 
-def adafactor_relative_step(node: DictConfig) -> bool:
+def adafactor_relative_step(node: Any) -> bool:
+    """Whether an Adafactor node computes its own step size (relative_step, or warmup_init which forces it)."""
     return uses_relative_step(node.get("relative_step", True), node.get("warmup_init", False))
 
 
-def scheduler_in_effect(optimizer: DictConfig, scheduler: DictConfig) -> DictConfig:
-    """The schedule the run will use: ``scheduler=adafactor`` for Adafactor with a relative step, else ``scheduler``."""
-    relative = is_adafactor(target_class_name(optimizer)) and adafactor_relative_step(optimizer)
-    if not relative or scheduler.get("_target_") == ADAFACTOR_SCHEDULER:
-        return scheduler
-    return OmegaConf.create({"_target_": ADAFACTOR_SCHEDULER, "_partial_": True, "initial_lr": None})
+def uses_relative_step_schedule(optimizer: Any) -> bool:
+    """Adafactor with a relative step: the run uses ``scheduler=adafactor`` whatever was chosen."""
+    return is_adafactor(target_class_name(optimizer)) and adafactor_relative_step(optimizer)
 
 
-def apply_optimizer_rules(cfg: DictConfig, device_type: str, lora_dtype: str = "float32") -> list[str]:
-    """Apply the rules to ``cfg`` (the scheduler node may be replaced); log and return the warnings."""
+def resolve_schedule(optimizer: Any, scheduler: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """The scheduler node the run uses instead of ``scheduler`` (None: keep it), and the warning saying so."""
+    if not uses_relative_step_schedule(optimizer):
+        return None, []
+    notes = []
+    if scheduler["_target_"] != ADAFACTOR_SCHEDULER:
+        notes.append(
+            f"optimizer=adafactor with relative_step=true computes its own step size: scheduler "
+            f"{scheduler['_target_']} is replaced by scheduler=adafactor, as kohya does (set "
+            "optimizer.relative_step=false to use a schedule)"
+        )
+    initial = scheduler.get("initial_lr") if scheduler["_target_"] == ADAFACTOR_SCHEDULER else None
+    replacement = {"_target_": ADAFACTOR_SCHEDULER, "_partial_": True,
+                   "initial_lr": optimizer["lr"] if initial is None else initial}  # fmt: skip
+    return replacement, notes
+
+
+def scheduler_in_effect(optimizer: Any, scheduler: Any) -> Any:
+    """The schedule the run will use (see :func:`resolve_schedule`)."""
+    replacement, _ = resolve_schedule(optimizer, scheduler)
+    return scheduler if replacement is None else replacement
+
+
+def optimizer_notes(cfg: Any, device_type: str) -> list[str]:
+    """The warnings of kohya's optimizer rules for a (composed or resolved) config on ``device_type``."""
     name = target_class_name(cfg.optimizer)
+    lora_dtype = cfg.precision.lora_dtype
     notes: list[str] = []
     if is_adafactor(name):
-        notes += _adafactor(cfg)
+        notes += _adafactor_notes(cfg)
     if is_adaptive(name):
-        notes += _adaptive(cfg, name, lora_dtype)
-    if is_bitsandbytes(name):
-        notes += _bitsandbytes(cfg, name, device_type)
+        notes += _adaptive_notes(cfg, name, lora_dtype)
+    short = name.rsplit(".", 1)[-1]
+    if is_bitsandbytes(name) and short.startswith("Paged") and device_type != "cuda":
+        notes.append(
+            f"{short} keeps its state in paged memory, which needs a CUDA GPU: on {device_type} bitsandbytes uses the "
+            f"non-paged {short.removeprefix('Paged')} instead"
+        )
     notes += float16_eps_notes(cfg.optimizer, name, lora_dtype)
-    for note in notes:
-        log.warning("%s", note)
     return notes
 
 
 FLOAT16_TINY = 2.0**-24  # the smallest positive float16 (subnormal): smaller values round to 0
 
 
-def float16_eps_notes(node: DictConfig, name: str, lora_dtype: str) -> list[str]:
+def float16_eps_notes(node: Any, name: str, lora_dtype: str) -> list[str]:
     """A torch optimizer keeps its state in the parameters' dtype: with float16 LoRA parameters (full_fp16) an
     ``eps`` below 2⁻²⁴ is 0 there, so Adam's ``m / (√v + eps)`` divides by 0 wherever a gradient's square underflows
     (|g| < 2⁻¹²), and the weights become inf/NaN. bitsandbytes computes in float32 and is not affected."""
@@ -88,51 +115,42 @@ def float16_eps_notes(node: DictConfig, name: str, lora_dtype: str) -> list[str]
     ]
 
 
-def _adafactor(cfg: DictConfig) -> list[str]:
-    notes = []
+def _adafactor_notes(cfg: Any) -> list[str]:
     optimizer, scheduler = cfg.optimizer, cfg.scheduler
-    if not adafactor_relative_step(optimizer):
-        if (cfg.trainer.gradient_clip_val or 0) > 0:
-            notes.append(
-                "optimizer=adafactor with a fixed lr: trainer.gradient_clip_val is set, so gradients are clipped "
-                "(kohya suggests trainer.gradient_clip_val=0)"
-            )
-        if not str(scheduler._target_).endswith(".constant_with_warmup"):
-            notes.append("optimizer=adafactor with a fixed lr: kohya suggests scheduler=constant_with_warmup")
-        if optimizer.get("clip_threshold", 1.0) != 1.0:
-            notes.append("optimizer=adafactor: kohya suggests optimizer.clip_threshold=1.0")
-        return notes
-    if scheduler._target_ != ADAFACTOR_SCHEDULER:
-        notes.append(
-            f"optimizer=adafactor with relative_step=true computes its own step size: scheduler "
-            f"{scheduler._target_} is replaced by scheduler=adafactor, as kohya does (set "
-            "optimizer.relative_step=false to use a schedule)"
-        )
-        cfg.scheduler = scheduler_in_effect(optimizer, scheduler)
-    if cfg.scheduler.get("initial_lr") is None:
-        cfg.scheduler.initial_lr = optimizer.lr
-    ignored = [k for k in ("unet_lr", "text_encoder_lr") if cfg.network.get(k) is not None]
-    if ignored:
-        notes.append(
+    if adafactor_relative_step(optimizer):
+        ignored = [k for k in ("unet_lr", "text_encoder_lr") if getattr(cfg.network, k) is not None]
+        if not ignored:
+            return []
+        return [
             f"optimizer=adafactor with relative_step=true uses one step size for all parameters: "
             f"{', '.join('network.' + k for k in ignored)} ignored (kohya)"
+        ]
+    notes = []
+    if (cfg.trainer.gradient_clip_val or 0) > 0:
+        notes.append(
+            "optimizer=adafactor with a fixed lr: trainer.gradient_clip_val is set, so gradients are clipped "
+            "(kohya suggests trainer.gradient_clip_val=0)"
         )
+    if not str(scheduler["_target_"]).endswith(".constant_with_warmup"):
+        notes.append("optimizer=adafactor with a fixed lr: kohya suggests scheduler=constant_with_warmup")
+    if optimizer.get("clip_threshold", 1.0) != 1.0:
+        notes.append("optimizer=adafactor: kohya suggests optimizer.clip_threshold=1.0")
     return notes
 
 
-def first_group_lr(cfg: DictConfig) -> float:
+def first_group_lr(cfg: Any) -> float:
     """The lr of the first optimizer group: the text encoder's when it is trained, else the U-Net's."""
-    network, default = cfg.network, cfg.optimizer.lr
+    network, default = cfg.network, cfg.optimizer["lr"]
     if network.train_text_encoder and network.text_encoder_lr != 0:
         return default if network.text_encoder_lr is None else network.text_encoder_lr
     return default if network.unet_lr is None else network.unet_lr
 
 
-def adaptive_lr_problems(cfg: DictConfig) -> list[str]:
+def adaptive_lr_problems(cfg: Any) -> list[str]:
     """D-Adaptation and Prodigy refuse different lrs in their groups (0 excepted): a config error, found early."""
     if not is_adaptive(target_class_name(cfg.optimizer)):
         return []
-    network, default = cfg.network, cfg.optimizer.lr
+    network, default = cfg.network, cfg.optimizer["lr"]
     lrs = {}
     if network.train_unet:
         lrs["network.unet_lr"] = default if network.unet_lr is None else network.unet_lr
@@ -142,13 +160,13 @@ def adaptive_lr_problems(cfg: DictConfig) -> list[str]:
     if len(used) > 1:
         values = ", ".join(f"{k}={v}" for k, v in lrs.items())
         return [
-            f"optimizer {cfg.optimizer._target_} adapts one step size for all parameters and needs the same lr in "
+            f"optimizer {cfg.optimizer['_target_']} adapts one step size for all parameters and needs the same lr in "
             f"every group, but {values} (set only optimizer.lr, or 0 to freeze a side)"
         ]
     return []
 
 
-def _adaptive(cfg: DictConfig, name: str, lora_dtype: str) -> list[str]:
+def _adaptive_notes(cfg: Any, name: str, lora_dtype: str) -> list[str]:
     notes = []
     short = name.rsplit(".", 1)[-1]
     lr = first_group_lr(cfg)
@@ -165,27 +183,20 @@ def _adaptive(cfg: DictConfig, name: str, lora_dtype: str) -> list[str]:
     return notes
 
 
-def _bitsandbytes(cfg: DictConfig, name: str, device_type: str) -> list[str]:
-    notes = []
-    short = name.rsplit(".", 1)[-1]
-    if short.startswith("Paged") and device_type != "cuda":
-        notes.append(
-            f"{short} keeps its state in paged memory, which needs a CUDA GPU: on {device_type} bitsandbytes uses the "
-            f"non-paged {short.removeprefix('Paged')} instead"
-        )
-    _try_one_step(cfg.optimizer, short, device_type)
-    return notes
-
-
-def _try_one_step(node: DictConfig, short: str, device_type: str) -> None:
-    """One step on a stand-in parameter large enough for 8-bit state (≥ 4096 elements) on the training device."""
+def check_optimizer_runs(node: Any, device_type: str) -> None:
+    """A bitsandbytes optimizer: one step on a stand-in parameter large enough for 8-bit state (≥ 4096 elements) on
+    the training device; a build that cannot run it is an :class:`SdloraError` naming the option."""
+    name = target_class_name(node)
+    if not is_bitsandbytes(name):
+        return
     import torch
 
+    short = name.rsplit(".", 1)[-1]
     param = torch.nn.Parameter(torch.ones(64, 128, device=device_type))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optimizer = instantiate_partial(node)([{"params": [param], "lr": node.lr}])
+            optimizer = instantiate_partial(node)([{"params": [param], "lr": node["lr"]}])
             param.grad = torch.full_like(param, 1e-3)
             optimizer.step()
     except Exception as exc:
@@ -193,7 +204,7 @@ def _try_one_step(node: DictConfig, short: str, device_type: str) -> None:
 
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SdloraError(
-            f"optimizer {node._target_} ({short}) cannot run on {device_type} with bitsandbytes "
+            f"optimizer {node['_target_']} ({short}) cannot run on {device_type} with bitsandbytes "
             f"{bitsandbytes.__version__}: {reason}. Update bitsandbytes or choose an optimizer without it "
             "(optimizer=adamw, optimizer=lion, …)"
         ) from exc

@@ -9,59 +9,48 @@
 | full_fp16    | fp16 (16-mixed)      | float16          | fp16 (fp32 for SDXL)   | float16 (fp16-grad scaler)     |
 
 ``precision.no_half_vae`` overrides the VAE column (true: float32; false: the frozen model's dtype). Lightning has no
-fp16 autocast on a CPU: there fp16_mixed runs as bf16_mixed and full_fp16 as full_bf16, with a warning.
+fp16 autocast on a CPU: there fp16_mixed runs as bf16_mixed and full_fp16 as full_bf16, with a warning. These
+fallbacks are applied once, when the config is resolved: the resolved ``precision`` node is what runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sdlora.config.schema import PrecisionConfig
 
 DTYPES = ("float32", "float16", "bfloat16")
 TRAINER_PRECISIONS = {"32-true": "float32", "16-mixed": "float16", "bf16-mixed": "bfloat16"}
 
 
-@dataclass(frozen=True)
-class PrecisionPlan:
-    """The effective precision of a run (after any fallback for the device)."""
+def torch_dtype(name: str) -> Any:
+    """``"bfloat16"`` → ``torch.bfloat16``."""
+    import torch
 
-    name: str
-    trainer_precision: str  # Lightning's precision flag
-    weight_dtype: str  # frozen U-Net and text encoders
-    lora_dtype: str  # LoRA parameters, their gradients and (torch optimizers') state
-    vae_dtype: str | None  # None: the family's default (float32 for SDXL, else weight_dtype)
-    mixed_precision: str  # kohya's name: "no", "fp16", "bf16"
-    stochastic_rounding: bool = False
-    notes: list[str] = field(default_factory=list)
+    return getattr(torch, name)
 
-    @property
-    def full_fp16(self) -> bool:
-        return self.lora_dtype == "float16"
 
-    @property
-    def full_bf16(self) -> bool:
-        return self.lora_dtype == "bfloat16"
+def vae_dtype(precision: PrecisionConfig) -> str:
+    """The VAE's dtype of a resolved precision: float32 with ``no_half_vae``, else the frozen model's."""
+    return "float32" if precision.no_half_vae else precision.weight_dtype
 
-    def torch_dtype(self, name: str | None) -> Any:
-        import torch
 
-        return None if name is None else getattr(torch, name)
+def trainer_kwargs(precision: PrecisionConfig, device_type: str, fsdp: bool = False) -> dict[str, Any]:
+    """``precision=`` for the Trainer, the mixed-precision plugin with the fp16-gradient scaler (full_fp16), or under
+    trainer=fsdp the FSDP precision plugin (:class:`~sdlora.distributed.fsdp.LoRAFSDPPrecision`)."""
+    if fsdp:
+        from sdlora.distributed.fsdp import LoRAFSDPPrecision
 
-    def trainer_kwargs(self, device_type: str, fsdp: bool = False) -> dict[str, Any]:
-        """``precision=`` for the Trainer, the mixed-precision plugin with the fp16-gradient scaler (full_fp16), or
-        under trainer=fsdp the FSDP precision plugin (:class:`~sdlora.distributed.fsdp.LoRAFSDPPrecision`)."""
-        if fsdp:
-            from sdlora.distributed.fsdp import LoRAFSDPPrecision
+        return {"plugins": [LoRAFSDPPrecision(precision.trainer_precision)]}
+    if precision.lora_dtype == "float16" and precision.trainer_precision == "16-mixed":
+        from lightning.pytorch.plugins.precision import MixedPrecision
 
-            return {"plugins": [LoRAFSDPPrecision(self.trainer_precision)]}
-        if self.full_fp16 and self.trainer_precision == "16-mixed":
-            from lightning.pytorch.plugins.precision import MixedPrecision
+        from sdlora.precision.scaler import FP16ParamsGradScaler
 
-            from sdlora.precision.scaler import FP16ParamsGradScaler
-
-            scaler = FP16ParamsGradScaler(device_type)
-            return {"plugins": [MixedPrecision("16-mixed", device_type, scaler=scaler)]}
-        return {"precision": self.trainer_precision}
+        scaler = FP16ParamsGradScaler(device_type)
+        return {"plugins": [MixedPrecision("16-mixed", device_type, scaler=scaler)]}
+    return {"precision": precision.trainer_precision}
 
 
 def check_precision(node: Any) -> list[str]:
@@ -94,8 +83,9 @@ def check_precision(node: Any) -> list[str]:
     return problems
 
 
-def resolve_precision(node: Any, device_type: str) -> PrecisionPlan:
-    """The plan for ``node`` on ``device_type`` ("cpu", "cuda", …); fp16 autocast falls back to bf16 on a CPU."""
+def resolve_precision(node: Any, device_type: str, vae_needs_fp32: bool) -> tuple[dict[str, Any], list[str]]:
+    """The precision options that run on ``device_type`` ("cpu", "cuda", …) and the warnings about any fallback: fp16
+    autocast becomes bf16 on a CPU; a null ``no_half_vae`` becomes the family's need (float32 VAE for SDXL)."""
     flag, weight, lora, mixed = node.trainer_precision, node.weight_dtype, node.lora_dtype, node.mixed_precision
     name, notes = node.name, []
     if flag == "16-mixed" and device_type == "cpu":
@@ -113,18 +103,10 @@ def resolve_precision(node: Any, device_type: str) -> PrecisionPlan:
                 f"precision={node.name}: fp16 autocast is not available on cpu; using bf16 autocast and a bfloat16 "
                 "frozen model instead (precision=bf16_mixed)"
             )
-    no_half_vae = node.get("no_half_vae")
-    vae = None if no_half_vae is None else ("float32" if no_half_vae else weight)
-    return PrecisionPlan(
-        name=name,
-        trainer_precision=flag,
-        weight_dtype=weight,
-        lora_dtype=lora,
-        vae_dtype=vae,
-        mixed_precision=mixed,
-        stochastic_rounding=bool(node.get("stochastic_rounding", False)),
-        notes=notes,
-    )
+    no_half_vae = node.no_half_vae if node.no_half_vae is not None else bool(vae_needs_fp32)
+    values = {"name": name, "trainer_precision": flag, "weight_dtype": weight, "lora_dtype": lora,
+              "mixed_precision": mixed, "no_half_vae": no_half_vae}  # fmt: skip
+    return values, notes
 
 
 def device_type(accelerator: str) -> str:

@@ -66,7 +66,7 @@ def scheduler_config(name: str, prediction_type: str, zero_terminal_snr: bool = 
     return class_name, config
 
 
-def build_scheduler(name: str, prediction_type: str, zero_terminal_snr: bool = False):
+def build_sampler(name: str, prediction_type: str, zero_terminal_snr: bool = False):
     """The diffusers scheduler of sampler ``name`` (see :func:`scheduler_config`)."""
     import warnings
 

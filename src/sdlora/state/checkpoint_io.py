@@ -1,8 +1,8 @@
 """Lightning's ``CheckpointIO`` for state folders (:mod:`sdlora.state.folder`).
 
 Lightning builds the checkpoint (optimizer, schedulers, precision plugin, loops with the data position, callbacks);
-:class:`sdlora.callbacks.state.TrainingState` replaces its model ``state_dict`` with the LoRA alone and adds the RNG
-streams and the ``state.json`` information. This class splits that dict into the folder's three files and joins them
+:class:`sdlora.callbacks.save_state.TrainingStates` replaces its model ``state_dict`` with the LoRA alone and adds the
+RNG streams and the ``state.json`` information. This class splits that dict into the folder's three files and joins them
 again on load, leaving the model ``state_dict`` empty: the LoRA goes back into the network through the callback.
 """
 

@@ -14,7 +14,8 @@ import hashlib
 import json
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from sdlora.config.frozen import thaw
+from sdlora.config.schema import TrainConfig
 
 LR_OPTIONS = ("unet_lr", "text_encoder_lr", "block_lr_weight", "loraplus_lr_ratio", "loraplus_unet_lr_ratio",
               "loraplus_text_encoder_lr_ratio")  # fmt: skip
@@ -29,30 +30,30 @@ def dataset_digest(plan: Any) -> dict[str, Any]:
     return {"sha256": digest, "text": f"{used} images, {len(plan.entries)} samples with repeats, {buckets} buckets"}
 
 
-def _node(node: Any) -> Any:
-    if isinstance(node, DictConfig):
-        return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_partial_"}
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+def _setting(value: Any) -> Any:
+    """A config value as JSON data (open nodes without ``_partial_``)."""
+    plain = thaw(value)
+    return {k: v for k, v in plain.items() if k != "_partial_"} if isinstance(plain, dict) else plain
 
 
-def fingerprint(cfg: DictConfig, plan: Any) -> dict[str, Any]:
-    """The schedule-affecting settings of a run (JSON-serialisable)."""
+def fingerprint(config: TrainConfig, plan: Any) -> dict[str, Any]:
+    """The schedule-affecting settings of a run (JSON-serialisable), read from the resolved config."""
     return {
         "settings": {
-            "seed": cfg.seed,
-            "data.batch_size": cfg.data.batch_size,
+            "seed": config.seed,
+            "data.batch_size": config.data.batch_size,
             "processes": plan.world_size,  # trainer.devices × trainer.num_nodes: the global batch
-            "trainer.accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
+            "trainer.accumulate_grad_batches": config.trainer.accumulate_grad_batches,
             "dataset": dataset_digest(plan),
-            "optimizer": _node(cfg.optimizer),
-            "scheduler": _node(cfg.scheduler),
-            **{f"network.{k}": _node(cfg.network[k]) for k in LR_OPTIONS},
+            "optimizer": _setting(config.optimizer),
+            "scheduler": _setting(config.scheduler),
+            **{f"network.{k}": _setting(getattr(config.network, k)) for k in LR_OPTIONS},
         },
         "horizon": {
             "total_steps": plan.length.total_steps,
             "steps_per_epoch": plan.length.steps_per_epoch,
-            "trainer.max_steps": cfg.trainer.max_steps,
-            "trainer.max_epochs": cfg.trainer.max_epochs,
+            "trainer.max_steps": config.trainer.max_steps,
+            "trainer.max_epochs": config.trainer.max_epochs,
         },
     }
 

@@ -87,7 +87,7 @@ class ResumePoint:
         return int(self.info["epoch"])
 
 
-def check_resume(value: str, current: dict[str, Any], allow_changes: bool) -> ResumePoint:
+def resume_point(value: str, current: dict[str, Any], allow_changes: bool) -> ResumePoint:
     """Locate the state and compare its fingerprint with ``current``
     (:func:`sdlora.state.fingerprint.fingerprint` of the new config)."""
     from sdlora.state.fingerprint import compare

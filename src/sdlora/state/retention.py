@@ -1,4 +1,4 @@
-"""kohya's save names and retention rules (kohya-semantics §8.1–8.2), as pure functions.
+"""kohya's save names and retention rules (docs/kohya-behaviour.md §8.1–8.2), as pure functions and a ledger.
 
 Names: ``<name>-step00000200`` (step saves), ``<name>-000001`` (epoch saves, 1-based), ``<name>`` (the final save);
 a state folder is the save's name + ``-state``.
@@ -17,7 +17,8 @@ epoch file saved more than N steps before the current save is removed too (:func
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 
 def step_name(name: str, step: int) -> str:
@@ -71,3 +72,48 @@ def older_than(saved_at: Mapping[int, int], step: int, keep_steps: int | None) -
     if not keep_steps:
         return []
     return sorted(key for key, saved in saved_at.items() if saved < step - keep_steps)
+
+
+@dataclass
+class Ledger:
+    """The saves of one kind (LoRA files or training states) and which of them a new save removes.
+
+    ``step_rule`` is :func:`step_to_remove` (files) or :func:`step_state_to_remove` (states); ``keep_steps`` /
+    ``keep_epochs`` are ``save.last_n_steps(_state)`` / ``save.last_n_epochs(_state)``. Each method returns the save
+    names to delete, and remembers the epoch saves for :meth:`old_epochs`.
+    """
+
+    output_name: str
+    every_n_steps: int | None
+    every_n_epochs: int | None
+    keep_steps: int | None
+    keep_epochs: int | None
+    step_rule: Callable[[int, int, int | None], int | None]
+    epoch_steps: dict[int, int] = field(default_factory=dict)  # epoch save → the step it was made at
+
+    def after_step(self, step: int) -> list[str]:
+        """kohya's step rule for a save at ``step``, then the epoch saves made more than keep_steps before it."""
+        names = []
+        if self.every_n_steps:
+            removed = self.step_rule(step, self.every_n_steps, self.keep_steps)
+            if removed is not None:
+                names.append(step_name(self.output_name, removed))
+        return names + self.old_epochs(step)
+
+    def old_epochs(self, step: int) -> list[str]:
+        """``save.last_n_steps`` beyond kohya: epoch saves made before step − N."""
+        names = []
+        for epoch in older_than(self.epoch_steps, step, self.keep_steps):
+            names.append(epoch_name(self.output_name, epoch))
+            del self.epoch_steps[epoch]
+        return names
+
+    def after_epoch(self, epoch: int, step: int) -> list[str]:
+        """kohya's epoch rule for the save of ``epoch`` (1-based) made at ``step``: epoch e − every·N goes."""
+        names = []
+        removed = epoch_to_remove(epoch, self.every_n_epochs or 1, self.keep_epochs)
+        if removed is not None:
+            names.append(epoch_name(self.output_name, removed))
+            self.epoch_steps.pop(removed, None)
+        self.epoch_steps[epoch] = step
+        return names

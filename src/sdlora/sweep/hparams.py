@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from sdlora.config.frozen import thaw
 
 # Always logged, so that the runs of any sweep share the same columns.
 KEY_HPARAMS = (
@@ -42,7 +44,7 @@ def _value(value: Any) -> Any:
         return "null"
     if OmegaConf.is_config(value):
         return str(OmegaConf.to_container(value, resolve=True))
-    return str(getattr(value, "value", value))
+    return str(thaw(value))
 
 
 def _override_key(override: str) -> str | None:
@@ -50,8 +52,11 @@ def _override_key(override: str) -> str | None:
     return None if key.startswith("hydra.") or key.startswith("hydra/") else key
 
 
-def run_hparams(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The key hyperparameters and every overridden key, with the values the run used."""
+def run_hparams(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The key hyperparameters and every overridden key, with the values the run used (``cfg``: the resolved config,
+    or a composed one)."""
+    if not OmegaConf.is_config(cfg):
+        cfg = OmegaConf.create(thaw(cfg))
     keys = list(KEY_HPARAMS)
     for override in overrides or []:
         key = _override_key(override)
@@ -78,7 +83,7 @@ def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def log_run_hparams(trainer, cfg: DictConfig, summary: dict[str, Any]) -> None:
+def log_run_hparams(trainer, cfg: Any, summary: dict[str, Any]) -> None:
     """Write the hyperparameters and final metrics to every TensorBoard logger of ``trainer`` (rank 0 only)."""
     from lightning.pytorch.loggers import TensorBoardLogger
 

@@ -15,24 +15,21 @@ from typing import Any
 
 import torch
 
+from sdlora.config.schema import CacheMode, DataConfig
+
 log = logging.getLogger("sdlora")
 
 
-def cache_folder(data_cfg: Any, run_dir: Path) -> Path:
-    return Path(data_cfg.cache_dir).expanduser() if data_cfg.get("cache_dir") else Path(run_dir) / "cache"
+def cache_folder(data: DataConfig, run_dir: Path) -> Path:
+    return Path(data.cache_dir).expanduser() if data.cache_dir else Path(run_dir) / "cache"
 
 
-def latent_cache_mode(data_cfg: Any) -> str:
-    value = data_cfg.get("cache_latents", "none")
-    return str(getattr(value, "value", value))
-
-
-def caches_text(data_cfg: Any) -> bool:
-    return bool(data_cfg.get("cache_text_encoder_outputs") or data_cfg.get("cache_text_encoder_outputs_to_disk"))
+def caches_text(data: DataConfig) -> bool:
+    return bool(data.cache_text_encoder_outputs or data.cache_text_encoder_outputs_to_disk)
 
 
 def prepare_caches(
-    data_cfg: Any, dataset, family, components, run_dir: Path, device: torch.device, write: bool = True
+    data_cfg: DataConfig, dataset, family, components, run_dir: Path, device: torch.device, write: bool = True
 ) -> dict[str, Any]:
     """Fill the dataset's latent and text caches; returns the reports by cache name. ``write=False``: use valid
     cache files but write none (every distributed rank but 0; see :class:`DataCaches`)."""
@@ -41,18 +38,18 @@ def prepare_caches(
 
     folder = cache_folder(data_cfg, run_dir)
     reports: dict[str, Any] = {}
-    mode = latent_cache_mode(data_cfg)
-    if mode != "none":
+    mode = data_cfg.cache_latents
+    if mode != CacheMode.none:
         components.vae.to(device)
         reports["latents"] = cache_latents(
-            dataset, components.vae, mode=mode, folder=folder / "latents", batch_size=data_cfg.vae_batch_size,
+            dataset, components.vae, mode=mode.value, folder=folder / "latents", batch_size=data_cfg.vae_batch_size,
             workers=data_cfg.num_workers, write=write,
         )  # fmt: skip
-        _log("latents", reports["latents"], mode == "disk")
+        _log("latents", reports["latents"], mode == CacheMode.disk)
     if caches_text(data_cfg):
         for encoder in components.text_encoders:
             encoder.to(device)
-        to_disk = bool(data_cfg.get("cache_text_encoder_outputs_to_disk"))
+        to_disk = data_cfg.cache_text_encoder_outputs_to_disk
         reports["text"] = cache_text_outputs(
             dataset, family, components, to_disk=to_disk, folder=folder / "text", batch_size=data_cfg.batch_size,
             num_variants=data_cfg.caption_variants, write=write,
@@ -69,7 +66,7 @@ def _log(what: str, report, to_disk: bool) -> None:
 class DataCaches:
     """The caches of one run, filled from the LightningDataModule's hooks (see the module docstring)."""
 
-    def __init__(self, data_cfg: Any, dataset, family, components, run_dir: Path) -> None:
+    def __init__(self, data_cfg: DataConfig, dataset, family, components, run_dir: Path) -> None:
         self.data_cfg = data_cfg
         self.dataset = dataset
         self.family = family
@@ -79,7 +76,7 @@ class DataCaches:
 
     @property
     def wanted(self) -> bool:
-        return latent_cache_mode(self.data_cfg) != "none" or caches_text(self.data_cfg)
+        return self.data_cfg.cache_latents != CacheMode.none or caches_text(self.data_cfg)
 
     def fill(self, device: torch.device, write: bool) -> None:
         """Fill the dataset's caches in this process (once)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from sdlora.config.schema import Attention
 from sdlora.errors import SdloraError
 
 MAX_TOKEN_LENGTHS = (75, 150, 225)
@@ -53,8 +54,7 @@ def _check_model(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"model.max_token_length must be one of {MAX_TOKEN_LENGTHS}, got {model.max_token_length}")
     if model.clip_skip is not None and model.clip_skip < 1:
         problems.append(f"model.clip_skip must be ≥ 1 (1 = last layer), got {model.clip_skip}")
-    xformers = str(getattr(model.attention, "value", model.attention)) == "xformers"
-    if xformers and importlib.util.find_spec("xformers") is None:
+    if model.attention == Attention.xformers and importlib.util.find_spec("xformers") is None:
         problems.append(
             "model.attention=xformers needs the xformers package (and a CUDA GPU); use model.attention=sdpa"
         )
@@ -108,31 +108,25 @@ def _check_loss(cfg: DictConfig, problems: list[str]) -> None:
 
 def _check_loss_prediction_type(cfg: DictConfig, problems: list[str]) -> None:
     """v-prediction-only and ε-only loss options, when the prediction type is known before loading the model."""
-    from sdlora.diffusion.objective import LossSettings, prediction_type_problems
+    from sdlora.diffusion.objective import prediction_type_problems
 
-    prediction = _expected_prediction_type(cfg)
+    prediction = expected_prediction_type(cfg)
     if prediction is not None:
-        problems += prediction_type_problems(LossSettings.from_config(cfg.loss), prediction)
+        problems += prediction_type_problems(cfg.loss, prediction)
 
 
-def _expected_prediction_type(cfg: DictConfig) -> str | None:
-    """``model.v_parameterization``, else what the checkpoint declares, else the family's default; None if unknown."""
+def expected_prediction_type(cfg: DictConfig) -> str | None:
+    """``model.v_parameterization``, else what the checkpoint declares, else the family's default; None if unknown
+    (a hub id, or a model option that is reported by the model checks)."""
     from hydra.utils import get_class
 
-    from sdlora.models.sources import declared_prediction_type, resolve_source
+    from sdlora.models.sources import expected_prediction_type as expected
 
-    if cfg.model.v_parameterization is not None:
-        return "v_prediction" if cfg.model.v_parameterization else "epsilon"
     try:
         family = get_class(cfg.model._target_)
-        declared = declared_prediction_type(resolve_source(cfg.model.pretrained)) if cfg.model.pretrained else None
+        return expected(cfg.model.pretrained, cfg.model.v_parameterization, family.default_v_parameterization)
     except Exception:  # reported by the model checks
         return None
-    if declared is not None:
-        return declared
-    if cfg.model.pretrained and resolve_source(cfg.model.pretrained).kind == "hub":
-        return None  # known after download
-    return "v_prediction" if family.default_v_parameterization else "epsilon"
 
 
 def _check_trainer_and_save(cfg: DictConfig, problems: list[str]) -> None:
@@ -190,11 +184,11 @@ def _check_optimization_and_precision(cfg: DictConfig, problems: list[str]) -> N
 
 
 def _check_saving_sampling_resume(cfg: DictConfig, problems: list[str]) -> None:
-    from sdlora.config.save_checks import check_resume, check_sample, check_save
+    from sdlora.config.save_checks import check_resume_option, check_sample, check_save
 
     check_save(cfg.save, problems)
     check_sample(cfg.sample, problems)
-    check_resume(cfg, problems)
+    check_resume_option(cfg, problems)
 
 
 def _check_sweep_and_scale(cfg: DictConfig, problems: list[str]) -> None:
@@ -203,7 +197,7 @@ def _check_sweep_and_scale(cfg: DictConfig, problems: list[str]) -> None:
     check_sweep_and_scale(cfg, problems)
 
 
-def validate(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig) -> None:
     """Raise one :class:`SdloraError` listing every problem of ``cfg``; return quietly when there are none."""
     problems: list[str] = []
     _check_model(cfg, problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdlora.diffusion.validation import fixed_noise, validation_timesteps
+from sdlora.diffusion.eval_noise import fixed_noise, validation_timesteps
 
 
 def test_timesteps_are_spread_over_the_range():

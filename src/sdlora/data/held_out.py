@@ -1,5 +1,6 @@
-"""Validation images: a held-out folder (``validation.dir``) or a seeded fraction of the training images
+"""Held-out validation images: a folder (``validation.dir``) or a seeded fraction of the training images
 (``validation.split``), each seen once per evaluation, centre-cropped to its bucket, without any augmentation.
+The loss computed on them is :mod:`sdlora.lit.val_loss`.
 """
 
 from __future__ import annotations
@@ -7,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from sdlora.config.schema import DataConfig, TrainConfig
 from sdlora.data.buckets import BucketAssigner, BucketSpec
 from sdlora.data.dataset import Entry, LoRADataset, group_by_bucket
 from sdlora.data.folders import SubsetOptions, scan_subsets
@@ -37,8 +38,9 @@ def _without_augmentation(record: ImageRecord) -> ImageRecord:
     return dataclasses.replace(record, subset=dataclasses.replace(record.subset, options=options))
 
 
-def hold_out(scan: ScanResult, fraction: float, seed: int) -> list[ImageRecord]:
-    """Move ⌈round(fraction·n)⌉ (at least 1) of the n training images, chosen by ``seed``, out of ``scan``."""
+def hold_out(scan: ScanResult, fraction: float, seed: int) -> tuple[ScanResult, list[ImageRecord]]:
+    """Move ⌈round(fraction·n)⌉ (at least 1) of the n training images, chosen by ``seed``, out of ``scan``: the scan
+    without them, and the held-out records."""
     training = [i for i, r in enumerate(scan.records) if not r.subset.is_reg]
     if len(training) < 2:
         raise SdloraError(
@@ -46,20 +48,15 @@ def hold_out(scan: ScanResult, fraction: float, seed: int) -> list[ImageRecord]:
             "add images or use validation.dir"
         )
     count = min(len(training) - 1, max(1, round(fraction * len(training))))
-    chosen = set(np.random.default_rng([seed, 0x5A11]).choice(training, size=count, replace=False).tolist())
-    held = [scan.records[i] for i in sorted(chosen)]
-    scan.records = [r for i, r in enumerate(scan.records) if i not in chosen]
-    for record in held:
-        scan.images_per_subset[record.subset.directory] -= 1
-        scan.captions_per_subset[record.subset.directory] -= record.has_caption_file
-    return held
+    chosen = sorted(np.random.default_rng([seed, 0x5A11]).choice(training, size=count, replace=False).tolist())
+    held = [scan.records[i] for i in chosen]
+    return scan.without(held), held
 
 
-def scan_validation_dir(directory: str, data_cfg: Any) -> list[ImageRecord]:
+def scan_validation_dir(directory: str, data: DataConfig) -> list[ImageRecord]:
     """The images of a held-out kohya-style folder (its ``<repeats>_<name>`` subfolders; repeats are ignored)."""
-    subsets, _ = scan_subsets(directory, "validation.dir", False, subset_options(data_cfg))
-    strict = bool(data_cfg.get("strict", False)) if hasattr(data_cfg, "get") else False
-    scan = scan_records(subsets, None, strict=strict, workers=min(8, os.cpu_count() or 1))
+    subsets, _ = scan_subsets(directory, "validation.dir", False, subset_options(data))
+    scan = scan_records(subsets, None, strict=data.strict, workers=min(8, os.cpu_count() or 1))
     if not scan.records:
         raise SdloraError(f"validation.dir={directory!r} has no usable images in its '<repeats>_<name>' folders")
     return scan.records
@@ -83,17 +80,17 @@ def build_validation_data(records: list[ImageRecord], spec: BucketSpec, batch_si
 
 
 def validation_from_config(
-    cfg: Any, held_out: list[ImageRecord], resolution: tuple[int, int], bucket_defaults: tuple[int, int]
+    config: TrainConfig, held_out: list[ImageRecord], resolution: tuple[int, int]
 ) -> ValidationData | None:
     """The run's validation images (``validation.dir`` or the ``validation.split`` hold-out), or None if off."""
     from sdlora.data.build import bucket_spec
 
-    settings = cfg.validation
+    settings = config.validation
     if settings.dir:
-        records, source = scan_validation_dir(settings.dir, cfg.data), f"validation.dir={settings.dir!r}"
+        records, source = scan_validation_dir(settings.dir, config.data), f"validation.dir={settings.dir!r}"
     elif held_out:
         records, source = held_out, f"validation.split={settings.split}"
     else:
         return None
-    batch_size = settings.batch_size or cfg.data.batch_size
-    return build_validation_data(records, bucket_spec(cfg.data, resolution, bucket_defaults), batch_size, source)
+    batch_size = settings.batch_size or config.data.batch_size
+    return build_validation_data(records, bucket_spec(config.data, resolution), batch_size, source)

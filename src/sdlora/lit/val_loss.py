@@ -1,4 +1,4 @@
-"""The deterministic validation loss ``val/loss`` (see :mod:`sdlora.diffusion.validation`).
+"""The deterministic validation loss ``val/loss`` (see :mod:`sdlora.diffusion.eval_noise`).
 
 Every validation image is encoded with the VAE posterior's mean (no sampling), its caption without any augmentation,
 and noised at K fixed timesteps with noise fixed per (validation seed, image path, k). The loss is the unweighted
@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from sdlora.diffusion.validation import fixed_noise, validation_timesteps
+from sdlora.diffusion.eval_noise import fixed_noise, validation_timesteps
 
 if TYPE_CHECKING:
+    from sdlora.data.batch import Batch
     from sdlora.lit.module import LoRATrainingModule
 
 
@@ -35,17 +36,15 @@ class ValidationLoss:
         return self.total / self.count if self.count else float("nan")
 
     @torch.no_grad()
-    def update(self, module: LoRATrainingModule, batch: dict) -> None:
+    def update(self, module: LoRATrainingModule, batch: Batch) -> None:
         """Add the losses of one batch at every fixed timestep."""
-        latents = module.encode_latents(batch["pixels"], sample=False)  # [B, 4, h, w]
-        text = module.family.encode_text(module.components, batch["captions"])
-        inputs = module.family.unet_inputs(text, batch["size_cond"].to(module.device))
-        unet_dtype = next(module.unet.parameters()).dtype
+        latents = module.encode_latents(batch.pixels, sample=False)  # [B, 4, h, w]
+        text = module.family.encode_text(module.components, batch.captions)
         batch_size = latents.shape[0]
         for k, t in enumerate(self.timesteps):
-            noise = torch.stack([fixed_noise(tuple(latents.shape[1:]), self.seed, path, k) for path in batch["paths"]])
+            noise = torch.stack([fixed_noise(tuple(latents.shape[1:]), self.seed, path, k) for path in batch.paths])
             timesteps = torch.full((batch_size,), t, dtype=torch.long, device=latents.device)
             noised = module.objective.noise_with(latents, noise.to(latents), timesteps)
-            prediction = module.unet(noised.noisy.to(unet_dtype), timesteps, **inputs).sample
+            prediction = module.predict(noised, text, batch.size_cond)
             self.total += float(module.objective.plain_loss(prediction, noised).sum())
             self.count += batch_size

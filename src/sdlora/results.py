@@ -1,0 +1,29 @@
+"""What a run produced, in one place: the callbacks record into it, :func:`sdlora.run.train` reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunResults:
+    files: list[Path] = field(default_factory=list)  # LoRA files of this run still on disk, in the order saved
+    states: list[Path] = field(default_factory=list)  # training state folders of this run still on disk
+    interrupted: Path | None = None  # the state written when the run was stopped early (Ctrl-C)
+
+    def file_saved(self, path: Path) -> None:
+        if path not in self.files:
+            self.files.append(path)
+
+    def file_removed(self, path: Path) -> None:
+        if path in self.files:
+            self.files.remove(path)
+
+    def state_saved(self, path: Path) -> None:
+        if path not in self.states:
+            self.states.append(path)
+
+    def state_removed(self, path: Path) -> None:
+        if path in self.states:
+            self.states.remove(path)
