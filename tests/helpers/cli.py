@@ -21,3 +21,23 @@ def run_train_py(args: list[str], run_dir: Path) -> str:
     assert result.returncode == 0, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
     return output
+
+
+def run_cli(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return result, run_dir
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, run_dir: Path, *expected: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output, output
+    for text in expected:
+        assert text in output, output
+    assert not list(run_dir.rglob("*.safetensors")), "no LoRA file may be written"
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1, output

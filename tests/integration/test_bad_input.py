@@ -3,37 +3,14 @@ unusable images are skipped with a warning that names them."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from PIL import Image
 
 from sdlora.errors import SdloraError
 from sdlora.run import train
-from tests.helpers.config import ROOT, compose_config, tiny_overrides
-
-
-def run_cli(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    return result, run_dir
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, run_dir: Path, *expected: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "Traceback" not in output, output
-    for text in expected:
-        assert text in output, output
-    assert not list(run_dir.rglob("*.safetensors")), "no LoRA file may be written"
-    errors = [line for line in output.splitlines() if "[ERROR]" in line]
-    assert len(errors) == 1, output
+from tests.helpers.cli import assert_clean_failure, run_cli
+from tests.helpers.config import compose_config, tiny_overrides
 
 
 def test_nonexistent_model_path(small_dataset, tmp_path):

@@ -16,8 +16,8 @@ from PIL import Image
 from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora
 from sdlora.run import train
+from tests.helpers.cli import assert_clean_failure, run_cli
 from tests.helpers.config import compose_config, tiny_overrides
-from tests.integration.test_bad_input import assert_clean_failure, run_cli
 
 BUCKETS = ["data.resolution=128", "data.min_bucket_reso=64", "data.max_bucket_reso=256"]
 
