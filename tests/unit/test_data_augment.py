@@ -1,4 +1,4 @@
-"""Caption processing (kohya-semantics §6.2) and image augmentation (§6.3) with fixed seeds."""
+"""Caption processing (docs/kohya.md §6.2) and image augmentation (§6.3) with fixed seeds."""
 
 from __future__ import annotations
 

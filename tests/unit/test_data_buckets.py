@@ -1,4 +1,4 @@
-"""Aspect-ratio buckets against kohya's worked examples (kohya-semantics §5.1–5.2; DESIGN §3 pinned behaviour)."""
+"""Aspect-ratio buckets against kohya's worked examples (docs/kohya.md §5.1–5.2; docs/design.md §3 pinned behaviour)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_bucket_list_1024_with_max_2048_gives_41_buckets():
 
 
 def test_bucket_list_is_not_all_equal_area():
-    # kohya-semantics §5.1: 768² with max 1024 also yields 576×1024 and 576×960 (h capped at max, not area-matched)
+    # docs/kohya.md §5.1: 768² with max 1024 also yields 576×1024 and 576×960 (h capped at max, not area-matched)
     buckets = make_bucket_resolutions((768, 768), 256, 1024, 64)
     assert (576, 1024) in buckets and (1024, 576) in buckets
     assert (768, 768) in buckets

@@ -1,4 +1,4 @@
-"""Building the training data: regularisation balance, steps with repeats and reg images (kohya-semantics §6.1, §7),
+"""Building the training data: regularisation balance, steps with repeats and reg images (docs/kohya.md §6.1, §7),
 explicit subsets, buckets in the plan, and the dataset's per-sample augmentation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""kohya's folder convention and caption files (kohya-semantics §6.1–6.2; DESIGN §3 pinned behaviour)."""
+"""kohya's folder convention and caption files (docs/kohya.md §6.1–6.2; docs/design.md §3 pinned behaviour)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Image reading, cover-and-crop fitting (kohya-semantics §5.2–5.3, §6.1), the record scan's skip rules (DESIGN §3)."""
+"""Image reading, cover-and-crop fitting (docs/kohya.md §5.2–5.3, §6.1), the scan's skip rules (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bucket batches, training length, the data plan and the dataset (kohya-semantics §5.3, §7; DESIGN §3 pinned)."""
+"""Bucket batches, training length, the data plan and the dataset (docs/kohya.md §5.3, §7; docs/design.md §3 pinned)."""
 
 from __future__ import annotations
 

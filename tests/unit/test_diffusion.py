@@ -1,4 +1,4 @@
-"""Diffusion maths (kohya-semantics §4.1): the DDPM schedule, timestep sampling, noising, targets and the loss.
+"""Diffusion maths (docs/kohya.md §4.1): the DDPM schedule, timestep sampling, noising, targets and the loss.
 
 The schedule, ``add_noise`` and ``velocity`` are compared with diffusers' ``DDPMScheduler`` configured as kohya's
 (scaled_linear, β 0.00085 → 0.012, T = 1000); the rest against hand-computed values.

@@ -55,7 +55,7 @@ UNET_KW = {
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     ),
-    "sdxl": shipped_kwargs("tiny_sdxl", "unet"),  # environment.md §3
+    "sdxl": shipped_kwargs("tiny_sdxl", "unet"),  # docs/design.md §5.4
 }
 
 

@@ -1,4 +1,4 @@
-"""kohya's three dropouts (kohya-semantics §2): formulas, mask statistics with a fixed seed, order inside the LoRA
+"""kohya's three dropouts (docs/kohya.md §2): formulas, mask statistics with a fixed seed, order inside the LoRA
 forward, and that they act only in training mode."""
 
 from __future__ import annotations

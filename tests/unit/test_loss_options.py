@@ -1,4 +1,4 @@
-"""Loss options of the ``loss`` group (kohya-semantics §4): SNR weights, noise modifications, zero-terminal SNR,
+"""Loss options of the ``loss`` group (docs/kohya.md §4): SNR weights, noise modifications, zero-terminal SNR,
 loss types and the composed objective, against hand-computed values and their formulas."""
 
 from __future__ import annotations

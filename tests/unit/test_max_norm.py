@@ -1,4 +1,4 @@
-"""Max-norm regularisation [scale_weight_norms] (kohya-semantics §3): hand-computed norms, modules under the cap
+"""Max-norm regularisation [scale_weight_norms] (docs/kohya.md §3): hand-computed norms, modules under the cap
 untouched, Linear / 1×1 / 3×3 handled, and the same result as kohya's own loop."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Block-wise ranks/alphas/learning rates (kohya-semantics §1.3, current sd-scripts' 25 / 23 blocks) and the
+"""Block-wise ranks/alphas/learning rates (docs/kohya.md §1.3, current sd-scripts' 25 / 23 blocks) and the
 optimizer parameter groups: per-encoder text-encoder lrs, LoRA+, dropped zero-lr groups."""
 
 from __future__ import annotations

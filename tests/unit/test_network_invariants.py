@@ -1,4 +1,4 @@
-"""Behavioural invariants of a LoRA network on tiny SD models, driven by a case table (DESIGN §6.9).
+"""Behavioural invariants of a LoRA network on tiny SD models, driven by a case table (docs/design.md §6.9).
 
 zero-init ⇒ base output; one optimizer step changes only LoRA parameters; save → load is exact; merged weights give
 the unmerged forward; the side that is not trained has no modules.

@@ -1,4 +1,4 @@
-"""Long prompts [kohya: --max_token_length] (kohya-semantics §6.2): chunking token ids and joining hidden states.
+"""Long prompts [kohya: --max_token_length] (docs/kohya.md §6.2): chunking token ids and joining hidden states.
 
 Ids come from the shipped CLIP tokenizer: "dog" is one token (1929), so ``"dog " * k`` is a caption of exactly k
 tokens. BOS = 49406, EOS = 49407; the pad id is 49407 (SD1.x, SDXL tokenizer 1) or 0 (SD2.x, SDXL tokenizer 2).

@@ -1,4 +1,4 @@
-"""kohya's save names and retention rules (kohya-semantics §8.1–8.2), checked against a plain reimplementation of the
+"""kohya's save names and retention rules (docs/kohya.md §8.1–8.2), checked against a plain reimplementation of the
 rules: the files left on disk after a whole run of saves."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""kohya's sample prompt files (kohya-semantics §12): .txt inline options, .toml and .json forms, errors; samplers."""
+"""kohya's sample prompt files (docs/kohya.md §12): .txt inline options, .toml and .json forms, errors; samplers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedules (kohya-semantics §10.2); optimizer/scheduler config checks and factory (DESIGN §6.1)."""
+"""Learning-rate schedules (docs/kohya.md §10.2); optimizer/scheduler config checks, factory (docs/design.md §6.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kohya's ``loss/average`` ring buffer (kohya-semantics §7) and atomic file writes."""
+"""kohya's ``loss/average`` ring buffer (docs/kohya.md §7) and atomic file writes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Max-norm regularisation after every optimizer step [kohya: scale_weight_norms] (kohya-semantics §3).
+"""Max-norm regularisation after every optimizer step [kohya: scale_weight_norms] (docs/kohya.md §3).
 
 Runs once per real optimizer update — detected by ``trainer.global_step`` advancing — so gradient-accumulation
 micro-steps, where nothing changed, are skipped (kohya also runs it on those, harmlessly). Logs kohya's statistics

@@ -1,5 +1,5 @@
 """Sample images during training [kohya: --sample_prompts, --sample_every_n_steps/epochs, --sample_at_first,
---sample_sampler] (kohya-semantics §12).
+--sample_sampler] (docs/kohya.md §12).
 
 Triggers: every ``sample.every_n_steps`` optimizer steps, at the end of every ``sample.every_n_epochs``-th epoch
 (both may be set, unlike kohya, where the epoch trigger disables the step trigger; a step that fires both samples

@@ -1,5 +1,5 @@
 """Write the LoRA files of a run, when kohya would, and remove old ones by kohya's retention rules
-(docs/kohya-behaviour.md §8; the schedule: :mod:`sdlora.state.save_schedule`).
+(docs/kohya.md §8; the schedule: :mod:`sdlora.state.save_schedule`).
 
 - every ``save.every_n_steps`` optimizer steps: ``<name>-step00000200.<ext>`` (``ss_epoch`` = the 0-based epoch, as
   kohya), after that step's sample images;

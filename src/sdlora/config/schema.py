@@ -268,7 +268,7 @@ class TrainerConfig(Freezable):
 
 @dataclass
 class SaveConfig(Freezable):
-    """LoRA files and training states written to the run folder (names and retention as kohya, reference §8)."""
+    """LoRA files and training states written to the run folder (names and retention as kohya, docs/kohya.md §8)."""
 
     output_name: str = "last"  # <output_name>.safetensors [output_name]
     precision: SavePrecision | None = None  # null: the dtype the LoRA was trained in [save_precision]
@@ -285,7 +285,7 @@ class SaveConfig(Freezable):
 
 @dataclass
 class SampleConfig(Freezable):
-    """Sample images during training, written to <run folder>/sample/ and TensorBoard (reference §12)."""
+    """Sample images during training, written to <run folder>/sample/ and TensorBoard (docs/kohya.md §12)."""
 
     prompts: str | None = None  # .txt with --n --w --h --s --l --d options, .toml or .json [sample_prompts]
     every_n_steps: int | None = None  # every n optimizer steps [sample_every_n_steps]

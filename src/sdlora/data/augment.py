@@ -1,4 +1,4 @@
-"""Image augmentation (kohya-semantics §6.3) and the per-sample random streams behind all augmentation.
+"""Image augmentation (docs/kohya.md §6.3) and the per-sample random streams behind all augmentation.
 
 Every random choice for a sample (flip, crop, colour, caption, caption variant) comes from its own generator seeded
 with (seed, epoch, entry, purpose): the same in every DataLoader worker and after a resume, and independent of which

@@ -1,4 +1,4 @@
-"""Aspect-ratio buckets (kohya-semantics §5.1–5.2; DESIGN §3 pinned behaviour).
+"""Aspect-ratio buckets (docs/kohya.md §5.1–5.2; docs/design.md §3 pinned behaviour).
 
 Every image goes to one bucket (W, H); a batch only holds images of one bucket. Three modes, as sd-scripts:
 

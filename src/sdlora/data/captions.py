@@ -1,4 +1,4 @@
-"""Caption files (kohya-semantics §6.2): ``<image stem><caption_extension>``, first line, UTF-8.
+"""Caption files (docs/kohya.md §6.2): ``<image stem><caption_extension>``, first line, UTF-8.
 
 A missing caption file means the subset's class tokens are the caption (kohya); a caption file replaces them. The
 default extension is kohya's ``.caption``; most datasets use ``.txt`` (``data.caption_extension=.txt``).

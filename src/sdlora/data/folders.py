@@ -1,4 +1,4 @@
-"""kohya's folder convention (kohya-semantics §6.1).
+"""kohya's folder convention (docs/kohya.md §6.1).
 
 ``data.train_dir`` is the *parent* folder; each subfolder named ``<repeats>_<class tokens>`` (``10_sks dog``) is a
 subset whose images are seen ``repeats`` times per epoch and whose class tokens are the caption of images without a

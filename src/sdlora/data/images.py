@@ -1,4 +1,4 @@
-"""Image reading and fitting to a bucket resolution (kohya-semantics §5.2–5.3).
+"""Image reading and fitting to a bucket resolution (docs/kohya.md §5.2–5.3).
 
 An image is scaled so that it *covers* the bucket (the side with the larger relative excess is cropped) and then
 cropped to the bucket size: centred, or at a random offset with ``random_crop``. Downscaling uses area averaging (box

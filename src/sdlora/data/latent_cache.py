@@ -1,4 +1,4 @@
-"""Latent cache [kohya: --cache_latents, --cache_latents_to_disk, --vae_batch_size] (kohya-semantics §6.4).
+"""Latent cache [kohya: --cache_latents, --cache_latents_to_disk, --vae_batch_size] (docs/kohya.md §6.4).
 
 Each used image is encoded once (twice with ``flip_aug``: the flipped image too), from its centred crop, in batches
 of ``data.vae_batch_size`` images of one bucket, sorted by bucket area. What is cached is the VAE *posterior* —

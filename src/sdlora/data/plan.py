@@ -1,6 +1,6 @@
 """The data plan: what training will see, printed and written to ``data_plan.json`` before the first step.
 
-JSON format (DESIGN §3): ``{"buckets": [{"resolution": [W, H], "count_with_repeats": n, "images": [{"path": abs,
+JSON format (docs/design.md §3): ``{"buckets": [{"resolution": [W, H], "count_with_repeats": n, "images": [{"path": abs,
 "repeats": r}]}], "steps_per_epoch": S, "total_steps": T, "num_images": n, "num_reg_images": m, "warnings": [...]}``
 plus ``subsets``, ``bucketing``, ``regularisation``, ``batch_size``, ``world_size`` (processes), ``global_batch_size``
 (batch_size × world_size), ``batches_per_epoch`` and ``epochs``. With several processes a batch is a global batch:

@@ -1,4 +1,4 @@
-"""Regularisation-image balancing (kohya-semantics §6.1, sd-scripts ``DreamBoothDataset``).
+"""Regularisation-image balancing (docs/kohya.md §6.1, sd-scripts ``DreamBoothDataset``).
 
 Regularisation images are used until their count with repeats reaches the number of training images with repeats
 (target T = Σ images × repeats of the training folders):

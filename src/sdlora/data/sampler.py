@@ -3,7 +3,7 @@ processes of a distributed run.
 
 Each bucket holds dataset entries (one per image × repeat). Per epoch the entries of every bucket are shuffled, cut
 into ``ceil(n_b / G)`` *global batches* of G = batch_size × num_replicas entries (the last one of a bucket may be
-short, kohya-semantics §5.3), and the order of the global batches is shuffled. Items are ``(entry, epoch)`` pairs so
+short, docs/kohya.md §5.3), and the order of the global batches is shuffled. Items are ``(entry, epoch)`` pairs so
 the dataset can draw per-sample randomness from (seed, epoch, entry) — the same in every worker process, on every
 rank and after a resume.
 

@@ -1,4 +1,4 @@
-"""Training length (kohya-semantics §7, with Lightning's meaning of the limits; DESIGN §3 pinned behaviour).
+"""Training length (docs/kohya.md §7, with Lightning's meaning of the limits; docs/design.md §3 pinned behaviour).
 
 optimizer steps per epoch = ⌈batches per epoch / accumulate_grad_batches⌉;
 total steps = min(max_steps, max_epochs · steps per epoch), where max_steps = −1 and max_epochs = None mean

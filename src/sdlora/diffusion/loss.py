@@ -1,4 +1,4 @@
-"""Per-sample losses (kohya-semantics §4.1, §4.4): elementwise in float32, optionally masked, mean over C, H, W.
+"""Per-sample losses (docs/kohya.md §4.1, §4.4): elementwise in float32, optionally masked, mean over C, H, W.
 
 With residual r = prediction − target and a per-sample c [kohya: --loss_type, --huber_c, --huber_scale,
 --huber_schedule]:

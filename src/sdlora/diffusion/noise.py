@@ -1,4 +1,4 @@
-"""Noise modifications (kohya-semantics §4.3), applied in kohya's order: ε → offset → multires; ip-noise last.
+"""Noise modifications (docs/kohya.md §4.3), applied in kohya's order: ε → offset → multires; ip-noise last.
 
 Every function draws from an explicit ``torch.Generator`` so that a run (and a resumed run) is reproducible.
 """

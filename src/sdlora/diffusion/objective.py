@@ -1,6 +1,6 @@
 """The training objective, composed from the pure functions of this package and configured by the ``loss`` group.
 
-For a batch of clean latents x₀ (kohya-semantics §4):
+For a batch of clean latents x₀ (docs/kohya.md §4):
   ε ~ N(0, I), then noise offset → multires noise;  t ~ U{min_timestep … max_timestep − 1};
   x_t = √ᾱ_t x₀ + √(1−ᾱ_t)(ε + γ_ip·N(0, I));  target = ε or v (from the unperturbed ε);
   per-sample loss = mean_{C,H,W}(mask · ℓ(prediction, target)) × min-SNR × scale-v-pred × v-pred-like × debiased.

@@ -1,4 +1,4 @@
-"""The DDPM noise schedule every SD family is trained with (kohya-semantics §4.1).
+"""The DDPM noise schedule every SD family is trained with (docs/kohya.md §4.1).
 
 β_t follows the "scaled_linear" rule: √β linear from √0.00085 to √0.012 over T = 1000 steps; ᾱ_t = Π_{s≤t}(1 − β_s).
 Useful numbers: ᾱ₀ = 0.99915 (SNR ≈ 1175), ᾱ₉₉₉ = 0.00466; SNR_t = ᾱ_t / (1 − ᾱ_t) drops below 1 at t = 354.

@@ -1,4 +1,4 @@
-"""Forward noising and the U-Net's regression target (kohya-semantics §4.1).
+"""Forward noising and the U-Net's regression target (docs/kohya.md §4.1).
 
 With ᾱ_t from :mod:`sdlora.diffusion.schedule`:
   x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε                     (noisy latents)

@@ -1,4 +1,4 @@
-"""Per-sample loss weights from the signal-to-noise ratio (kohya-semantics §4.2).
+"""Per-sample loss weights from the signal-to-noise ratio (docs/kohya.md §4.2).
 
 All take SNR_t = ᾱ_t/(1 − ᾱ_t) per sample ([B]) and return a weight per sample ([B]); the objective multiplies them
 in kohya's order: min-SNR → scale-v-pred → v-pred-like → debiased. Where kohya caps SNR, s = min(SNR, 1000).

@@ -1,6 +1,6 @@
 """LoRATrainingModule: one diffusion training step on a frozen SD model with LoRA modules injected.
 
-training_step (kohya-semantics §4.1):
+training_step (docs/kohya.md §4.1):
   pixels ──VAE (frozen, fp32 autocast off)──▶ latents x₀ = sample(q(z|x)) · latent_scale
   captions ──family.encode_text──▶ cross-attention states (+ pooled, time ids for SDXL)
   ε ~ N(0, I), t ~ U{min_timestep, …, max_timestep − 1}, x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε

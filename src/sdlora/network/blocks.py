@@ -1,4 +1,4 @@
-"""Block-wise ranks, alphas and learning rates of the U-Net LoRA (kohya-semantics §1.3, current sd-scripts).
+"""Block-wise ranks, alphas and learning rates of the U-Net LoRA (docs/kohya.md §1.3, current sd-scripts).
 
 kohya numbers the U-Net blocks from the LoRA key name:
 

@@ -1,4 +1,4 @@
-"""Create the LoRA network a config asks for on loaded components (kohya-semantics §1).
+"""Create the LoRA network a config asks for on loaded components (docs/kohya.md §1).
 
 - ``network=lora``: Linear / 1×1 conv layers of the U-Net transformers and the text encoders' attention and MLP, with
   ``network.rank`` / ``network.alpha``.

@@ -1,4 +1,4 @@
-"""LoRA maths as pure functions (kohya-semantics §1.3).
+"""LoRA maths as pure functions (docs/kohya.md §1.3).
 
 A LoRA module adds a low-rank update to a frozen weight W [out, in, (kh, kw)]:
 

@@ -4,7 +4,7 @@ File tensors are kohya's (``lora_down.weight``, ``lora_up.weight``, ``alpha``); 
 :mod:`sdlora.network.functional`. One class per layer type (:class:`LoRALinear`, :class:`LoRAConv2d`), chosen by the
 dispatch table (:mod:`sdlora.network.dispatch`).
 
-In training mode the three kohya dropouts act on the branch, in kohya's order (docs/kohya-behaviour.md §2): module
+In training mode the three kohya dropouts act on the branch, in kohya's order (docs/kohya.md §2): module
 dropout (skip the branch), then ``lx = down(x)``, neuron dropout on lx, rank dropout on lx (scale × 1/(1−p)), then
 ``up``. In eval mode the branch is deterministic.
 """

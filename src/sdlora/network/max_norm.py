@@ -1,4 +1,4 @@
-"""Max-norm regularisation of a network [kohya: scale_weight_norms] (docs/kohya-behaviour.md §3).
+"""Max-norm regularisation of a network [kohya: scale_weight_norms] (docs/kohya.md §3).
 
 Every module caps its own ‖ΔW‖_F at ``max_norm`` (:meth:`~sdlora.network.module.NetworkModule.cap_norm_`; for LoRA,
 ΔW = (alpha/rank) · up∘down and both factors are multiplied by √(max_norm/‖ΔW‖), so ΔW lands exactly on the cap).

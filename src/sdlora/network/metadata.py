@@ -1,4 +1,4 @@
-"""kohya's LoRA metadata (kohya-semantics §9): ``ss_*`` training keys and the ``modelspec.*`` (SAI model spec) keys.
+"""kohya's LoRA metadata (docs/kohya.md §9): ``ss_*`` training keys and the ``modelspec.*`` (SAI model spec) keys.
 
 Every value is a string (``str(v)``: booleans "True"/"False", None → "None"; JSON for nested values), so tools that
 read kohya files (A1111's additional-networks, ComfyUI, civitai, kohya's own tools) read ours. Values describe what

@@ -1,4 +1,4 @@
-"""Optimizer parameter groups of a LoRA network (kohya-semantics §10.2; sd-scripts ``prepare_optimizer_params``).
+"""Optimizer parameter groups of a LoRA network (docs/kohya.md §10.2; sd-scripts ``prepare_optimizer_params``).
 
 - Text encoders: one group per encoder, ``textencoder`` (SD1/2) or ``textencoder1`` / ``textencoder2`` (SDXL), with
   the encoder's entry of ``network.text_encoder_lr`` (one value for all encoders, or a list with one per encoder),

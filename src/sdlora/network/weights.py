@@ -1,4 +1,4 @@
-"""Start training from an existing LoRA file [kohya: network_weights] (kohya-semantics §8.3).
+"""Start training from an existing LoRA file [kohya: network_weights] (docs/kohya.md §8.3).
 
 Every module of the file is created with the file's rank (``lora_down``'s first dimension) and alpha (the rank when
 the file has none, as kohya reads old files) and starts from the file's values, so the scale alpha/rank is the

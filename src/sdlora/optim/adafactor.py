@@ -1,4 +1,4 @@
-"""Adafactor with kohya's argument rules [kohya: optimizer_type=Adafactor, kohya-semantics §10.1].
+"""Adafactor with kohya's argument rules [kohya: optimizer_type=Adafactor, docs/kohya.md §10.1].
 
 ``relative_step`` defaults to True; ``warmup_init=True`` forces it. With a relative step Adafactor computes its own
 step size (min(1e-2, 1/√t), times the parameter RMS when ``scale_parameter``), so the configured ``lr`` is only the

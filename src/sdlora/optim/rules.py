@@ -1,4 +1,4 @@
-"""kohya's optimizer-dependent rules (docs/kohya-behaviour.md §10.1).
+"""kohya's optimizer-dependent rules (docs/kohya.md §10.1).
 
 Applied once, where the config is resolved (:mod:`sdlora.config.resolve`):
 

@@ -1,4 +1,4 @@
-"""Which dtype each part of a run uses, from the ``precision`` group and the training device (kohya-semantics §10.3).
+"""Which dtype each part of a run uses, from the ``precision`` group and the training device (docs/kohya.md §10.3).
 
 | option       | autocast (Lightning) | frozen U-Net/TEs | VAE                    | LoRA params, grads, opt. state |
 |--------------|----------------------|------------------|------------------------|--------------------------------|

@@ -1,4 +1,4 @@
-"""kohya's sample prompt files (kohya-semantics §12), parsed into :class:`SamplePrompt` records.
+"""kohya's sample prompt files (docs/kohya.md §12), parsed into :class:`SamplePrompt` records.
 
 ``.txt``: one prompt per line; blank lines and lines starting with ``#`` are skipped. The line is split on ``" --"``:
 the first part is the prompt, each other part an option matched case-insensitively at its start:

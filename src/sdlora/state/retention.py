@@ -1,4 +1,4 @@
-"""kohya's save names and retention rules (docs/kohya-behaviour.md §8.1–8.2), as pure functions and a ledger.
+"""kohya's save names and retention rules (docs/kohya.md §8.1–8.2), as pure functions and a ledger.
 
 Names: ``<name>-step00000200`` (step saves), ``<name>-000001`` (epoch saves, 1-based), ``<name>`` (the final save);
 a state folder is the save's name + ``-state``.

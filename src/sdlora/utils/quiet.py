@@ -1,4 +1,4 @@
-"""Silence known-harmless third-party log lines (DESIGN §5) so that real warnings stand out.
+"""Silence known-harmless third-party log lines (docs/design.md §5.2) so that real warnings stand out.
 
 Filters sit on the loggers the lines come from (a filter on a parent logger does not see its children's records)
 and on the root handlers (Hydra's console and ``train.log``).
