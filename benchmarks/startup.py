@@ -24,13 +24,13 @@ HEAVY = ("torch", "lightning", "diffusers", "transformers", "bitsandbytes")
 
 def commands(out: Path) -> dict[str, list[str]]:
     train = [sys.executable, "train.py"]
+    dry = ["model=tiny", "data.train_dir=examples/data", "data.caption_extension=.txt", "dry_run=true"]
     return {
         'python -c "import hydra"': [sys.executable, "-c", "import hydra"],
         "train.py --help": [*train, "--help"],
         "train.py --cfg job": [*train, "--cfg", "job"],
         "config error": [*train, "model=tiny", f"data.train_dir={out / 'missing'}", f"hydra.run.dir={out / 'err'}"],
-        "dry_run=true": [*train, "model=tiny", "data.train_dir=examples/data", "data.caption_extension=.txt",
-                         "dry_run=true", f"hydra.run.dir={out / 'dry'}"],  # fmt: skip
+        "dry_run=true": [*train, *dry, f"hydra.run.dir={out / 'dry'}"],
     }
 
 
