@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from sdlora.network.io import load_lora
@@ -12,6 +13,9 @@ from sdlora.run import train
 from sdlora.sweep.record import read_record
 from tests.helpers.cli import run_train_py
 from tests.helpers.config import compose_config, tiny_overrides
+
+# several training processes (a port each): never beside another such test (pyproject: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("processes")
 
 
 def _relative_difference(a: dict, b: dict) -> float:

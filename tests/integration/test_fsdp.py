@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sdlora.network.io import load_lora
 from sdlora.run import train
 from sdlora.sweep.record import read_record
 from tests.helpers.cli import run_train_py
 from tests.helpers.config import ROOT, compose_config, tiny_overrides
 from tests.integration.test_ddp import _relative_difference
+
+# several training processes (a port each): never beside another such test (pyproject: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("processes")
 
 COMMON = [
     "optimizer.lr=1e-2", "trainer.max_steps=4", "data.flip_aug=true", "loss.noise_offset=0.05",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from sdlora.network.io import load_lora
@@ -107,6 +108,7 @@ def test_optuna_sweep_minimises_val_loss_and_the_summary_reads_it(example_data, 
     assert accumulator.PluginTagToContent("hparams")  # the HParams tab's session data
 
 
+@pytest.mark.xdist_group("processes")
 def test_parallel_local_sweep_gives_each_worker_its_own_gpu(example_data, tmp_path):
     """hydra/launcher=joblib with SDLORA_JOB_GPUS: jobs run in worker processes, each worker on one GPU of the list
     (on this CPU-only machine CUDA_VISIBLE_DEVICES is set but unused: trainer.accelerator=cpu)."""

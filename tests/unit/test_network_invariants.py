@@ -6,6 +6,8 @@ the unmerged forward; the side that is not trained has no modules.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -63,11 +65,17 @@ def randomise(network: LoRANetwork, seed: int = 1) -> None:
             weight.copy_(torch.randn(weight.shape, generator=generator) * 0.05)
 
 
+@functools.cache
+def base_forward(family_cls) -> dict[str, torch.Tensor]:
+    """The forward of the family's model without any LoRA (computed once per family)."""
+    family = family_cls()
+    return forward(family, family.load())
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_zero_init_gives_the_base_output(case):
     family_cls, _ = CASES[case]
-    base_family = family_cls()
-    base = forward(base_family, base_family.load())
+    base = base_forward(family_cls)
     family, components, _network = make(case)
     out = forward(family, components)
     for key, value in base.items():
