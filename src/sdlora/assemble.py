@@ -8,6 +8,7 @@ Nothing here imports Lightning, diffusers or transformers (docs/design.md §7): 
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +23,8 @@ from sdlora.data.held_out import ValidationData
 from sdlora.errors import SdloraError
 from sdlora.models.family import ModelFamily
 from sdlora.state.resume import ResumePoint
+
+log = logging.getLogger("sdlora")
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def assemble(config: TrainConfig, run_dir: str | Path) -> Run:
     validation = validation_from_config(config, data.held_out, resolution)
     _check_schedule(config, data.plan.length.total_steps)
     prints = fingerprint(config, data.plan)
-    resume = _resume_point(config, prints)
+    resume = _resume_point(config, prints, Path(run_dir))
     facts = _facts(config, world_size, resume)
     return Run(config, Path(run_dir), family, resolution, data, validation, prints, resume, facts)
 
@@ -96,12 +99,23 @@ def _check_schedule(config: TrainConfig, total_steps: int) -> None:
         raise SdloraError(f"the configuration has {len(problems)} problem(s):", problems)
 
 
-def _resume_point(config: TrainConfig, prints: dict[str, Any]) -> ResumePoint | None:
-    if not config.resume:
-        return None
-    from sdlora.state.resume import resume_point
+def _resume_point(config: TrainConfig, prints: dict[str, Any], run_dir: Path) -> ResumePoint | None:
+    """The state ``resume`` names (a requeued SLURM job: ``resume=auto``, its own newest state), compared with this
+    run's settings; None to start from the beginning."""
+    from sdlora.signals import requeued_by_slurm
+    from sdlora.state.resume import AUTO, locate, resume_point
 
-    return resume_point(config.resume, prints, config.resume_allow_changes)
+    value = config.resume
+    if value is None and requeued_by_slurm():
+        log.info("This SLURM job was requeued: it resumes from the newest state in %s, if any (resume=auto)", run_dir)
+        value = AUTO
+    if not value:
+        return None
+    path = locate(value, run_dir)
+    if path is None:
+        log.info("resume=auto: no training state in %s yet; training from the beginning", run_dir)
+        return None
+    return resume_point(path, prints, config.resume_allow_changes)
 
 
 def _facts(config: TrainConfig, world_size: int, resume: ResumePoint | None) -> RunFacts:

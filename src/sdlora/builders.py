@@ -10,6 +10,7 @@ from typing import Any
 from sdlora.assemble import Run
 from sdlora.errors import SdloraError
 from sdlora.results import RunResults
+from sdlora.signals import StopSignals
 
 log = logging.getLogger("sdlora")
 
@@ -34,6 +35,7 @@ def make_module(run: Run, components, network):
     from sdlora.optim.factory import instantiate_partial
 
     config = run.config
+    batches = run.total_steps * config.trainer.accumulate_grad_batches
     validation = None
     if run.validation is not None:
         v, loss = config.validation, config.loss
@@ -55,6 +57,7 @@ def make_module(run: Run, components, network):
         seed=config.seed,
         validation=validation,
         skip_nonfinite=config.trainer.skip_nonfinite,
+        max_skipped=int(config.trainer.max_skipped_fraction * batches),
     )
 
 
@@ -67,10 +70,12 @@ def final_validation(trainer, module, datamodule) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------- callbacks
-def make_callbacks(run: Run, results: RunResults) -> list:
-    """The run's callbacks, in the order they act at the end of a step: max-norm, sample images, the stop request,
-    LoRA files, training states, the sampler's epoch, stochastic rounding, the data plan in TensorBoard."""
+def make_callbacks(run: Run, results: RunResults, signals: StopSignals) -> list:
+    """The run's callbacks, in the order they act at the end of a step: max-norm, the finite-weights check, sample
+    images, the stop request, LoRA files, training states, the sampler's epoch, stochastic rounding, the data plan in
+    TensorBoard."""
     from sdlora.callbacks.data_plan import LogDataPlan
+    from sdlora.callbacks.finite_weights import FiniteWeights
     from sdlora.callbacks.graceful_stop import GracefulStop
     from sdlora.callbacks.save_lora import SaveLoRAFiles
     from sdlora.callbacks.save_state import TrainingStates
@@ -82,15 +87,17 @@ def make_callbacks(run: Run, results: RunResults) -> list:
     config, plan = run.config, run.data.plan
     save = config.save
     schedule = SaveSchedule.from_config(save, plan.length.epochs)
-    stop = GracefulStop(enabled=save.state)
+    stop = GracefulStop(signals, results)
     files = SaveLoRAFiles(
         run.run_dir, LoRAMetadata(run), schedule, results, plan.length.steps_per_epoch, stop=stop,
         save_format=save.format.value, dtype=SAVE_DTYPES[save.precision.value if save.precision else None],
         also_diffusers=save.also_diffusers,
     )  # fmt: skip
     states = TrainingStates(run.run_dir, schedule, run.fingerprint, run.facts.session(), results, stop=stop)
-    return [*_network_callbacks(run), *_sample_callbacks(run), stop, files, states, SamplerEpoch(run.data.sampler),
-            *_precision_callbacks(run), LogDataPlan(plan)]  # fmt: skip
+    t = config.trainer
+    finite = FiniteWeights(t.check_finite_every_n_steps, t.skip_nonfinite, t.accumulate_grad_batches)
+    return [*_network_callbacks(run), finite, *_sample_callbacks(run), stop, files, states,
+            SamplerEpoch(run.data.sampler), *_precision_callbacks(run), LogDataPlan(plan)]  # fmt: skip
 
 
 def _network_callbacks(run: Run) -> list:

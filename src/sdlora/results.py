@@ -10,7 +10,8 @@ from pathlib import Path
 class RunResults:
     files: list[Path] = field(default_factory=list)  # LoRA files of this run still on disk, in the order saved
     states: list[Path] = field(default_factory=list)  # training state folders of this run still on disk
-    interrupted: Path | None = None  # the state written when the run was stopped early (Ctrl-C)
+    interrupted: Path | None = None  # what a signal's stop left to continue from: the state, else the LoRA so far
+    stopped_by: int | None = None  # the signal that stopped the run after a step (sdlora.signals)
 
     def file_saved(self, path: Path) -> None:
         if path not in self.files:

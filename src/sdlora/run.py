@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from sdlora.utils.atomic import atomic_write_json, atomic_write_text
+from sdlora.utils.atomic import atomic_write_json, atomic_write_text, clean_leftovers
 from sdlora.utils.quiet import quiet_third_party, tidy_lightning_logging
+
+if TYPE_CHECKING:
+    from sdlora.signals import StopSignals
 
 log = logging.getLogger("sdlora")
 
 
-def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None, signals: StopSignals | None = None
+) -> dict[str, Any]:
     """Train a LoRA as ``cfg`` (a composed config) says, writing everything into ``run_dir``; returns a summary of the
-    run. ``callbacks``: extra Lightning callbacks (programmatic use, tests)."""
+    run. ``callbacks``: extra Lightning callbacks (programmatic use, tests). ``signals``: the run's signal handlers
+    (:mod:`sdlora.signals`; made here when not given, and active while training)."""
     quiet_third_party()
     from sdlora.assemble import assemble, validation_summary
     from sdlora.config.resolve import RESOLVED_NAME, resolve, resolved_yaml
@@ -34,6 +40,7 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
     plan = run.data.plan
     record = {**plan.to_json(), "validation": validation_summary(run)}
     if is_rank_zero(config.trainer):  # the other processes of a distributed run plan the same, silently
+        clean_leftovers(run.run_dir)
         log.info("Run folder: %s\n%s\n  validation: %s", run.run_dir, plan.format(), record["validation"]["text"])
         atomic_write_json(run.run_dir / "data_plan.json", record)
         atomic_write_text(run.run_dir / RESOLVED_NAME, resolved_yaml(config))
@@ -41,10 +48,18 @@ def train(cfg: DictConfig, run_dir: str | Path, callbacks: list | None = None) -
     if config.dry_run:
         log.info("dry_run=true: stopping before the model is loaded")
         return summary
-    return {**summary, **fit(run, list(callbacks or []))}
+    if run.resume is not None and run.resume.finished:
+        from sdlora.state.complete import complete_finished_run
+
+        return {**summary, **complete_finished_run(run)}
+    if signals is None:
+        from sdlora.signals import StopSignals, signal_number
+
+        signals = StopSignals(signal_number(config.trainer.preemption_signal))
+    return {**summary, **fit(run, list(callbacks or []), signals)}
 
 
-def fit(run, callbacks: list) -> dict[str, Any]:
+def fit(run, callbacks: list, signals: StopSignals) -> dict[str, Any]:
     """Load the model, build the network and the Trainer, train; the run's results as a summary."""
     import lightning as L
 
@@ -66,7 +81,7 @@ def fit(run, callbacks: list) -> dict[str, Any]:
     results = RunResults()
     kwargs = {**trainer_kwargs(precision, config.trainer.accelerator, uses_fsdp(config.trainer)),
               **builders.validation_schedule(run)}  # fmt: skip
-    trainer = builders.make_trainer(run, [*builders.make_callbacks(run, results), *callbacks], kwargs)
+    trainer = builders.make_trainer(run, [*builders.make_callbacks(run, results, signals), *callbacks], kwargs)
     check_world_size(trainer, run.data.plan.world_size)
     components = run.family.load(torch_dtype(precision.weight_dtype), torch_dtype(vae_dtype(precision)))
     network = _build_network(run, components)
@@ -81,13 +96,11 @@ def fit(run, callbacks: list) -> dict[str, Any]:
         "steps": trainer.global_step, "loss": module.loss_average.mean, "files": [str(p) for p in results.files],
         "states": [str(p) for p in results.states], "nonfinite_skipped": module.nonfinite_skipped,
     }  # fmt: skip
-    if results.interrupted is not None:
-        return {**summary, "interrupted": str(results.interrupted)}
+    if results.stopped_by is not None:
+        return {**summary, "stopped_by": results.stopped_by, "interrupted": str(results.interrupted)}
     if run.validation is not None:
         summary.update(builders.final_validation(trainer, module, datamodule))
     log_run_hparams(trainer, config, summary)
-    for path in results.files:
-        log.info("Saved %s", path)
     return summary
 
 

@@ -93,7 +93,12 @@ def test_resume_continues_exactly(tagged_dataset, tmp_path, extra, state):
 def test_state_holds_no_base_model(tagged_dataset, tmp_path):
     run(tmp_path, tagged_dataset, "run", "trainer.max_steps=2")
     state = tmp_path / "run" / "last-state"
-    assert sorted(p.name for p in state.iterdir()) == ["lora.safetensors", "state.json", "training_state.pt"]
+    assert sorted(p.name for p in state.iterdir()) == [
+        "lora.safetensors",
+        "manifest.json",
+        "state.json",
+        "training_state.pt",
+    ]
     tensors, _ = load_lora(state / "lora.safetensors")
     assert all(k.startswith("lora_") for k in tensors)
     lora_bytes = (state / "lora.safetensors").stat().st_size

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from sdlora.errors import SdloraError
+from sdlora.errors import DiskFull, SdloraError
 from sdlora.network.io import load_lora, save_lora
 from sdlora.run import train
 from tests.helpers.config import compose_config, tiny_overrides
@@ -90,7 +90,7 @@ def test_a_failed_lora_write_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", write_half_then_fail)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFull, match=r"no space left on the device of .* while writing last.safetensors"):
         save_lora(target, {"lora_unet_x.lora_down.weight": torch.zeros(2, 3)}, {"ss_steps": "2"})
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]
@@ -106,7 +106,7 @@ def test_a_failed_state_write_keeps_the_previous_state(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFull, match="while writing last-state"):
         write_state(target, {"a": torch.zeros(2)}, {"step": 2}, {"global_step": 2})
     monkeypatch.undo()
     lora, training, info = read_state(target)
@@ -147,7 +147,8 @@ def test_skip_nonfinite_skips_and_counts(small_dataset, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    summary = run(small_dataset, out, "trainer.skip_nonfinite=true", callbacks=[PoisonBatch(at=1)])
+    summary = run(small_dataset, out, "trainer.skip_nonfinite=true", "trainer.max_skipped_fraction=0.5",
+                  callbacks=[PoisonBatch(at=1)])  # fmt: skip
     assert summary["nonfinite_skipped"] == 1 and summary["steps"] == 4
     tensors, _ = load_lora(out / "last.safetensors")
     assert all(torch.isfinite(t).all() for t in tensors.values())

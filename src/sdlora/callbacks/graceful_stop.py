@@ -1,77 +1,75 @@
-"""Ctrl-C that stops training after the current optimizer step, with a saved state (``save.state=true``).
+"""A signal during training stops the run after the current optimizer step (:mod:`sdlora.signals`).
 
-The first SIGINT only sets a flag; at the end of the batch that completes the next optimizer step this callback
-sets :attr:`GracefulStop.stopping` and asks the trainer to stop, and the saving callbacks (which run after it) write
-``<name>-step<N>`` and its state. A second SIGINT raises ``KeyboardInterrupt`` at once (no state). The handler is
-installed only in the main thread and removed when training ends.
+At the end of the batch that completes an optimizer step, this callback looks whether a stop was requested — by this
+process or, under several processes, by any of them (one all-reduce of a flag, so that every process stops after the
+same step) — and if so sets :attr:`GracefulStop.stopping` and asks the trainer to stop. The saving callbacks, which
+run after it, then write ``<name>-step<N>`` and its state (without ``save.state``: ``<name>-interrupted``).
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import threading
 
 import lightning as L
 
 from sdlora.callbacks.steps import OptimizerSteps
+from sdlora.results import RunResults
+from sdlora.signals import StopSignals
 
 log = logging.getLogger("sdlora")
 
 
-class GracefulInterrupt:
-    """The SIGINT handler: first signal → :attr:`requested`, second → ``KeyboardInterrupt``."""
+class _DropFitStopped(logging.Filter):
+    """Lightning logs "`Trainer.fit` stopped: `max_epochs=…` reached" also when a signal stopped the run."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-        self._installed = False
-
-    def install(self) -> None:
-        if self._installed or threading.current_thread() is not threading.main_thread():
-            return
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        self._installed = True
-
-    def uninstall(self) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
-            self._installed = False
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            self.uninstall()
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("Ctrl-C: stopping after this optimizer step with a saved state (Ctrl-C again stops at once)")
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("`Trainer.fit` stopped")
 
 
 class GracefulStop(L.Callback):
     """Turns a requested stop into the end of training after an optimizer step (place it before the savers)."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
+    def __init__(self, signals: StopSignals, results: RunResults) -> None:
+        self.signals = signals
+        self.results = results
         self.stopping = False  # set at the end of the step the run stops after; the savers read it
-        self._interrupt = GracefulInterrupt()
+        self.stop_signal: int | None = None
         self._steps = OptimizerSteps()
+        self._quiet = _DropFitStopped()
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._steps.start(trainer)
-        if self.enabled and not trainer.fast_dev_run:
-            self._interrupt.install()
+        if not trainer.fast_dev_run:
+            self.signals.install()  # Lightning replaced the SIGTERM handler when fit started
+            self.signals.graceful = True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if not self._steps.stepped(trainer):
+        if not self._steps.stepped(trainer) or self.stopping:
             return
-        if self._interrupt.requested and trainer.global_step < trainer.max_steps:
+        requested = self.signals.requested is not None
+        if trainer.world_size > 1:  # every process stops after the same step
+            requested = bool(trainer.strategy.reduce_boolean_decision(requested, all=False))
+        if requested and trainer.global_step < trainer.max_steps:
             self.stopping = True
+            self.stop_signal = self.signals.requested or int(signal.SIGTERM)  # another process got the signal
+            self.results.stopped_by = self.stop_signal
             trainer.should_stop = True
+            logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(self._quiet)
+
+    def _leave_training(self) -> None:
+        self.signals.graceful = False
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").removeFilter(self._quiet)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._interrupt.uninstall()
+        self._leave_training()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._interrupt.uninstall()
+        self._leave_training()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._interrupt.uninstall()
+        self._leave_training()

@@ -29,6 +29,7 @@ from sdlora.network.network import LoRANetwork
 from sdlora.results import RunResults
 from sdlora.state import retention
 from sdlora.state.save_schedule import SaveSchedule
+from sdlora.utils.atomic import low_space_warning
 
 log = logging.getLogger("sdlora")
 
@@ -63,8 +64,13 @@ class SaveLoRAFiles(L.Callback):
     def save(self, network: LoRANetwork, prediction_type: str, name: str, steps: int, epoch: int) -> Path:
         """Write ``network`` as ``<run_dir>/<name><suffix>`` with the run's metadata and this save's step/epoch."""
         metadata = self.metadata.for_save(network, prediction_type, steps, epoch)
-        path = save_lora(self.run_dir / f"{name}{self.suffix}", network.kohya_tensors(self.dtype), metadata)
+        tensors = network.kohya_tensors(self.dtype)
+        warning = low_space_warning(self.run_dir, sum(t.numel() * t.element_size() for t in tensors.values()), name)
+        if warning:
+            log.warning("%s", warning)
+        path = save_lora(self.run_dir / f"{name}{self.suffix}", tensors, metadata)
         self.results.file_saved(path)
+        log.info("Saved %s", path)
         if self.also_diffusers:
             from sdlora.network.export import peft_state_dict
 
@@ -102,8 +108,22 @@ class SaveLoRAFiles(L.Callback):
         if s.epoch_due(epoch, is_last_batch(trainer)):
             self._save_now(trainer, pl_module, retention.epoch_name(s.output_name, epoch), epoch)
             self._remove(self._ledger.after_epoch(epoch, step) + self._ledger.old_epochs(step))
-        if self.stop is not None and self.stop.stopping and not step_due:
-            self._save_now(trainer, pl_module, retention.step_name(s.output_name, step), trainer.current_epoch)
+        if self.stop is not None and self.stop.stopping:
+            self._save_at_stop(trainer, pl_module, step, step_due)
+
+    def _save_at_stop(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, saved: bool) -> None:
+        """The LoRA of the step a signal stopped the run after: ``<name>-step<N>`` beside its state, or without
+        ``save.state`` ``<name>-interrupted`` (the LoRA so far; nothing to resume from)."""
+        s = self.schedule
+        if s.state:
+            if not saved:
+                self._save_now(trainer, pl_module, retention.step_name(s.output_name, step), trainer.current_epoch)
+            return
+        path = self.run_dir / f"{retention.interrupted_name(s.output_name)}{self.suffix}"
+        self.save(pl_module.network, pl_module.components.prediction_type, path.stem, step, trainer.current_epoch)
+        self.results.interrupted = path
+        log.warning("Stopped by %s after step %d; the LoRA so far is %s (save.state=true also saves a state to "
+                    "resume from)", self.stop.signal_name, step, path)  # fmt: skip
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stopped = self.stop is not None and self.stop.stopping

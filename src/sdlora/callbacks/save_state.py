@@ -20,6 +20,7 @@ without ``save.state`` can still resume from a state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ import lightning as L
 from sdlora import __version__
 from sdlora.callbacks.graceful_stop import GracefulStop
 from sdlora.callbacks.steps import OptimizerSteps
-from sdlora.errors import SdloraError
+from sdlora.errors import DiskFull, NonFiniteLoss, NonFiniteWeights, ResumableError, SdloraError
 from sdlora.lightning_compat import batches_processed, is_last_batch
 from sdlora.results import RunResults
 from sdlora.state import retention
@@ -111,7 +112,7 @@ class TrainingStates(L.Callback):
             name = retention.step_name(s.output_name, step)
             path = self.write(trainer, name, "interrupt") if not step_due else self.run_dir / retention.state_name(name)
             self.results.interrupted = path
-            log.warning("Stopped by Ctrl-C after step %d; continue with resume=%s", step, path)
+            log.warning("Stopped by %s after step %d; continue with resume=%s", self.stop.signal_name, step, path)
         elif step >= trainer.max_steps > 0:
             # the last step's state is written here, not at train end: it then resumes with the next epoch's batch
             self.write(trainer, s.output_name, "final")
@@ -123,15 +124,17 @@ class TrainingStates(L.Callback):
             self.write(trainer, self.schedule.output_name, "final")  # training stopped before its last step
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        from sdlora.lit.module import NonFiniteLoss
-
-        if not (isinstance(exception, NonFiniteLoss) and self.schedule.state):
+        """A problem found during training names the training state to continue from: after a non-finite loss the
+        state of the step before (written now, if its weights are finite), else the run's newest state."""
+        if not isinstance(exception, ResumableError):
             return
-        name = retention.step_name(self.schedule.output_name, trainer.global_step)
-        path = self.run_dir / retention.state_name(name)
-        if path not in self.results.states:
-            path = self.write(trainer, name, "nonfinite")
-        exception.state_path = path
+        if isinstance(exception, NonFiniteLoss) and self.schedule.state:
+            name = retention.step_name(self.schedule.output_name, trainer.global_step)
+            if self.run_dir / retention.state_name(name) not in self.results.states:
+                with contextlib.suppress(NonFiniteWeights, DiskFull):
+                    self.write(trainer, name, "nonfinite")
+        if self.results.states:
+            exception.state_path = self.results.states[-1]
 
     # ------------------------------------------------------------------------------------------------ content
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -7,12 +7,14 @@ combinations (paths that must exist, ranges, limits) before anything heavy is im
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sdlora.config.schema import Attention
 from sdlora.errors import SdloraError
+from sdlora.signals import signal_number
 
 MAX_TOKEN_LENGTHS = (75, 150, 225)
 
@@ -143,6 +145,7 @@ def _check_trainer_and_save(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"trainer.log_every_n_steps must be ≥ 1, got {trainer.log_every_n_steps}")
     if trainer.gradient_clip_val is not None and trainer.gradient_clip_val < 0:
         problems.append(f"trainer.gradient_clip_val must be ≥ 0 or null, got {trainer.gradient_clip_val}")
+    _check_fault_options(trainer, problems)
     name = save.output_name
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         problems.append(f"save.output_name={name!r} must be a plain file name (files go into the run folder)")
@@ -176,11 +179,44 @@ def _check_optimization_and_precision(cfg: DictConfig, problems: list[str]) -> N
     from sdlora.optim.rules import adaptive_lr_problems
     from sdlora.precision.policy import check_precision
 
-    found = check_optimization(cfg)
+    found = _unrepresentable(cfg) or check_optimization(cfg)
     problems += found or adaptive_lr_problems(cfg)
     problems += check_precision(cfg.precision)
     if cfg.model.compile and not str(cfg.model.compile_backend).strip():
         problems.append("model.compile_backend must name a torch.compile backend (e.g. inductor)")
+
+
+def _check_fault_options(trainer: DictConfig, problems: list[str]) -> None:
+    """The options of signals and non-finite values (trainer.preemption_signal, max_skipped_fraction, …)."""
+    try:
+        signal_number(trainer.preemption_signal)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if not 0 <= trainer.max_skipped_fraction <= 1:
+        problems.append(f"trainer.max_skipped_fraction must be in [0, 1], got {trainer.max_skipped_fraction}")
+    every = trainer.check_finite_every_n_steps
+    if every is not None and every < 1:
+        problems.append(f"trainer.check_finite_every_n_steps must be ≥ 1 or null, got {every}")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _unrepresentable(cfg: DictConfig) -> list[str]:
+    """Learning rates and optimizer arguments must be finite and fit a float32 (the optimizers compute in it)."""
+    values = {f"optimizer.{k}": v for k, v in cfg.optimizer.items() if not str(k).startswith("_")}
+    values |= {f"network.{k}": cfg.network[k] for k in ("unet_lr", "text_encoder_lr")}
+    problems = []
+    for key, value in values.items():
+        numbers = value if isinstance(value, list | tuple) or OmegaConf.is_list(value) else [value]
+        for number in numbers:
+            if isinstance(number, float) and not (math.isfinite(number) and abs(number) <= FLOAT32_MAX):
+                problems.append(
+                    f"{key}={value} cannot be used: the optimizers compute in float32, whose largest number is about "
+                    "3.4e38 (and NaN/inf are no values)"
+                )
+                break
+    return problems
 
 
 def _check_saving_sampling_resume(cfg: DictConfig, problems: list[str]) -> None:

@@ -176,6 +176,8 @@ def check_data(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"data.batch_size must be ≥ 1, got {data.batch_size}")
     if data.num_workers < 0:
         problems.append(f"data.num_workers must be ≥ 0, got {data.num_workers}")
+    if data.max_caption_bytes < 1:
+        problems.append(f"data.max_caption_bytes must be ≥ 1, got {data.max_caption_bytes}")
     _caption_values(data, "data", problems)
     if data.resolution is None or resolution is not None:
         _buckets(cfg, resolution, problems)

@@ -60,9 +60,9 @@ def check_sample(sample: DictConfig, problems: list[str]) -> None:
 
 
 def check_resume_option(cfg: DictConfig, problems: list[str]) -> None:
-    from sdlora.state.resume import locate
+    from sdlora.state.resume import AUTO, locate
 
-    if cfg.resume:
+    if cfg.resume and cfg.resume != AUTO:
         try:
             locate(cfg.resume)
         except SdloraError as exc:

@@ -190,6 +190,7 @@ class DataConfig(Freezable):
     caption_dropout_rate: float = 0.0  # probability of an empty caption [caption_dropout_rate]
     caption_tag_dropout_rate: float = 0.0  # probability of dropping each non-kept tag [caption_tag_dropout_rate]
     caption_dropout_every_n_epochs: int = 0  # every n-th epoch trains uncaptioned [caption_dropout_every_n_epochs]
+    max_caption_bytes: int = 65536  # longer caption files are cut there, with a warning (no kohya option)
     # aspect-ratio buckets
     enable_bucket: bool = True  # kohya_ss GUI default (sd-scripts' CLI default is off) [enable_bucket]
     min_bucket_reso: int | None = None  # null: the family's default (256; 64 for tiny) [min_bucket_reso]
@@ -264,6 +265,9 @@ class TrainerConfig(Freezable):
     enable_progress_bar: bool = True
     fast_dev_run: Any = False
     skip_nonfinite: bool = False  # skip (count and log) batches with a non-finite loss instead of stopping (no kohya)
+    max_skipped_fraction: float = 0.1  # a run that skipped more of its batches (non-finite loss/weights) fails
+    check_finite_every_n_steps: int | None = None  # LoRA weights finite? null: every step with skip_nonfinite
+    preemption_signal: str | None = "SIGUSR1"  # a cluster's warning before it stops a job: save, requeue (SLURM)
 
 
 @dataclass
@@ -324,7 +328,7 @@ class TrainConfig(Freezable):
     sample: SampleConfig = field(default_factory=SampleConfig)
     seed: int = 42  # [seed]
     dry_run: bool = False  # print the data plan and exit
-    resume: str | None = None  # a state folder, a folder of runs (its newest state), or "latest" (outputs/) [resume]
+    resume: str | None = None  # a state folder, a folder of runs (its newest state), "latest", "auto" [resume]
     resume_allow_changes: bool = False  # resume although the data order or the schedule changed (no kohya option)
 
 

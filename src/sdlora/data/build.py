@@ -67,7 +67,7 @@ def build_training_data(
     plan warns about images that have none.
     """
     subsets, warnings = resolve_subsets(data)
-    scan = scan_records(subsets, None, strict=data.strict, workers=min(8, os.cpu_count() or 1))
+    scan = scan_records(subsets, None, data.strict, min(8, os.cpu_count() or 1), data.max_caption_bytes)
     held_out: list[ImageRecord] = []
     if validation_split > 0:
         scan, held_out = hold_out(scan, validation_split, validation_seed)

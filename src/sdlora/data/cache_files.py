@@ -3,9 +3,11 @@
 A cached value (an image's VAE posterior, a caption's text-encoder outputs) has a *key*: a JSON object naming
 everything the value depends on — the image bytes' SHA-256, bucket, resize, crop, flip, the model's weights
 fingerprint and dtype, the preprocessing version. The file name is the SHA-256 of that key, and the key is stored in
-the file's metadata. A file is reused only if its stored key equals the wanted key and its tensors have the expected
-shapes; anything else (another VAE, another crop, edited image bytes, a truncated file) is recomputed and rewritten
-atomically. Files live in a cache folder (``<run folder>/cache`` or ``data.cache_dir``), never in the dataset.
+the file's metadata, with a SHA-256 of its tensors' bytes. A file is reused only if its stored key equals the wanted
+key, its tensors have the expected shapes and their bytes match the checksum; anything else (another VAE, another
+crop, edited image bytes, a truncated file, overwritten tensor data) is recomputed and rewritten atomically — a
+damaged file with a warning saying so. A file that changes while a run reads it is an error naming it. Files live in
+a cache folder (``<run folder>/cache`` or ``data.cache_dir``), never in the dataset.
 """
 
 from __future__ import annotations
@@ -17,14 +19,28 @@ from typing import Any
 
 import torch
 
+from sdlora.errors import SdloraError
 from sdlora.utils.atomic import atomic_write
 
 KEY_FIELD = "sdlora_cache_key"
+CHECKSUM_FIELD = "sdlora_tensor_sha256"
+DAMAGED = "damaged"
 
 
 def key_json(key: dict[str, Any]) -> str:
     """The canonical JSON text of a cache key (sorted keys, no spaces)."""
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        flat = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensors[name].shape)}".encode())
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def key_digest(key: dict[str, Any]) -> str:
@@ -58,34 +74,54 @@ class DiskCache:
     def path(self, key: dict[str, Any]) -> Path:
         return self.folder / f"{key_digest(key)}.safetensors"
 
-    def valid(self, key: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None = None) -> bool:
-        """Whether the file for ``key`` exists, stores exactly this key, and has tensors of ``shapes``."""
+    def problem(self, key: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None = None) -> str | None:
+        """None when the file for ``key`` can be reused (it stores exactly this key, tensors of ``shapes`` and bytes
+        matching its checksum); else why not — :data:`DAMAGED` for a file whose tensors do not match its checksum or
+        cannot be read."""
         from safetensors import safe_open
 
         path = self.path(key)
         if not path.is_file():
-            return False
+            return "missing"
         try:
             with safe_open(str(path), framework="pt") as f:
-                if (f.metadata() or {}).get(KEY_FIELD) != key_json(key):
-                    return False
-                if shapes is not None:
-                    if set(f.keys()) != set(shapes):
-                        return False
-                    return all(tuple(f.get_slice(name).get_shape()) == shape for name, shape in shapes.items())
-        except Exception:  # truncated or not a safetensors file: recompute it
-            return False
-        return True
+                metadata = f.metadata() or {}
+                if metadata.get(KEY_FIELD) != key_json(key) or CHECKSUM_FIELD not in metadata:
+                    return "another key"
+                if shapes is not None and (
+                    set(f.keys()) != set(shapes)
+                    or any(tuple(f.get_slice(name).get_shape()) != shape for name, shape in shapes.items())
+                ):
+                    return "other shapes"
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        except Exception:  # truncated or not a safetensors file
+            return DAMAGED
+        return None if tensor_checksum(tensors) == metadata[CHECKSUM_FIELD] else DAMAGED
+
+    def valid(self, key: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None = None) -> bool:
+        return self.problem(key, shapes) is None
 
     def write(self, key: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
         from safetensors.torch import save_file
 
         tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-        metadata = {KEY_FIELD: key_json(key)}
+        metadata = {KEY_FIELD: key_json(key), CHECKSUM_FIELD: tensor_checksum(tensors)}
         return atomic_write(self.path(key), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @staticmethod
     def load(path: Path) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
+        """The tensors of a cache file, checked against its checksum (a file changed during the run is an error)."""
+        from safetensors import safe_open
 
-        return load_file(str(path))
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                expected = (f.metadata() or {}).get(CHECKSUM_FIELD)
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        except Exception as exc:
+            raise SdloraError(f"cache file {path} cannot be read ({exc}); delete it and run again") from None
+        if expected != tensor_checksum(tensors):
+            raise SdloraError(
+                f"cache file {path} changed while the run used it (its tensors do not match their checksum); delete "
+                "it and run again"
+            )
+        return tensors

@@ -27,19 +27,41 @@ def caption_path(image: Path, extension: str) -> Path:
     return image.with_name(image.stem + normalise_extension(extension))
 
 
-def read_caption(image: Path, extension: str) -> str | None:
-    """The caption of ``image`` (first line, stripped), or None when it has no caption file."""
+MAX_CAPTION_BYTES = 64 * 1024  # [data.max_caption_bytes] a caption is a line of tags, not a document
+
+
+def read_caption(image: Path, extension: str, max_bytes: int = MAX_CAPTION_BYTES) -> str | None:
+    """The caption of ``image`` (first line, stripped), or None when it has no caption file. Only the first
+    ``max_bytes`` bytes of the file are read (a character cut at the end is dropped)."""
     path = caption_path(image, extension)
     if not path.is_file():
         return None
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        data = _whole_characters(data[:max_bytes])
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SdloraError(
             f"caption file {path} is not valid UTF-8 ({exc.reason} at byte {exc.start}): re-save it as UTF-8"
         ) from None
     lines = text.splitlines()
     return lines[0].strip() if lines else ""
+
+
+def _whole_characters(data: bytes) -> bytes:
+    """``data`` without a multi-byte UTF-8 character that a cut at its end left incomplete (other encoding problems
+    are left for the caller to report)."""
+    for cut in range(4):
+        part = data[: len(data) - cut]
+        try:
+            part.decode("utf-8")
+            return part
+        except UnicodeDecodeError as exc:
+            if exc.reason != "unexpected end of data":
+                return data
+    return data
 
 
 # --- per-sample caption processing (kohya ``process_caption``) -------------------------------------------------------

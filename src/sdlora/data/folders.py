@@ -8,6 +8,7 @@ recursive; extensions png/jpg/jpeg/webp/bmp in any case.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,18 @@ def parse_folder_name(name: str) -> tuple[int, str] | None:
     return (repeats, rest) if repeats >= 1 else None
 
 
+def readable_name(path: str | Path) -> str:
+    """A path as text that can be printed and written to JSON: bytes that are not UTF-8 (Python keeps them as
+    surrogates) shown as ``\\xNN`` escapes."""
+    return os.fsencode(str(path)).decode("utf-8", errors="backslashreplace")
+
+
+def is_utf8_name(path: Path) -> bool:
+    """Whether a file or folder name is valid UTF-8 (names of other encodings cannot go into logs, JSON or the LoRA
+    metadata)."""
+    return readable_name(path.name) == path.name
+
+
 def list_images(directory: Path) -> list[Path]:
     """Image files directly inside ``directory`` (not recursive), sorted by name."""
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -81,6 +94,9 @@ def scan_subsets(
         raise SdloraError(f"{option}={str(root)!r} is not a folder")
     subsets, warnings = [], []
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not is_utf8_name(child):
+            warnings.append(f"ignored folder {readable_name(child)} (its name is not valid UTF-8: rename it)")
+            continue
         parsed = parse_folder_name(child.name)
         if parsed is None:
             head = child.name.partition("_")[0]

@@ -56,7 +56,7 @@ def hold_out(scan: ScanResult, fraction: float, seed: int) -> tuple[ScanResult, 
 def scan_validation_dir(directory: str, data: DataConfig) -> list[ImageRecord]:
     """The images of a held-out kohya-style folder (its ``<repeats>_<name>`` subfolders; repeats are ignored)."""
     subsets, _ = scan_subsets(directory, "validation.dir", False, subset_options(data))
-    scan = scan_records(subsets, None, strict=data.strict, workers=min(8, os.cpu_count() or 1))
+    scan = scan_records(subsets, None, data.strict, min(8, os.cpu_count() or 1), data.max_caption_bytes)
     if not scan.records:
         raise SdloraError(f"validation.dir={directory!r} has no usable images in its '<repeats>_<name>' folders")
     return scan.records

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from sdlora.data.cache_files import DiskCache, module_fingerprint
+from sdlora.data.cache_files import DAMAGED, DiskCache, module_fingerprint
 from sdlora.errors import SdloraError
 from sdlora.utils.hashing import file_sha256
 
@@ -38,6 +38,12 @@ class CacheReport:
     reused: int = 0
     folder: Path | None = None
     computed_keys: list[dict] = field(default_factory=list)
+    damaged: list[Path] = field(default_factory=list)  # files that did not match their checksum (recomputed)
+
+    def note(self, problem: str, path: Path | None) -> None:
+        """Remember a cache file that cannot be reused because it is damaged (it is recomputed; the log says so)."""
+        if problem == DAMAGED and path is not None:
+            self.damaged.append(path)
 
 
 def latent_key(digest: str, fit, flipped: bool, vae_id: str, vae_dtype: torch.dtype) -> dict[str, Any]:
@@ -155,10 +161,12 @@ def cache_latents(
                 key = latent_key(digests[job], job.fit, job.flipped, vae_id, vae_dtype)
                 w, h = job.fit.bucket
                 shape = (channels, h // 8, w // 8)
-                if disk.valid(key, {"mean": shape, "std": shape}):
+                problem = disk.problem(key, {"mean": shape, "std": shape})
+                if problem is None:
                     store.files[(job.record, job.flipped)] = disk.path(key)
                     report.reused += 1
                 else:
+                    report.note(problem, disk.path(key))
                     todo.append(job)
         else:
             todo = jobs

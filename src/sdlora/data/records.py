@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sdlora.data.captions import caption_path, normalise_extension, read_caption
-from sdlora.data.folders import Subset, list_images
+from sdlora.data.captions import MAX_CAPTION_BYTES, caption_path, normalise_extension, read_caption
+from sdlora.data.folders import Subset, is_utf8_name, list_images, readable_name
 from sdlora.data.images import ImageProblem, read_image_info
 from sdlora.errors import SdloraError
 
@@ -64,14 +64,25 @@ def _probe_all(paths: list[Path], workers: int) -> list[tuple[tuple[int, int], s
 
 
 def scan_records(
-    subsets: list[Subset], caption_extension: str | None = None, strict: bool = False, workers: int = 1
+    subsets: list[Subset],
+    caption_extension: str | None = None,
+    strict: bool = False,
+    workers: int = 1,
+    max_caption_bytes: int = MAX_CAPTION_BYTES,
 ) -> ScanResult:
     """Read every image once (to catch corrupt files and hash it), pair it with its caption.
 
-    ``caption_extension`` overrides the subsets' own extension (``subset.options.caption_extension``).
+    ``caption_extension`` overrides the subsets' own extension (``subset.options.caption_extension``); caption files
+    longer than ``max_caption_bytes`` are cut there, with a warning [data.max_caption_bytes].
     """
     result = ScanResult(subsets=list(subsets))
-    work = [(subset, path) for subset in subsets for path in list_images(subset.directory)]
+    work = []
+    for subset in subsets:
+        for path in list_images(subset.directory):
+            if is_utf8_name(path):
+                work.append((subset, path))
+            else:
+                result.warnings.append(f"skipped {readable_name(path)}: its file name is not valid UTF-8 (rename it)")
     for subset in subsets:
         result.images_per_subset[subset.directory] = 0
         result.captions_per_subset[subset.directory] = 0
@@ -86,12 +97,13 @@ def scan_records(
                 raise SdloraError(f"{problem} (data.strict=true; remove the file or set data.strict=false)")
             result.warnings.append(f"skipped {problem}")
             continue
-        caption = read_caption(path, _extension(subset, caption_extension))
+        caption = read_caption(path, _extension(subset, caption_extension), max_caption_bytes)
         result.images_per_subset[subset.directory] += 1
         result.captions_per_subset[subset.directory] += caption is not None
         text = caption if caption is not None else subset.class_tokens
         result.records.append(ImageRecord(path, info[0], text, subset, caption is not None, info[1]))
     _caption_warnings(result, caption_extension)
+    _long_caption_warnings(result, caption_extension, max_caption_bytes)
     _empty_warnings(result, caption_extension)
     _duplicate_warnings(result)
     return result
@@ -100,6 +112,20 @@ def scan_records(
 def _extension(record_or_subset, override: str | None) -> str:
     subset = getattr(record_or_subset, "subset", record_or_subset)
     return normalise_extension(override or subset.options.caption_extension)
+
+
+def _long_caption_warnings(result: ScanResult, override: str | None, max_bytes: int) -> None:
+    long = []
+    for record in result.records:
+        path = caption_path(record.path, _extension(record, override))
+        if record.has_caption_file and path.stat().st_size > max_bytes:
+            long.append(f"{path} ({path.stat().st_size:,} bytes)")
+    if long:
+        more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+        result.warnings.append(
+            f"{len(long)} caption file(s) are longer than data.max_caption_bytes={max_bytes} and were cut there: "
+            f"{', '.join(long[:5])}{more}"
+        )
 
 
 def _duplicate_warnings(result: ScanResult) -> None:

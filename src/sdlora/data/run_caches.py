@@ -35,8 +35,12 @@ def prepare_caches(
     cache files but write none (every distributed rank but 0; see :class:`DataCaches`)."""
     from sdlora.data.latent_cache import cache_latents
     from sdlora.data.text_cache import cache_text_outputs
+    from sdlora.utils.atomic import clean_leftovers
 
     folder = cache_folder(data_cfg, run_dir)
+    if write:
+        for sub in ("latents", "text"):
+            clean_leftovers(folder / sub)
     reports: dict[str, Any] = {}
     mode = data_cfg.cache_latents
     if mode != CacheMode.none:
@@ -61,6 +65,12 @@ def prepare_caches(
 def _log(what: str, report, to_disk: bool) -> None:
     where = f" in {report.folder}" if to_disk else " in memory"
     log.info("Cached %s%s: %d computed, %d reused", what, where, report.computed, report.reused)
+    if report.damaged:
+        more = f" and {len(report.damaged) - 3} more" if len(report.damaged) > 3 else ""
+        log.warning(
+            "%d %s cache file(s) did not match their checksum (damaged or overwritten) and were recomputed: %s%s",
+            len(report.damaged), what, ", ".join(str(p) for p in report.damaged[:3]), more,
+        )  # fmt: skip
 
 
 class DataCaches:

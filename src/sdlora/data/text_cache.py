@@ -101,10 +101,12 @@ def cache_text_outputs(
     todo = []
     for caption in captions:
         key = {"kind": "text", "format": TEXT_FORMAT, "caption": caption, **identity}
-        if disk is not None and disk.valid(key):
+        problem = disk.problem(key) if disk is not None else "in memory"
+        if problem is None:
             store.files[caption] = disk.path(key)
             report.reused += 1
         else:
+            report.note(problem, disk.path(key) if disk is not None else None)
             todo.append((caption, key))
     for start in tqdm(range(0, len(todo), batch_size), desc="Caching text-encoder outputs", disable=not todo):
         chunk = todo[start : start + batch_size]

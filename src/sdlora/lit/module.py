@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -31,7 +30,7 @@ from sdlora.data.posterior import sample_posterior
 from sdlora.diffusion.loss import weighted_mean
 from sdlora.diffusion.objective import DiffusionObjective, Noised
 from sdlora.distributed.share import BatchShare
-from sdlora.errors import SdloraError
+from sdlora.errors import NonFiniteLoss, SdloraError
 from sdlora.lit.running_mean import RunningMean
 from sdlora.lit.val_loss import ValidationLoss
 from sdlora.models.family import Components, ModelFamily, TextConditioning
@@ -39,24 +38,6 @@ from sdlora.network.network import LoRANetwork
 from sdlora.optim.factory import build_lr_scheduler
 
 log = logging.getLogger("sdlora")
-
-
-class NonFiniteLoss(SdloraError):
-    """The loss of a batch is NaN or infinite (the message names the step, the images and likely causes).
-
-    ``state_path``: the training state of the step before, when one was saved (the message then says how to resume).
-    """
-
-    state_path: Path | None = None
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.state_path is None:
-            return text
-        return (
-            f"{text}\nThe state before this step is in {self.state_path}: resume={self.state_path} continues from "
-            "there (with trainer.skip_nonfinite=true, or a lower learning rate and resume_allow_changes=true)."
-        )
 
 
 def nonfinite_message(value: float, paths: list[str], step: int, epoch: int) -> str:
@@ -85,6 +66,7 @@ class LoRATrainingModule(L.LightningModule):
         seed: int = 0,
         validation: ValidationLoss | None = None,
         skip_nonfinite: bool = False,
+        max_skipped: int | None = None,
     ) -> None:
         super().__init__()
         self.family = family
@@ -105,6 +87,7 @@ class LoRATrainingModule(L.LightningModule):
         self.epoch_losses: list[float] = []
         self.generator: torch.Generator | None = None
         self.skip_nonfinite = skip_nonfinite  # [trainer.skip_nonfinite]
+        self.max_skipped = max_skipped  # batches; more skipped ones fail the run [trainer.max_skipped_fraction]
         self.nonfinite_skipped = 0
 
     # ------------------------------------------------------------------------------------------ modes, RNG
@@ -190,12 +173,24 @@ class LoRATrainingModule(L.LightningModule):
             message = nonfinite_message(value, paths, self.global_step + 1, self.current_epoch + 1)
             if not self.skip_nonfinite:
                 raise NonFiniteLoss(message)
-            self.nonfinite_skipped += 1
+            self.count_skipped(1)
             log.warning("trainer.skip_nonfinite: skipped a batch: %s", message.split(". Likely causes")[0])
             self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), on_step=True, on_epoch=False)
             return None
         self._log_step(value)
         return loss
+
+    def count_skipped(self, batches: int) -> None:
+        """Count batches that gave no update (a non-finite loss, a rolled-back step); more than
+        ``trainer.max_skipped_fraction`` of the run's batches fail it."""
+        self.nonfinite_skipped += batches
+        if self.max_skipped is not None and self.nonfinite_skipped > self.max_skipped:
+            total = self.total_steps * (self._trainer.accumulate_grad_batches if self._trainer is not None else 1)
+            raise SdloraError(
+                f"{self.nonfinite_skipped} of the run's {total} batches gave no update (a non-finite loss or weights), "
+                f"more than trainer.max_skipped_fraction allows ({self.max_skipped}): the run does not train. Lower "
+                "the learning rate, check the images named in the warnings, or use precision=bf16_mixed/fp32"
+            )
 
     def global_loss(self, loss: torch.Tensor) -> tuple[float, float]:
         """This process's loss and the mean over the processes (the global batch's loss; the same on every process,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from sdlora.errors import NonFiniteWeights
 from sdlora.utils.atomic import atomic_write
 
 SUFFIXES = {"safetensors": ".safetensors", "ckpt": ".ckpt", "pt": ".pt"}
@@ -31,9 +32,38 @@ def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     return model_hash, legacy_hash
 
 
+NONFINITE_CAUSES = (
+    "likely causes: a learning rate that is too high (optimizer.lr, network.unet_lr, network.text_encoder_lr), an "
+    "optimizer eps of 0 (optimizer.eps: its update divides by it where a gradient is 0), fp16 overflow (precision="
+    "bf16_mixed or fp32)"
+)
+
+
+def nonfinite_count(tensors: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(non-finite values, tensors holding any) over ``tensors``, with one fused pass per tensor."""
+    values = modules = 0
+    for tensor in tensors.values():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            values, modules = values + bad, modules + (bad > 0)
+    return values, modules
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse to write non-finite weights: :class:`NonFiniteWeights` naming the file and the likely causes."""
+    values, count = nonfinite_count(tensors)
+    if values:
+        raise NonFiniteWeights(
+            f"not writing {path}: {values} value(s) in {count} tensor(s) of the LoRA are NaN or infinite; "
+            f"{NONFINITE_CAUSES}"
+        )
+
+
 def save_lora(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Write a LoRA state dict atomically; the format follows the suffix (metadata only in .safetensors)."""
+    """Write a LoRA state dict atomically; the format follows the suffix (metadata only in .safetensors). Non-finite
+    weights are refused (:func:`check_finite`): no file sdlora writes holds NaN or infinity."""
     path = Path(path)
+    check_finite(tensors, path)
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 

@@ -45,13 +45,17 @@ def model_file_metadata(key: str, location: str | None, full_hash: str | None = 
     return out
 
 
-def tag_frequency(records) -> dict[str, dict[str, int]]:
-    """``ss_tag_frequency``: per folder, how many images carry each comma-separated tag (once per image)."""
+TAG_FREQUENCY_LIMIT = 1000  # tags kept per folder in ss_tag_frequency (the most frequent)
+
+
+def tag_frequency(records, limit: int = TAG_FREQUENCY_LIMIT) -> dict[str, dict[str, int]]:
+    """``ss_tag_frequency``: per folder, how many images carry each comma-separated tag (once per image); at most
+    ``limit`` tags per folder, the most frequent (a huge caption file must not make every LoRA huge)."""
     table: dict[str, Counter] = {}
     for record in records:
         tags = {t.strip().lower() for t in record.caption.split(",") if t.strip()}
         table.setdefault(record.subset.name, Counter()).update(tags)
-    return {folder: dict(counts) for folder, counts in table.items()}
+    return {folder: dict(counts.most_common(limit)) for folder, counts in table.items()}
 
 
 class LoRAMetadata:

@@ -4,6 +4,10 @@
 folder of run folders such as ``outputs/`` — in which case the newest state below it is used (newest by the time it
 was saved; at most four levels deep). ``resume=latest`` is the newest state under ``outputs/``, the default root of
 the run folders (relative to the working directory; with another ``hydra.run.dir`` name that root instead).
+``resume=auto`` is the newest state in the run's own folder when there is one, else a fresh start: what a job that a
+cluster requeued needs (a requeued SLURM job does it without being told: :func:`sdlora.signals.requeued_by_slurm`).
+Only intact states are used (their manifest matches their files); newer damaged ones are skipped with a warning
+saying why, and a damaged state named directly is an error naming the file.
 
 The new config must keep the data order and the schedule (:mod:`sdlora.state.fingerprint`); otherwise the run stops
 with the list of differences, unless ``resume_allow_changes=true``. A larger horizon (``trainer.max_steps`` or
@@ -20,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from sdlora.errors import SdloraError
-from sdlora.state.folder import INFO_FILE, is_state_folder, read_info
+from sdlora.state.folder import INFO_FILE, is_state_folder, read_info, state_problem
 
 log = logging.getLogger("sdlora")
 
 LATEST = "latest"
+AUTO = "auto"
 LATEST_ROOT = Path("outputs")
 MAX_DEPTH = 4
 
@@ -46,16 +51,32 @@ def state_folders(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
     return found
 
 
-def newest_state(root: Path) -> Path | None:
-    """The most recently saved state folder under ``root`` (ties: the higher step)."""
-    folders = state_folders(root)
-    return max(folders, key=_saved_at) if folders else None
+def newest_state(root: Path) -> tuple[Path | None, list[str]]:
+    """The most recently saved *intact* state folder under ``root`` (ties: the higher step), and one line for each
+    newer state that was skipped because it is damaged (:func:`sdlora.state.folder.state_problem`)."""
+    skipped = []
+    for folder in sorted(state_folders(root), key=_saved_at, reverse=True):
+        problem = state_problem(folder)
+        if problem is None:
+            return folder, skipped
+        skipped.append(f"{folder.name}: {problem}")
+    return None, skipped
 
 
-def locate(value: str) -> Path:
-    """The state folder that ``resume=value`` names (see the module docstring)."""
+def locate(value: str, run_dir: Path | None = None) -> Path | None:
+    """The state folder that ``resume=value`` names (see the module docstring). ``auto`` looks in ``run_dir`` and
+    returns None when it holds no intact state."""
+    if value == AUTO:
+        if run_dir is None or not Path(run_dir).is_dir():
+            return None
+        newest, skipped = newest_state(Path(run_dir))
+        _report_skipped(value, skipped)
+        return newest.resolve() if newest is not None else None
     path = LATEST_ROOT if value == LATEST else Path(value).expanduser()
     if is_state_folder(path):
+        problem = state_problem(path)
+        if problem is not None:
+            raise SdloraError(f"resume={value!r} cannot be used: {problem}. Resume from an older state of the run")
         return path.resolve()
     if not path.is_dir():
         if value == LATEST:
@@ -64,13 +85,20 @@ def locate(value: str) -> Path:
                 "folder holding your run folders instead: resume=/path/to/run/<name>-step00000200-state"
             )
         raise SdloraError(f"resume={value!r} does not exist: give a state folder (<name>-…-state) or a run folder")
-    newest = newest_state(path)
+    newest, skipped = newest_state(path)
+    _report_skipped(value, skipped)
     if newest is None:
+        damaged = f" ({len(skipped)} damaged: {skipped[0]})" if skipped else ""
         raise SdloraError(
-            f"resume={value!r}: no state folder (<name>-…-state with {INFO_FILE}) under {path}; states are written "
-            "with save.state=true"
+            f"resume={value!r}: no state folder (<name>-…-state with {INFO_FILE}) under {path} is intact{damaged}; "
+            "states are written with save.state=true"
         )
     return newest.resolve()
+
+
+def _report_skipped(value: str, skipped: list[str]) -> None:
+    for line in skipped:
+        log.warning("resume=%s: skipped the damaged state %s", value, line)
 
 
 @dataclass
@@ -86,13 +114,14 @@ class ResumePoint:
     def epoch(self) -> int:
         return int(self.info["epoch"])
 
+    finished: bool = False  # the state is at the run's last step: nothing to train, only final files to complete
 
-def resume_point(value: str, current: dict[str, Any], allow_changes: bool) -> ResumePoint:
-    """Locate the state and compare its fingerprint with ``current``
+
+def resume_point(path: Path, current: dict[str, Any], allow_changes: bool) -> ResumePoint:
+    """Compare the fingerprint of the state folder ``path`` (found by :func:`locate`) with ``current``
     (:func:`sdlora.state.fingerprint.fingerprint` of the new config)."""
     from sdlora.state.fingerprint import compare
 
-    path = locate(value)
     info = read_info(path)
     point = ResumePoint(path, info)
     saved = info["fingerprint"]
@@ -103,7 +132,7 @@ def resume_point(value: str, current: dict[str, Any], allow_changes: bool) -> Re
             f"the run's total steps (from trainer.max_steps/trainer.max_epochs): {old_total} (state) → {new_total} "
             "(now); lowering it changes the LR schedule"
         )
-    if point.step >= new_total:
+    if point.step > new_total or (point.step == new_total and new_total != old_total):
         raise SdloraError(
             f"resume: the state {path} is at step {point.step}, and this run ends at step {new_total}: nothing to "
             "train. Raise trainer.max_steps (or trainer.max_epochs) to continue training"
@@ -122,5 +151,7 @@ def resume_point(value: str, current: dict[str, Any], allow_changes: bool) -> Re
             "raised); the schedule continues from step %d over the new total",
             old_total, new_total, point.step,
         )  # fmt: skip
+    if point.step == new_total:
+        return ResumePoint(path, info, finished=True)
     log.info("Resuming from %s (step %d, epoch %d)", path, point.step, point.epoch + 1)
     return point

@@ -31,6 +31,11 @@ def epoch_name(name: str, epoch: int) -> str:
     return f"{name}-{epoch:06d}"
 
 
+def interrupted_name(name: str) -> str:
+    """The LoRA saved when a signal stops a run without training states: ``{name}-interrupted``."""
+    return f"{name}-interrupted"
+
+
 def state_name(save_name: str) -> str:
     """The state folder beside a save: ``{save name}-state``."""
     return f"{save_name}-state"

@@ -9,8 +9,9 @@
   the batch (Hydra then reports the first failure and exits with code 1), and the Optuna sweeper records the trial
   as failed and goes on (``hparams_search=optuna`` sets ``max_failure_rate: 1.0``).
 - Anything else is a bug: recorded with its traceback, then raised as it is.
-- A run stopped by Ctrl-C after saving a state (``save.state=true``) is recorded as interrupted and exits with code
-  130 (a sweep stops there too).
+- A run stopped by a signal (:mod:`sdlora.signals`: Ctrl-C, SIGTERM, the pre-emption signal) is recorded as
+  ``interrupted`` (``preempted``) with what it left to continue from, and exits with code 128 + the signal's number
+  (130, 143, …; a sweep stops there too). After the pre-emption signal a SLURM job is requeued.
 - In a sweep with ``SDLORA_JOB_GPUS`` set (``hydra/launcher=joblib`` on several GPUs), the job first takes its GPU
   (:mod:`.gpus`).
 """
@@ -66,17 +67,41 @@ def _job_num(hydra_cfg) -> int | None:
     return int(num) if isinstance(num, int) else None
 
 
-def run_hydra_job(cfg: DictConfig, train: Callable[[DictConfig, Path], dict[str, Any]]) -> float | None:
-    """Run ``train(cfg, <Hydra output folder>)`` as one Hydra job (see the module docstring)."""
+def _stop_signals(cfg: DictConfig):
+    """The run's signal handlers (a bad ``trainer.preemption_signal`` is reported by the config checks)."""
+    from omegaconf import OmegaConf
+
+    from sdlora.signals import StopSignals, signal_number
+
+    try:
+        preemption = signal_number(OmegaConf.select(cfg, "trainer.preemption_signal", default=None))
+    except ValueError:
+        preemption = None
+    return StopSignals(preemption)
+
+
+def run_hydra_job(cfg: DictConfig, train: Callable[..., dict[str, Any]]) -> float | None:
+    """Run ``train(cfg, <Hydra output folder>, signals=...)`` as one Hydra job (see the module docstring)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from sdlora.distributed.world import is_rank_zero
+    from sdlora.signals import RunStopped
     from sdlora.sweep.gpus import assign_job_gpu
+    from sdlora.sweep.run_dir import refuse_run_dir_in_dataset
 
+    signals = _stop_signals(cfg)
+    signals.install()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    refusal = refuse_run_dir_in_dataset(cfg, run_dir)
+    if refusal is not None:
+        log.error("%s", refusal)
+        signals.uninstall()
+        if not multirun:
+            raise SystemExit(1)
+        raise SweepJobError(refusal)
     if multirun:
         try:
             gpu = assign_job_gpu(hydra_cfg.sweep.dir)
@@ -95,23 +120,41 @@ def run_hydra_job(cfg: DictConfig, train: Callable[[DictConfig, Path], dict[str,
         problems = multirun_problems(cfg) if multirun else []
         if problems:
             raise SdloraError("this job cannot run in a sweep:", problems)
-        summary = train(cfg, run_dir)
+        summary = train(cfg, run_dir, signals=signals)
     except SdloraError as exc:
         log.error("%s", exc)
         record.failed(exc, user_error=True)
         if not multirun:
             raise SystemExit(1) from None
         raise SweepJobError(str(exc)) from None
+    except RunStopped as exc:
+        log.warning("Stopped by %s at once (nothing of the current step was saved)", exc.args[0][len("stopped by ") :])
+        record.interrupted(exc.status, exc.args[0])
+        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         record.interrupted()
-        raise
+        raise SystemExit(130) from None
     except Exception as exc:
         record.failed(exc, user_error=False)
         raise
-    if "interrupted" in summary:  # Ctrl-C with save.state=true: a state was saved, the sweep stops too
-        record.interrupted()
-        log.warning("Training stopped by Ctrl-C; continue with resume=%s", summary["interrupted"])
-        raise SystemExit(130)
+    finally:
+        signals.uninstall()
+    if summary.get("stopped_by") is not None:  # a signal stopped the run after a step: the sweep stops too
+        _stopped(summary, signals, record, rank_zero)
     metric, name = job_metric(summary)
     record.completed(summary, metric, name)
     return metric
+
+
+def _stopped(summary: dict[str, Any], signals, record: RunRecord, rank_zero: bool) -> None:
+    """Record a run a signal stopped after a step, requeue a pre-empted SLURM job, exit 128 + the signal."""
+    import signal
+
+    from sdlora.signals import PREEMPTED, requeue_slurm_job
+
+    signum = int(summary["stopped_by"])
+    status, name = signals.status(signum), signal.Signals(signum).name
+    record.interrupted(status, f"stopped by {name} after step {summary.get('steps')}", summary.get("interrupted"))
+    if status == PREEMPTED and rank_zero:
+        requeue_slurm_job()
+    raise SystemExit(128 + signum)

@@ -3,7 +3,8 @@
 Written atomically (by the process of global rank 0 only) when the Hydra job starts (``status: running``) and again
 when it ends: ``completed`` with the numbers — final train loss (``loss/average``), final and best ``val/loss``,
 optimizer steps, wall time, LoRA files, the metric returned to the sweeper — or ``failed`` with the error message
-(``user_error: true`` for a :class:`~sdlora.errors.SdloraError`, else the traceback), or ``interrupted`` (Ctrl-C).
+(``user_error: true`` for a :class:`~sdlora.errors.SdloraError`, else the traceback), or ``interrupted`` / ``preempted``
+(a signal stopped it: :mod:`sdlora.signals`; ``resume_from`` names the state to continue from).
 A record that still says ``running`` belongs to a job that is running or was killed. The sweep summary
 (:mod:`sdlora.tools.sweep_summary`) reads these records.
 """
@@ -92,8 +93,13 @@ class RunRecord:
             values["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self._finish("failed", **values)
 
-    def interrupted(self) -> None:
-        self._finish("interrupted", error="interrupted (KeyboardInterrupt)")
+    def interrupted(self, status: str = "interrupted", reason: str = "KeyboardInterrupt", resume: str | None = None):
+        """A run stopped by a signal (``status``: ``interrupted`` or ``preempted``); ``resume``: what it left to
+        continue from (a training state, or without states the LoRA so far)."""
+        values: dict[str, Any] = {"error": f"{status} ({reason})"}
+        if resume is not None:
+            values["resume_from"] = resume
+        self._finish(status, **values)
 
 
 def read_record(run_dir: str | Path) -> dict[str, Any] | None:

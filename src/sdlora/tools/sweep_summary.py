@@ -142,7 +142,7 @@ def read_job(folder: Path) -> JobRow:
     record = read_record(folder)
     overrides = list(record.get("overrides", [])) if record else _hydra_overrides(folder)
     row = JobRow(folder, _job_number(folder, record), overrides, record.get("status", "unknown") if record else "")
-    if record and record.get("status") in ("completed", "failed", "interrupted"):
+    if record and record.get("status") in ("completed", "failed", "interrupted", "preempted"):
         row.train_loss, row.val_loss = record.get("loss"), record.get("val_loss")
         row.best_val_loss, row.steps = record.get("best_val_loss"), record.get("steps")
         row.time_s, row.lora, row.error = record.get("time_s"), record.get("lora"), record.get("error")
