@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the Hugging Face hub
+# One torch thread per test process (and the train.py processes tests start): xdist already runs one worker per core,
+# and oversubscribed torch threads make tiny-model steps an order of magnitude slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.helpers.config import EXAMPLE_DATA
 
