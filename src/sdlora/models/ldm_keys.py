@@ -258,8 +258,8 @@ def open_clip_slots(text_encoder: torch.nn.Module, prefix: str) -> dict[str, Slo
     for key in text_encoder.state_dict():
         short = key.removeprefix("text_model.")
         parts = short.split(".")
-        if len(parts) == 6 and parts[3] in ("q_proj", "k_proj", "v_proj"):  # encoder.layers.n.self_attn.q_proj.weight
-            i = "qkv".index(parts[3][0])
+        if len(parts) == 6 and parts[4] in ("q_proj", "k_proj", "v_proj"):  # encoder.layers.n.self_attn.q_proj.weight
+            i = "qkv".index(parts[4][0])
             fused = f"{prefix}transformer.resblocks.{parts[2]}.attn.in_proj_{parts[5]}"
             slots[key] = Slot(fused, (i * width, (i + 1) * width))
         elif short == "text_projection.weight":

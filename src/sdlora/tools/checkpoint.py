@@ -123,10 +123,8 @@ def detect_model(location: Path, option: str) -> str:
     kind = single_file_kind(list(shapes))
     if kind is None:
         lora = any(".lora_down." in k or ".lora_A." in k or k.startswith("lora_") for k in shapes)
-        raise SdloraError(
-            f"{option}={str(location)!r} is not a Stable Diffusion checkpoint (no SD 1.x, 2.x or SDXL model keys)"
-            + (": it is a LoRA file" if lora else "")
-        )
+        what = "a LoRA file, not a Stable Diffusion checkpoint" if lora else "not a Stable Diffusion checkpoint"
+        raise SdloraError(f"{option}={str(location)!r} is {what} (no SD 1.x, 2.x or SDXL model keys)")
     return _pick(kind, shapes.get(CONV_IN, (None,))[0], "v_pred" in shapes)
 
 
