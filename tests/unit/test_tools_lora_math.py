@@ -15,7 +15,13 @@ from sdlora.tools.merge import merge_loras
 from sdlora.tools.resize import resize_lora
 from sdlora.tools.svd import dynamic_rank, low_rank, product_svd
 from sdlora.tools.svd_merge import svd_merge_lora
-from tests.helpers.lora_files import random_lora
+from tests.helpers.lora_files import random_lora, single_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
 
 
 def deltas(path) -> dict[str, torch.Tensor]:
