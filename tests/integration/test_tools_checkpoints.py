@@ -43,7 +43,9 @@ def weights(ckpt) -> dict[str, torch.Tensor]:
 def raw_state(path: Path) -> dict[str, torch.Tensor]:
     if path.is_file():
         return load_file(str(path))
-    return {f"{f.parent.name}/{k}": v for f in sorted(path.rglob("*.safetensors")) for k, v in load_file(str(f)).items()}
+    return {
+        f"{f.parent.name}/{k}": v for f in sorted(path.rglob("*.safetensors")) for k, v in load_file(str(f)).items()
+    }
 
 
 @pytest.mark.parametrize("model", ["tiny", "tiny_sdxl"])

@@ -103,8 +103,8 @@ def lycoris_file(ckpt, algo: str, kw: dict, path: Path, seed: int = 0):
 
 def hand_merged(ckpt, path: Path):
     """A copy of ``ckpt`` with the kohya LoRA file ``path`` merged by hand: W += alpha/rank·up∘down."""
-    from sdlora.network.io import load_lora
     from sdlora.network.functional import delta_weight
+    from sdlora.network.io import load_lora
 
     work = copy.copy(ckpt)
     work.components = copy.deepcopy(ckpt.components)
@@ -129,7 +129,9 @@ def test_every_lycoris_type_merges_with_the_effect_of_the_network(algo, kw, chec
     result = outputs(open_checkpoint(merged, "x"))
     plain = outputs(base)
     assert not torch.allclose(reference["unet"], plain["unet"], atol=1e-5)
-    assert algo == "boft" or not torch.allclose(reference[f"te{len(plain) - 2}"], plain[f"te{len(plain) - 2}"], atol=1e-5)
+    assert algo == "boft" or not torch.allclose(
+        reference[f"te{len(plain) - 2}"], plain[f"te{len(plain) - 2}"], atol=1e-5
+    )
     for key, value in reference.items():
         assert torch.allclose(result[key], value, atol=2e-4, rtol=1e-3), (key, float((result[key] - value).abs().max()))
 

@@ -228,7 +228,7 @@ def _write_file(ckpt: Checkpoint, values: dict, out: Path, save_dtype: torch.dty
         container = None
     else:
         container = _torch_load(ckpt.location)
-        state = container["state_dict"] if "state_dict" in container else container
+        state = container.get("state_dict", container)
     for component, tensors in values.items():
         for key, value in tensors.items():
             _put(state, slots[component][key], value, where)
@@ -236,7 +236,9 @@ def _write_file(ckpt: Checkpoint, values: dict, out: Path, save_dtype: torch.dty
     if out.suffix.lower() == ".safetensors":
         from safetensors.torch import save_file
 
-        return atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=metadata if container is None else None))
+        return atomic_write(
+            out, lambda tmp: save_file(state, str(tmp), metadata=metadata if container is None else None)
+        )
     return atomic_write(out, lambda tmp: torch.save(container if container is not None else state, tmp))
 
 

@@ -82,4 +82,3 @@ def weighted_sum(loras: Sequence[LoraFile], ratios: Sequence[float]) -> dict[str
             down += module.down.float() * factor
         out[name] = LoraModule(down, up, base_alpha)
     return out
-

@@ -32,8 +32,8 @@ def _same_family(org, tuned, targets_o: dict, targets_t: dict) -> None:
     same = targets_o.keys() == targets_t.keys() and all(targets_o[n].shape == targets_t[n].shape for n in targets_o)
     if org.model != tuned.model or not same:
         raise SdloraError(
-            f"--model_org is {DISPLAY[org.model]} but --model_tuned is {DISPLAY[tuned.model]} (or their layers differ): "
-            "a LoRA can only be extracted between two models of the same family and size"
+            f"--model_org is {DISPLAY[org.model]} but --model_tuned is {DISPLAY[tuned.model]} (or their layers "
+            "differ): a LoRA can only be extracted between two models of the same family and size"
         )
 
 
@@ -148,8 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype the models are loaded in (default float; fp16/bf16 halve the memory)")  # fmt: skip
     p.add_argument("--model", default=None, help="preset of both models (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); "
                    "default: detected")  # fmt: skip
-    p.add_argument("--v_parameterization", action="store_true", default=None,
-                   help="write v-prediction metadata (default: what the model says, or its family's default)")
+    p.add_argument(
+        "--v_parameterization",
+        action="store_true",
+        default=None,
+        help="write v-prediction metadata (default: what the model says, or its family's default)",
+    )
     p.add_argument("--no_metadata", action="store_true", help="leave out modelspec.* (the ss_* minimum stays)")
     return p
 

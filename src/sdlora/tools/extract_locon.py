@@ -125,15 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the saved tensors (default: lycoris-lora's fp16)")  # fmt: skip
     p.add_argument("--model", default=None, help="preset of both models (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); "
                    "default: detected")  # fmt: skip
-    p.add_argument("--is_v2", "--is_sdxl", "--safetensors", dest="ignored", action="store_true",
-                   help="accepted for LyCORIS's script; sdlora detects the family and writes the output's suffix")
+    p.add_argument(
+        "--is_v2",
+        "--is_sdxl",
+        "--safetensors",
+        dest="ignored",
+        action="store_true",
+        help="accepted for LyCORIS's script; sdlora detects the family and writes the output's suffix",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     def run(args: argparse.Namespace) -> None:
-        params = {k: getattr(args, k) for k in ("linear_dim", "conv_dim", "linear_threshold", "conv_threshold",
-                                                "linear_ratio", "conv_ratio", "linear_quantile", "conv_quantile")}
+        params = {
+            k: getattr(args, k)
+            for k in (
+                "linear_dim",
+                "conv_dim",
+                "linear_threshold",
+                "conv_threshold",
+                "linear_ratio",
+                "conv_ratio",
+                "linear_quantile",
+                "conv_quantile",
+            )
+        }
         extract_locon(args.base_model, args.db_model, args.output_name, args.mode, args.device, args.use_sparse_bias,
                       args.sparsity, args.disable_cp, args.model, args.save_precision, **params)  # fmt: skip
 

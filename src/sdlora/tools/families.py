@@ -31,7 +31,16 @@ FAMILY_CLASSES: dict[str, str] = {
 }
 MODEL_NAMES: tuple[str, ...] = tuple(FAMILY_CLASSES)
 #: Family names of the real models, for messages ("an SDXL LoRA").
-DISPLAY = {"sd15": "SD 1.x", "sd2": "SD 2.x", "sd2_v": "SD 2.x-v", "sdxl": "SDXL", "tiny": "tiny", "tiny_sdxl": "tiny SDXL"}
+#: The architecture each preset has (tiny models are SD1.5- and SDXL-shaped and carry their metadata).
+KIND = {"sd15": "sd1", "tiny": "sd1", "sd2": "sd2", "sd2_v": "sd2", "sdxl": "sdxl", "tiny_sdxl": "sdxl"}
+DISPLAY = {
+    "sd15": "SD 1.x",
+    "sd2": "SD 2.x",
+    "sd2_v": "SD 2.x-v",
+    "sdxl": "SDXL",
+    "tiny": "tiny",
+    "tiny_sdxl": "tiny SDXL",
+}
 
 
 def family(model: str, **kwargs: Any):
@@ -88,7 +97,7 @@ def meta_components(model: str) -> tuple[nn.Module, list[nn.Module]]:
     return unet, encoders
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shipped_targets(model: str) -> Mapping[str, NamedTarget]:
     """:func:`lora_targets` of ``model``'s shipped config (cached; built on the meta device)."""
     unet, encoders = meta_components(model)
@@ -108,7 +117,9 @@ def fits(down_shape: Sequence[int], up_shape: Sequence[int], weight_shape: Seque
 
 def candidates(names: Sequence[str], hint: str | None = None) -> list[str]:
     """Presets to try for a LoRA with these kohya names (SGM U-Net names or two text encoders → SDXL-shaped)."""
-    sgm = any(n.startswith(("lora_unet_input_blocks", "lora_unet_middle_block", "lora_unet_output_blocks")) for n in names)
+    sgm = any(
+        n.startswith(("lora_unet_input_blocks", "lora_unet_middle_block", "lora_unet_output_blocks")) for n in names
+    )
     xl = sgm or any(n.startswith(("lora_te1_", "lora_te2_")) for n in names)
     order = ["sdxl", "tiny_sdxl"] if xl else ["sd15", "sd2", "sd2_v", "tiny"]
     if hint in order:

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(kohya's networks/merge_lora.py and sdxl_merge_lora.py).",
         "  sdlora-merge-lora --sd_model sd15.safetensors --models style.safetensors --ratios 0.8 \\\n"
         "      --save_to merged.safetensors\n"
-        "  sdlora-merge-lora --sd_model /models/sdxl-diffusers --models a.safetensors b.safetensors --ratios 1 -0.3 \\\n"
+        "  sdlora-merge-lora --sd_model /models/sdxl-diffusers --models a.safetensors b.safetensors \\\n"
+        "      --ratios 1 -0.3 \\\n"
         "      --save_to /models/sdxl-merged\n"
         "  sdlora-merge-lora --models a.safetensors b.safetensors --ratios 1 1 --concat --save_to ab.safetensors\n",
     )
@@ -119,12 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_to", required=True, help="output: a file, or a new folder for a diffusers checkpoint")
     p.add_argument("--precision", choices=["float", "fp16", "bf16"], default="float",
                    help="dtype the checkpoint is merged in")  # fmt: skip
-    p.add_argument("--save_precision", choices=["float", "fp32", "fp16", "bf16"], default=None,
-                   help="cast every saved tensor (default: a checkpoint keeps each tensor's dtype; a LoRA is float)")
+    p.add_argument(
+        "--save_precision",
+        choices=["float", "fp32", "fp16", "bf16"],
+        default=None,
+        help="cast every saved tensor (default: a checkpoint keeps each tensor's dtype; a LoRA is float)",
+    )
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="checkpoint output form (default: the form --sd_model has)")  # fmt: skip
-    p.add_argument("--model", choices=None, default=None,
-                   help="the checkpoint's preset (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); default: detected")
+    p.add_argument(
+        "--model",
+        choices=None,
+        default=None,
+        help="the checkpoint's preset (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); default: detected",
+    )
     p.add_argument("--concat", action="store_true", help="LoRA merge: concatenate ranks (exact; rank = sum)")
     return p
 

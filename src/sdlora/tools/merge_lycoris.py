@@ -5,9 +5,9 @@ Each module of the file is rebuilt by lycoris-lora itself (``lycoris.modules.get
 checkpoint's layer, found by its kohya name: :mod:`sdlora.tools.names`) and its merged weight is lycoris-lora's
 ``get_merged_weight(--weight)``: W′ = W + weight·ΔW for the additive types, LyCORIS's own rule for (IA)³, OFT and
 DoRA (two lycoris-lora 4.1 slips are worked around: :data:`FORWARD_RULE`, :func:`make`). A DyLoRA file is merged as
-the LoRA it is saved as (full rank, scale alpha/rank), as the web UIs apply it. The checkpoint is written in the form it was read and every other tensor stays bit-identical
-(:mod:`sdlora.tools.checkpoint`). ``--dtype`` casts the saved model (LyCORIS's script saves float by default; sdlora
-keeps each tensor's dtype unless asked).
+the LoRA it is saved as (full rank, scale alpha/rank), as the web UIs apply it. The checkpoint is written in the form
+it was read and every other tensor stays bit-identical (:mod:`sdlora.tools.checkpoint`). ``--dtype`` casts the saved
+model (LyCORIS's script saves float by default; sdlora keeps each tensor's dtype unless asked).
 
     sdlora-merge-lycoris --sd_model sd15.safetensors --lycoris_model loha.safetensors --save_to merged.safetensors
 """

@@ -59,7 +59,7 @@ def resize_lora(
     verbose: bool = False,
 ) -> ResizeResult:
     """Write ``model`` resized to ``save_to`` (see the module docstring)."""
-    from sdlora.tools.lora_file import LoraModule, dim_alpha, read_lora, write_lora
+    from sdlora.tools.lora_file import LoraModule, read_lora, write_lora
     from sdlora.tools.svd import dynamic_rank, product_svd, retained, truncate
 
     new_conv_rank = new_conv_rank if new_conv_rank is not None else new_rank
@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_to", required=True, help="the resized LoRA (a new file)")
     p.add_argument("--new_rank", type=int, default=4, help="new rank; with --dynamic_method the maximum rank")
     p.add_argument("--new_conv_rank", type=int, default=None, help="new rank of k×k conv modules (default: --new_rank)")
-    p.add_argument("--dynamic_method", choices=METHODS, default=None, help="choose each module's rank from its spectrum")
+    p.add_argument(
+        "--dynamic_method", choices=METHODS, default=None, help="choose each module's rank from its spectrum"
+    )
     p.add_argument(
         "--dynamic_param", type=float, default=None,
         help="sv_ratio: keep s > s₀/param; sv_cumulative: share of Σs; sv_fro: share of the Frobenius norm",

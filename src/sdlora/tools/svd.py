@@ -48,9 +48,7 @@ def low_rank(delta: torch.Tensor, rank: int, clamp_quantile: float | None = None
     return _shape_factors(up.contiguous(), down.contiguous(), tuple(delta.shape))
 
 
-def clamp_pair(
-    up: torch.Tensor, down: torch.Tensor, clamp_quantile: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def clamp_pair(up: torch.Tensor, down: torch.Tensor, clamp_quantile: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Both clamped to [−hi, hi], hi = the ``clamp_quantile`` quantile of their signed values (None or ≥ 1: as is)."""
     if clamp_quantile is None or clamp_quantile >= 1:
         return up, down

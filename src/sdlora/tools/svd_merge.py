@@ -1,10 +1,10 @@
 """Merge LoRAs of any ranks and signs by SVD [kohya: networks/svd_merge_lora.py, the GUI's "SVD Merge LoRA"].
 
 Per module, the full update Σᵢ ρᵢ·(alphaᵢ/rankᵢ)·upᵢ·downᵢ (zero where a LoRA lacks the module) is decomposed by SVD
-(:func:`~sdlora.tools.svd.low_rank`) and cut to ``--new_rank``
-(``--new_conv_rank`` for k×k convolutions); up = U_r·diag(S_r) and down = Vh_r are clamped at their 0.99 quantile as
-kohya does (``--clamp_quantile``, an sdlora option: 1 keeps the SVD exact), and alpha = r (scale 1). The right way to merge LoRAs of different ranks or opposite signs: the result is
-the best rank-r approximation of the summed update.
+(:func:`~sdlora.tools.svd.low_rank`) and cut to ``--new_rank`` (``--new_conv_rank`` for k×k convolutions);
+up = U_r·diag(S_r) and down = Vh_r are clamped at their 0.99 quantile as kohya does (``--clamp_quantile``, an sdlora
+option: 1 keeps the SVD exact), and alpha = r (scale 1). The right way to merge LoRAs of different ranks or opposite
+signs: the result is the best rank-r approximation of the summed update.
 
     sdlora-svd-merge-lora --models a.safetensors b.safetensors --ratios 0.7 0.5 --new_rank 16 --save_to ab.safetensors
 """
@@ -85,15 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(kohya's networks/svd_merge_lora.py).",
         "  sdlora-svd-merge-lora --models a.safetensors b.safetensors --ratios 0.7 0.5 --new_rank 16 \\\n"
         "      --save_to ab.safetensors\n"
-        "  sdlora-svd-merge-lora --models style.safetensors style.safetensors --ratios 1 -0.5 --save_to half.safetensors\n",
+        "  sdlora-svd-merge-lora --models style.safetensors other.safetensors --ratios 1 -0.5 \\\n"
+        "      --save_to difference.safetensors\n",
     )
     p.add_argument("--models", nargs="+", required=True, help="LoRA files (kohya format)")
     p.add_argument("--ratios", nargs="+", type=float, default=None, help="one ratio per LoRA (default: all 1)")
     p.add_argument("--save_to", required=True, help="the merged LoRA (a new file)")
     p.add_argument("--new_rank", type=int, default=4, help="rank of the merged LoRA")
     p.add_argument("--new_conv_rank", type=int, default=None, help="rank of k×k conv modules (default: --new_rank)")
-    p.add_argument("--clamp_quantile", type=float, default=CLAMP_QUANTILE,
-                   help="clamp up/down at this quantile of their values (kohya's fixed 0.99; 1 = no clamp)")
+    p.add_argument(
+        "--clamp_quantile",
+        type=float,
+        default=CLAMP_QUANTILE,
+        help="clamp up/down at this quantile of their values (kohya's fixed 0.99; 1 = no clamp)",
+    )
     p.add_argument("--device", default=None, help="device for the SVDs, e.g. cuda")
     p.add_argument("--save_precision", choices=["float", "fp32", "fp16", "bf16"], default=None,
                    help="dtype of the saved tensors (kohya's default: float)")  # fmt: skip
