@@ -98,7 +98,8 @@ def test_gui_sdxl_locon_config_with_unet_only_and_prodigy(checkpoints, small_dat
         pretrained_model_name_or_path=str(checkpoints["tiny_sdxl"]), train_data_dir=str(small_dataset),
         optimizer="Prodigy", optimizer_args="decouple=True d_coef=2", learning_rate=1.0, text_encoder_lr=0,
         unet_lr=1.0, lr_scheduler="constant", lr_warmup=0, sdxl_cache_text_encoder_outputs=True,
-        sdxl_no_half_vae=True, network_dropout=0.1, rank_dropout=0.1, noise_offset_type="Original", shuffle_caption=False,
+        sdxl_no_half_vae=True, network_dropout=0.1, rank_dropout=0.1, noise_offset_type="Original",
+        shuffle_caption=False,
         max_train_steps="", max_train_epochs="1", mixed_precision="bf16", training_comment="kept?",
         logging_dir="/somewhere", mem_eff_attn=True,
     )  # fmt: skip

@@ -20,6 +20,8 @@ from sdlora.errors import SdloraError
 log = logging.getLogger("sdlora")
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+#: The ``model=`` presets (the keys of :data:`sdlora.tools.families.FAMILY_CLASSES`), for ``--model`` choices.
+PRESETS = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sdxl")
 #: kohya's --precision / --save_precision names (plus fp32) → torch dtype names.
 PRECISIONS = {"float": "float32", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -33,8 +35,15 @@ def parser(description: str, examples: str) -> argparse.ArgumentParser:
     )
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in every option's help, and the description/examples printed as written."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description and examples printed as written; an option's default added to its help when it has one and
+    the help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
 
 
 def run_tool(build: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], Any], argv) -> int:

@@ -23,11 +23,13 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from sdlora.errors import SdloraError
 from sdlora.tools import cli
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("sdlora")
 
@@ -121,8 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", choices=("metadata", "fold"), default="metadata",
                    help="--to diffusers: alphas in diffusers' adapter metadata (exact, reversible) or folded into "
                    "lora_B (scale 1 for any PEFT reader)")  # fmt: skip
-    p.add_argument("--model", default=None, help="the family (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); default: "
-                   "detected from the modules")  # fmt: skip
+    p.add_argument(
+        "--model",
+        choices=cli.PRESETS,
+        default=None,
+        help="the family (default: the one whose layers hold every module)",
+    )
     return p
 
 

@@ -146,8 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the saved tensors (default float)")  # fmt: skip
     p.add_argument("--load_precision", choices=["float", "fp32", "fp16", "bf16"], default=None,
                    help="dtype the models are loaded in (default float; fp16/bf16 halve the memory)")  # fmt: skip
-    p.add_argument("--model", default=None, help="preset of both models (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); "
-                   "default: detected")  # fmt: skip
+    p.add_argument("--model", choices=cli.PRESETS, default=None, help="preset of both models (default: detected)")
     p.add_argument(
         "--v_parameterization",
         action="store_true",

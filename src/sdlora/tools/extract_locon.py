@@ -123,8 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="device for the SVDs, e.g. cuda")
     p.add_argument("--save_precision", choices=["float", "fp32", "fp16", "bf16"], default=None,
                    help="dtype of the saved tensors (default: lycoris-lora's fp16)")  # fmt: skip
-    p.add_argument("--model", default=None, help="preset of both models (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); "
-                   "default: detected")  # fmt: skip
+    p.add_argument("--model", choices=cli.PRESETS, default=None, help="preset of both models (default: detected)")
     p.add_argument(
         "--is_v2",
         "--is_sdxl",

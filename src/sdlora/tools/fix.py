@@ -18,17 +18,21 @@ import argparse
 import json
 import logging
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from sdlora.errors import SdloraError
 from sdlora.tools import cli
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("sdlora")
 
 
 def _alpha(entry) -> torch.Tensor | None:
     """The module's alpha as a float scalar in the weights' dtype (a LoRA without one: its rank)."""
+    import torch
+
     floats = [t for role, t in entry.tensors.items() if role != "alpha" and t.is_floating_point()]
     dtype = floats[0].dtype if floats else torch.float32
     alpha = entry.tensors.get("alpha")
@@ -117,8 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("lora", help="the LoRA file to fix")
     p.add_argument("--save_to", required=True, help="the fixed copy (a new file)")
-    p.add_argument("--model", default=None, help="the family (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); default: "
-                   "the one whose layers hold every module")  # fmt: skip
+    p.add_argument(
+        "--model",
+        choices=cli.PRESETS,
+        default=None,
+        help="the family (default: the one whose layers hold every module)",
+    )
     p.add_argument("--drop_unknown", action="store_true", help="leave out modules no layer of the family matches")
     return p
 

@@ -109,8 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  sdlora-merge-lora --sd_model sd15.safetensors --models style.safetensors --ratios 0.8 \\\n"
         "      --save_to merged.safetensors\n"
         "  sdlora-merge-lora --sd_model /models/sdxl-diffusers --models a.safetensors b.safetensors \\\n"
-        "      --ratios 1 -0.3 \\\n"
-        "      --save_to /models/sdxl-merged\n"
+        "      --ratios 1 -0.3 --save_to /models/sdxl-merged\n"
         "  sdlora-merge-lora --models a.safetensors b.safetensors --ratios 1 1 --concat --save_to ab.safetensors\n",
     )
     p.add_argument("--sd_model", default=None, help="checkpoint (.safetensors/.ckpt or diffusers folder); "
@@ -128,12 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="checkpoint output form (default: the form --sd_model has)")  # fmt: skip
-    p.add_argument(
-        "--model",
-        choices=None,
-        default=None,
-        help="the checkpoint's preset (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); default: detected",
-    )
+    p.add_argument("--model", choices=cli.PRESETS, default=None, help="the checkpoint's preset (default: detected)")
     p.add_argument("--concat", action="store_true", help="LoRA merge: concatenate ranks (exact; rank = sum)")
     return p
 

@@ -136,8 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="device for the merge maths")
     p.add_argument("--format", choices=("single_file", "diffusers"), default=None,
                    help="output form (default: the form --sd_model has)")  # fmt: skip
-    p.add_argument("--model", default=None, help="the checkpoint's preset (sd15, sd2, sd2_v, sdxl, tiny, tiny_sdxl); "
-                   "default: detected")  # fmt: skip
+    p.add_argument("--model", choices=cli.PRESETS, default=None, help="the checkpoint's preset (default: detected)")
     return p
 
 

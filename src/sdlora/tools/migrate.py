@@ -204,8 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", help="a .json (kohya_ss GUI), .toml (sd-scripts --config_file), a file holding a "
                    "command line, or the command line itself (quoted)")  # fmt: skip
-    p.add_argument("--model", default=None, help="the sdlora model preset (default: from sdxl / v2 / "
-                   "v_parameterization)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        choices=cli.PRESETS,
+        default=None,
+        help="the sdlora model preset (default: from sdxl / v2 / v_parameterization)",
+    )
     p.add_argument("--write-experiment", dest="write_experiment", metavar="NAME", default=None,
                    help="write conf/experiment/NAME.yaml instead of printing the command")  # fmt: skip
     p.add_argument("--conf_dir", default=None, help="sdlora's config folder (default: ./conf or the repository's)")

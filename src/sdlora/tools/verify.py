@@ -161,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("lora", help="the LoRA file (.safetensors/.ckpt/.pt; kohya, diffusers/PEFT or LyCORIS keys)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--model", default=None, help="check against this preset (sd15, sd2, sd2_v, sdxl, tiny, "
-                   "tiny_sdxl) instead of the detected one")  # fmt: skip
+    p.add_argument(
+        "--model", choices=cli.PRESETS, default=None, help="check against this preset instead of the detected one"
+    )
     return p
 
 
