@@ -1,4 +1,5 @@
-"""Extract a LyCORIS LoCon from two checkpoints (kohya_ss Tools: Extract LyCORIS LoCon): ``python scripts/extract_locon.py --help``.
+"""Extract a LyCORIS LoCon from two checkpoints (kohya_ss Tools: Extract LyCORIS LoCon):
+``python scripts/extract_locon.py --help``.
 
 A thin wrapper over :mod:`sdlora.tools.extract_locon` (also installed as ``sdlora-extract-locon``).
 """
