@@ -4,7 +4,7 @@ Reading reuses :mod:`sdlora.network.io` and the checks of :mod:`sdlora.network.w
 readable or not a kohya LoRA is a one-line error that names the option (and, for a LyCORIS or diffusers/PEFT file,
 the tool that reads it). Writing casts to ``--save_precision`` (alpha included, as kohya) and goes through
 :func:`sdlora.network.io.save_lora` (atomic, kohya's ``sshs_*`` hashes; ``.ckpt``/``.pt`` without metadata).
-The tools' metadata follows kohya's tools (kohya-semantics §9, §11): the minimum ``ss_*`` network keys plus
+The tools' metadata follows kohya's tools (docs/tools.md): the minimum ``ss_*`` network keys plus
 ``modelspec.*``.
 """
 

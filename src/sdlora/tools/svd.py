@@ -1,4 +1,4 @@
-"""Low-rank factorisation for the LoRA tools, as pure functions (kohya-semantics §11; formulas in docs/tools.md).
+"""Low-rank factorisation for the LoRA tools, as pure functions (formulas in docs/tools.md).
 
 - :func:`low_rank`: ΔW [out, in, (kh, kw)] → (up, down) of rank r by SVD, ``up = U_r·diag(S_r)``, ``down = Vh_r``,
   optionally clamped at a quantile of their values [kohya: --clamp_quantile] (extraction, SVD merge).
