@@ -5,8 +5,6 @@ trainers' slips are fixed into kohya files that load with every module matched."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +15,6 @@ from sdlora.tools.convert import convert_lora
 from sdlora.tools.families import family, shipped_targets
 from sdlora.tools.fix import fix_lora
 from sdlora.tools.verify import verify_lora
-from tests.conftest import ROOT
 from tests.helpers.lora_files import random_lora, single_thread
 from tests.integration.test_interop_diffusers import diffusers_outputs, hand_merge, outputs
 
@@ -97,7 +94,7 @@ def test_fix_turns_a_peft_sdxl_file_into_a_kohya_file_that_loads(tmp_path):
     torch.testing.assert_close(got["unet"], outputs(fam, merged)["unet"], atol=1e-5, rtol=1e-4)
 
 
-def test_verify_names_each_problem_and_fix_repairs_them(tmp_path):
+def test_verify_names_each_problem_and_fix_repairs_them(tmp_path, capsys):
     src = random_lora(tmp_path / "src.safetensors", "tiny", rank=4, alpha=2.0, metadata={})
     tensors = load_file(str(src))
     names = sorted(k.removesuffix(".alpha") for k in tensors if k.endswith(".alpha"))
@@ -116,10 +113,10 @@ def test_verify_names_each_problem_and_fix_repairs_them(tmp_path):
             broken[f"{new}.lora_up.weight"] = torch.zeros_like(broken[f"{new}.lora_up.weight"])
     save_file(broken, str(tmp_path / "broken.safetensors"))
 
-    result = subprocess.run([sys.executable, "-m", "sdlora.tools.verify", str(tmp_path / "broken.safetensors"),
-                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    from sdlora.tools.verify import main
+
+    assert main([str(tmp_path / "broken.safetensors"), "--json"]) == 0  # what sdlora-verify-lora runs
+    report = json.loads(capsys.readouterr().out)
     text = "\n".join(report["problems"])
     assert report["model"] == "tiny" and len(report["modules"]) == len(names)
     for expected in ("'lycoris_' names", "no .alpha", "int64", "untrained", "ss_base_model_version"):

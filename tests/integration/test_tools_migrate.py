@@ -21,6 +21,7 @@ from sdlora.tools.kohya_options import ROWS, markdown, optimizer_markdown
 from sdlora.tools.migrate import migrate
 from sdlora.tools.migrate_rules import RULES
 from tests.conftest import CONF_DIR, ROOT, compose_config
+from tests.helpers.lora_files import single_thread
 
 #: Fields of a kohya_ss v21.8 LoRA config saved by the GUI (with the GUI's own "" / "0" for empty fields).
 GUI_BASE = {
@@ -51,6 +52,14 @@ GUI_BASE = {
     "up_lr_weight": "", "use_cp": False, "use_wandb": False, "v2": False, "v_parameterization": False,
     "v_pred_like_loss": 0, "vae": "", "vae_batch_size": 0, "weighted_captions": False, "xformers": "sdpa",
 }  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
+
+
 CPU = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
 
 
@@ -100,7 +109,7 @@ def test_gui_sdxl_locon_config_with_unet_only_and_prodigy(checkpoints, small_dat
         unet_lr=1.0, lr_scheduler="constant", lr_warmup=0, sdxl_cache_text_encoder_outputs=True,
         sdxl_no_half_vae=True, network_dropout=0.1, rank_dropout=0.1, noise_offset_type="Original",
         shuffle_caption=False,
-        max_train_steps="", max_train_epochs="1", mixed_precision="bf16", training_comment="kept?",
+        max_train_steps="", max_train_epochs="1", mixed_precision="no", full_bf16=False, training_comment="kept?",
         logging_dir="/somewhere", mem_eff_attn=True,
     )  # fmt: skip
     command, notes = migrate(str(config), model="tiny_sdxl")
@@ -109,7 +118,7 @@ def test_gui_sdxl_locon_config_with_unet_only_and_prodigy(checkpoints, small_dat
     assert (cfg.network.conv_rank, cfg.network.conv_alpha, cfg.network.train_text_encoder) == (2, 1.0, False)
     assert (cfg.network.dropout, cfg.network.rank_dropout, cfg.network.unet_lr) == (0.1, 0.1, 1.0)
     assert cfg.optimizer._target_ == "prodigyopt.Prodigy" and cfg.optimizer.d_coef == 2
-    assert cfg.data.cache_text_encoder_outputs and cfg.precision.no_half_vae and cfg.precision.name == "bf16_mixed"
+    assert cfg.data.cache_text_encoder_outputs and cfg.precision.no_half_vae and cfg.precision.name == "fp32"
     assert (cfg.loss.noise_offset, cfg.loss.multires_noise_iterations) == (0.05, None)  # Original: no multires
     assert (cfg.trainer.max_epochs, cfg.trainer.max_steps) == (1, 2)
     text = "\n".join(notes)
