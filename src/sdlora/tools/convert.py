@@ -65,7 +65,7 @@ def to_diffusers(normalized, fold: bool) -> tuple[dict[str, torch.Tensor], dict[
     table = name_index(normalized.model).table
     tensors: dict[str, torch.Tensor] = {}
     alphas: dict[str, tuple[str, str, int, float]] = {}
-    for name, entry in normalized.modules.items():
+    for name, entry in cli.progress(normalized.modules.items(), "converting", len(normalized.modules)):
         if not entry.is_lora:
             raise SdloraError(f"module {name} is not a LoRA/LoCon module (LyCORIS tensors {sorted(entry.tensors)}): "
                               "only LoRA and LoCon have a diffusers/PEFT form")  # fmt: skip

@@ -154,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write v-prediction metadata (default: what the model says, or its family's default)",
     )
     p.add_argument("--no_metadata", action="store_true", help="leave out modelspec.* (the ss_* minimum stays)")
+    p.add_argument(
+        "--v2",
+        "--sdxl",
+        dest="ignored",
+        action="store_true",
+        help="accepted for kohya's script; sdlora tells the family from the files (or --model)",
+    )
     return p
 
 

@@ -85,7 +85,7 @@ def merge_into_checkpoint(
 
 def merge_loras(
     models: list[str], ratios: list[float] | None, save_to: str | Path, concat: bool = False,
-    save_precision: str | None = None,
+    save_precision: str | None = None, no_metadata: bool = False,
 ) -> Path:  # fmt: skip
     """Write the LoRAs merged into one LoRA (see :mod:`sdlora.tools.combine`)."""
     from sdlora.tools.combine import concat as concat_modules
@@ -97,6 +97,8 @@ def merge_loras(
     out = cli.output_path(save_to, "--save_to", [lora.path for lora in loras], cli.LORA_SUFFIXES)
     merged = concat_modules(loras, ratios) if concat else weighted_sum(loras, ratios)
     meta = network_metadata(merged, source_model(loras[0]), out.stem, [lora.path.stem for lora in loras])
+    if no_metadata:
+        meta = {k: v for k, v in meta.items() if not k.startswith("modelspec.")}
     write_lora(out, merged, meta, cli.dtype(save_precision or "float"))
     log.info("merged %d LoRAs (%s) into %s", len(loras), "concatenated ranks" if concat else "weighted sum", out)
     return out
@@ -129,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint output form (default: the form --sd_model has)")  # fmt: skip
     p.add_argument("--model", choices=cli.PRESETS, default=None, help="the checkpoint's preset (default: detected)")
     p.add_argument("--concat", action="store_true", help="LoRA merge: concatenate ranks (exact; rank = sum)")
+    p.add_argument("--no_metadata", action="store_true", help="LoRA merge: no modelspec.* (the ss_* minimum stays)")
+    p.add_argument(
+        "--v2",
+        dest="ignored",
+        action="store_true",
+        help="accepted for kohya's script; sdlora tells the family from the checkpoint (or --model)",
+    )
     return p
 
 
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sd_model is None:
             if args.format or args.model:
                 raise SdloraError("--format and --model need --sd_model (a checkpoint to merge into)")
-            merge_loras(args.models, args.ratios, args.save_to, args.concat, args.save_precision)
+            merge_loras(args.models, args.ratios, args.save_to, args.concat, args.save_precision, args.no_metadata)
             return
         if args.concat:
             raise SdloraError("--concat merges LoRAs into one LoRA: leave out --sd_model, or leave out --concat")

@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("single_file", "diffusers"), default=None,
                    help="output form (default: the form --sd_model has)")  # fmt: skip
     p.add_argument("--model", choices=cli.PRESETS, default=None, help="the checkpoint's preset (default: detected)")
+    p.add_argument(
+        "--is_v2",
+        "--is_sdxl",
+        dest="ignored",
+        action="store_true",
+        help="accepted for LyCORIS's script; sdlora tells the family from the checkpoint (or --model)",
+    )
     return p
 
 

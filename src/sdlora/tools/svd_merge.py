@@ -43,6 +43,7 @@ def svd_merge_lora(
     device: str | None = None,
     save_precision: str | None = None,
     clamp_quantile: float = CLAMP_QUANTILE,
+    no_metadata: bool = False,
 ) -> Path:
     """Write the SVD merge of ``models`` to ``save_to`` (see the module docstring)."""
     from sdlora.tools.combine import module_names
@@ -61,6 +62,8 @@ def svd_merge_lora(
         up, down = low_rank(delta, new_conv_rank if is_conv else new_rank, clamp_quantile)
         merged[name] = LoraModule(down.cpu(), up.cpu(), float(down.shape[0]))
     meta = network_metadata(merged, source_model(loras[0]), out.stem, [lora.path.stem for lora in loras])
+    if no_metadata:
+        meta = {k: v for k, v in meta.items() if not k.startswith("modelspec.")}
     write_lora(out, merged, meta, cli.dtype(save_precision or "float"))
     log.info("merged %d LoRAs into %d modules of rank ≤ %d: %s", len(loras), len(merged), new_rank, out)
     return out
@@ -100,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="clamp up/down at this quantile of their values (kohya's fixed 0.99; 1 = no clamp)",
     )
     p.add_argument("--device", default=None, help="device for the SVDs, e.g. cuda")
+    p.add_argument(
+        "--precision",
+        choices=["float", "fp16", "bf16"],
+        default="float",
+        help="accepted for kohya's script; sdlora sums and decomposes in float32",
+    )
+    p.add_argument("--no_metadata", action="store_true", help="no modelspec.* (the ss_* minimum stays)")
     p.add_argument("--save_precision", choices=["float", "fp32", "fp16", "bf16"], default=None,
                    help="dtype of the saved tensors (kohya's default: float)")  # fmt: skip
     return p
@@ -108,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def run(args: argparse.Namespace) -> None:
         svd_merge_lora(args.models, args.ratios, args.save_to, args.new_rank, args.new_conv_rank, args.device,
-                       args.save_precision, args.clamp_quantile)  # fmt: skip
+                       args.save_precision, args.clamp_quantile, args.no_metadata)  # fmt: skip
 
     return cli.run_tool(build_parser, run, argv)
 
