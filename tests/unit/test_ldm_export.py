@@ -281,3 +281,29 @@ def test_exported_names_and_shapes():
 
     with pytest.raises(ValueError, match="layers_per_block"):
         unet_to_ldm(UNet2DConditionModel(**{**UNET_KW["sd1"], "layers_per_block": (1, 2)}))
+
+
+@pytest.mark.parametrize("layout", ["sd1", "sd2", "sdxl"])
+def test_slots_locate_every_diffusers_tensor_in_the_checkpoint(layout, tmp_path):
+    """``checkpoint_slots``: each diffusers tensor is found at its key (OpenCLIP q/k/v as rows of in_proj,
+    text_projection transposed, SD2 proj_in as 1x1 conv where the file has one)."""
+    from sdlora.models.ldm_keys import checkpoint_slots
+
+    pipe = _build(layout, tmp_path)
+    tes = _text_encoders(pipe)
+    sd = to_ldm_state_dict(unet=pipe.unet, vae=pipe.vae, text_encoders=tes, layout=layout)
+    slots = checkpoint_slots(unet=pipe.unet, text_encoders=tes, layout=layout)
+    components = {"unet": pipe.unet, "text_encoder": tes[0], **({"text_encoder_2": tes[1]} if len(tes) > 1 else {})}
+    assert slots.keys() == components.keys()
+    fused = 0
+    for name, module in components.items():
+        for key, value in module.state_dict().items():
+            slot = slots[name][key]
+            stored = sd[slot.key]
+            if slot.rows is not None:
+                stored, fused = stored[slot.rows[0] : slot.rows[1]], fused + 1
+            elif slot.transposed:
+                stored = stored.T
+            assert torch.equal(stored.reshape(value.shape), value), (name, key)
+    assert fused == (0 if layout == "sd1" else 6 * pipe.text_encoder_2.config.num_hidden_layers if layout == "sdxl"
+                     else 6 * pipe.text_encoder.config.num_hidden_layers)  # fmt: skip

@@ -1,0 +1,252 @@
+"""The ``@rule`` mappings of :mod:`sdlora.tools.kohya_options`: kohya options whose sdlora form depends on other options
+or on the kohya_ss GUI's own handling (which sd-scripts flags it passes for a field)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdlora.tools.kohya_options import NETWORK_TYPES, optimizer_map
+from sdlora.tools.migrate_input import literal, split_args
+
+
+@dataclass
+class Override:
+    """``key=value`` (``group``: a config-group choice such as ``model=sdxl``)."""
+
+    key: str
+    value: Any
+    group: bool = False
+
+
+@dataclass
+class Context:
+    options: dict[str, Any]
+    kind: str  # "gui" | "toml" | "cli"
+    conf: Path
+    model: str | None = None
+    network: str = "lora"
+    scheduler: str | None = None
+    unsupported: dict[str, str] = field(default_factory=dict)
+    not_yet: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+    def has_option(self, group: str, option: str) -> bool:
+        return (self.conf / group / f"{option}.yaml").is_file()
+
+    def group_keys(self, group: str, option: str) -> set[str]:
+        from omegaconf import OmegaConf
+
+        path = self.conf / group / f"{option}.yaml"
+        return set(OmegaConf.load(path).keys()) if path.is_file() else set()
+
+
+def is_set(value: Any) -> bool:
+    """Whether an option holds a value (the GUI writes "" / 0 / false for fields left empty)."""
+    if value is None or value is False or value == [] or value == {}:
+        return False
+    return str(value).strip().lower() not in ("", "none", "false", "0", "0.0")
+
+
+def number(value: Any) -> Any:
+    """ "1e-4" → 0.0001, "8" → 8; other values as they are."""
+    if isinstance(value, str):
+        parsed = literal(value.strip())
+        return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
+    return value
+
+
+def flag(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+
+
+RULES: dict[str, Callable[[Context], list[Override]]] = {}
+
+
+def rule(*names: str):
+    def register(func):
+        for name in names:
+            RULES[name] = func
+        return func
+
+    return register
+
+
+@rule("family")
+def family(ctx: Context) -> list[Override]:
+    v2, sdxl, v_param = flag(ctx.get("v2")), flag(ctx.get("sdxl")), flag(ctx.get("v_parameterization"))
+    model = ctx.model or ("sdxl" if sdxl else "sd2_v" if v2 and v_param else "sd2" if v2 else "sd15")
+    out = [Override("model", model, group=True)]
+    if v_param and model != "sd2_v":
+        out.append(Override("model.v_parameterization", True))
+    return out
+
+
+@rule("clip_skip")
+def clip_skip(ctx: Context) -> list[Override]:
+    value = int(number(ctx.get("clip_skip")) or 1)
+    if value > 1 and "xl" in (ctx.model or ("sdxl" if flag(ctx.get("sdxl")) else "")):
+        ctx.notes.append(f"clip_skip={value} is ignored for SDXL (as kohya)")
+        return []
+    return [Override("model.clip_skip", value)] if value > 1 else []
+
+
+@rule("max_token_length")
+def max_token_length(ctx: Context) -> list[Override]:
+    value = int(number(ctx.get("max_token_length")) or 75)
+    return [Override("model.max_token_length", value)] if value > 75 else []
+
+
+@rule("attention")
+def attention(ctx: Context) -> list[Override]:
+    choice = ctx.get("xformers")
+    if choice is True or str(choice).lower() == "xformers":
+        return [Override("model.attention", "xformers")]
+    if flag(ctx.get("sdpa")) or str(choice).lower() == "sdpa":
+        return [Override("model.attention", "sdpa")]
+    return []
+
+
+@rule("dynamo_backend")
+def dynamo_backend(ctx: Context) -> list[Override]:
+    return [Override("model.compile_backend", str(ctx.get("dynamo_backend")).lower())]
+
+
+def network_type(ctx: Context) -> str:
+    """The sdlora network option of the GUI's LoRA type or sd-scripts' network module (+ algo)."""
+    if is_set(ctx.get("LoRA_type")):
+        return NETWORK_TYPES.get(str(ctx.get("LoRA_type")), str(ctx.get("LoRA_type")))
+    module = str(ctx.get("network_module") or "networks.lora")
+    if module == "lycoris.kohya":
+        algo = str(ctx.get("algo") or "lora").lower()
+        return {"lora": "lycoris_locon", "locon": "lycoris_locon", "dylora": "lycoris_dylora"}.get(algo, algo)
+    base = {"networks.lora": "lora", "networks.dylora": "dylora", "networks.lora_fa": "lora_fa"}.get(module, module)
+    return "locon" if base == "lora" and is_set(ctx.get("conv_dim")) else base
+
+
+@rule("network_type")
+def network(ctx: Context) -> list[Override]:
+    wanted = network_type(ctx)
+    if ctx.has_option("network", wanted):
+        ctx.network = wanted
+    else:
+        source = (
+            f"LoRA type {ctx.get('LoRA_type')}"
+            if is_set(ctx.get("LoRA_type"))
+            else (
+                f"network_module {ctx.get('network_module')}" + (f", algo {ctx.get('algo')}" if ctx.get("algo") else "")
+            )
+        )
+        ctx.not_yet.append(f"network={wanted} ({source}): not yet available in sdlora; the command trains "
+                           "network=lora meanwhile")  # fmt: skip
+    return [Override("network", ctx.network, group=True)] if ctx.network != "lora" else []
+
+
+@rule("conv")
+def conv(ctx: Context) -> list[Override]:
+    if ctx.network != "locon":
+        return []
+    out = [Override("network.conv_rank", int(number(ctx.get("conv_dim") or 4)))]
+    if ctx.get("conv_alpha") is not None:
+        out.append(Override("network.conv_alpha", float(number(ctx.get("conv_alpha")))))
+    return out
+
+
+@rule("unet_only")
+def unet_only(ctx: Context) -> list[Override]:
+    return [Override("network.train_text_encoder", False)] if flag(ctx.get("network_train_unet_only")) else []
+
+
+@rule("text_encoder_only")
+def text_encoder_only(ctx: Context) -> list[Override]:
+    return [Override("network.train_unet", False)] if flag(ctx.get("network_train_text_encoder_only")) else []
+
+
+@rule("lrs")
+def lrs(ctx: Context) -> list[Override]:
+    """sd-scripts: each lr as given (0 drops the group). The GUI: both set → both; one of them 0 → that side is not
+    trained at all (it passes --network_train_*_only); both 0 → learning_rate only."""
+    te, unet = ctx.get("text_encoder_lr"), ctx.get("unet_lr")
+    if ctx.kind != "gui":
+        out = [] if unet in (None, "") else [Override("network.unet_lr", number(unet))]
+        if te not in (None, ""):
+            value = [number(v) for v in te] if isinstance(te, list) else number(te)
+            out.append(Override("network.text_encoder_lr", value[0] if isinstance(value, list) and len(value) == 1
+                                else value))  # fmt: skip
+        return out
+    te_v, unet_v = float(number(te) or 0), float(number(unet) or 0)
+    if te_v and unet_v:
+        return [Override("network.text_encoder_lr", te_v), Override("network.unet_lr", unet_v)]
+    if te_v:
+        return [Override("network.text_encoder_lr", te_v), Override("network.train_unet", False)]
+    if unet_v:
+        return [Override("network.unet_lr", unet_v), Override("network.train_text_encoder", False)]
+    return []
+
+
+@rule("always")
+def always(ctx: Context) -> list[Override]:
+    if flag(ctx.get("dim_from_weights")):
+        ctx.notes.append("dim_from_weights: sdlora always takes ranks and alphas from network.weights")
+    return []
+
+
+@rule("block_lr")
+def block_lr(ctx: Context) -> list[Override]:
+    from sdlora.network.blocks import kohya_block_lr_weight
+
+    def values(key: str):
+        value = ctx.get(key)
+        if not is_set(value):
+            return None
+        text = str(value).strip()
+        return text if text[0].isalpha() else [float(v) for v in text.strip("[]()").split(",") if v.strip()]
+
+    sdxl = "xl" in (ctx.model or ("sdxl" if flag(ctx.get("sdxl")) else ""))
+    threshold = float(number(ctx.get("block_lr_zero_threshold")) or 0.0) if is_set(ctx.get("block_lr_zero_threshold")) \
+        else 0.0  # fmt: skip
+    weights = kohya_block_lr_weight(values("down_lr_weight"), values("mid_lr_weight"), values("up_lr_weight"),
+                                    threshold, sdxl)  # fmt: skip
+    return [Override("network.block_lr_weight", weights)] if weights is not None else []
+
+
+@rule("list")
+def block_lists(ctx: Context) -> list[Override]:
+    out = []
+    for key in ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas"):
+        if is_set(ctx.get(key)):
+            kind = int if key.endswith("dims") else float
+            out.append(Override(f"network.{key}", [kind(number(v)) for v in str(ctx.get(key)).strip("[]").split(",")]))
+    return out
+
+
+@rule("optimizer")
+def optimizer(ctx: Context) -> list[Override]:
+    name = ctx.get("optimizer_type") or ctx.get("optimizer")
+    if flag(ctx.get("use_8bit_adam")):
+        name = name or "AdamW8bit"
+    if flag(ctx.get("use_lion_optimizer")):
+        name = name or "Lion"
+    if not is_set(name):
+        return []
+    option = optimizer_map().get(str(name).lower())
+    if option:
+        return [Override("optimizer", option, group=True)]
+    if "." in str(name):
+        return [Override("optimizer", "custom", group=True), Override("optimizer._target_", str(name))]
+    ctx.unsupported["optimizer_type"] = f"{name} is not an optimizer sdlora knows"
+    return []
+
+
+def _plus(prefix: str, args: dict[str, Any]) -> list[Override]:
+    return [Override(f"++{prefix}.{k}", list(v) if isinstance(v, tuple) else v) for k, v in args.items()]
+
+
+@rule("optimizer_args")
+def optimizer_args(ctx: Context) -> list[Override]:
+    return _plus("optimizer", split_args(ctx.get("optimizer_args")))

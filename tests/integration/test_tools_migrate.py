@@ -1,0 +1,237 @@
+"""sdlora-migrate: kohya_ss GUI configs (written here from the GUI's saved keys), an sd-scripts .toml and a command
+line become overrides that compose and train; the README's kohya table is the one the migration follows."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sdlora.network.io import load_lora
+from sdlora.run import train
+from sdlora.tools.export_model import export_model
+from sdlora.tools.kohya_options import ROWS, markdown, optimizer_markdown
+from sdlora.tools.migrate import migrate
+from sdlora.tools.migrate_rules import RULES
+from tests.helpers.config import CONF_DIR, ROOT, compose_config
+from tests.helpers.lora_files import single_thread
+
+#: Fields of a kohya_ss v21.8 LoRA config saved by the GUI (with the GUI's own "" / "0" for empty fields).
+GUI_BASE = {
+    "LoRA_type": "Standard", "adaptive_noise_scale": 0, "additional_parameters": "", "block_alphas": "",
+    "block_dims": "", "block_lr_zero_threshold": "", "bucket_no_upscale": False, "bucket_reso_steps": 64,
+    "cache_latents": True, "cache_latents_to_disk": False, "caption_dropout_every_n_epochs": 0.0,
+    "caption_dropout_rate": 0, "caption_extension": ".txt", "clip_skip": "1", "color_aug": False, "conv_alpha": 1,
+    "conv_block_alphas": "", "conv_block_dims": "", "conv_dim": 1, "decompose_both": False,
+    "dim_from_weights": False, "down_lr_weight": "", "enable_bucket": True, "epoch": 1, "factor": -1,
+    "flip_aug": False, "full_bf16": False, "full_fp16": False, "gradient_accumulation_steps": "1",
+    "gradient_checkpointing": False, "keep_tokens": "0", "learning_rate": 0.0001, "logging_dir": "",
+    "lora_network_weights": "", "lr_scheduler": "cosine", "lr_scheduler_args": "", "lr_scheduler_num_cycles": "",
+    "lr_scheduler_power": "", "lr_warmup": 10, "max_bucket_reso": 1024, "max_data_loader_n_workers": "0",
+    "max_resolution": "64,64", "max_timestep": 1000, "max_token_length": "75", "max_train_epochs": "",
+    "max_train_steps": "2", "mem_eff_attn": False, "mid_lr_weight": "", "min_bucket_reso": 64, "min_snr_gamma": 5,
+    "min_timestep": 0, "mixed_precision": "no", "model_list": "custom", "module_dropout": 0,
+    "multires_noise_discount": 0.3, "multires_noise_iterations": 6, "network_alpha": 2, "network_dim": 4,
+    "network_dropout": 0, "no_token_padding": False, "noise_offset": 0.05, "noise_offset_type": "Multires",
+    "num_cpu_threads_per_process": 2, "optimizer": "AdamW8bit", "optimizer_args": "weight_decay=0.05 betas=0.9,0.99",
+    "output_name": "migrated", "persistent_data_loader_workers": False, "prior_loss_weight": 1.0,
+    "random_crop": False, "rank_dropout": 0, "reg_data_dir": "", "resume": "", "sample_every_n_epochs": 0,
+    "sample_every_n_steps": 0, "sample_prompts": "", "sample_sampler": "euler_a", "save_every_n_epochs": 0,
+    "save_every_n_steps": 0, "save_last_n_steps": 0, "save_last_n_steps_state": 0, "save_model_as": "safetensors",
+    "save_precision": "fp16", "save_state": False, "scale_v_pred_loss_like_noise_pred": False,
+    "scale_weight_norms": 0, "sdxl": False, "sdxl_cache_text_encoder_outputs": False, "sdxl_no_half_vae": False,
+    "seed": "7", "shuffle_caption": True, "stop_text_encoder_training_pct": 0, "text_encoder_lr": 5e-05,
+    "train_batch_size": 1, "train_on_input": True, "training_comment": "", "unet_lr": 0.0001, "unit": 1,
+    "up_lr_weight": "", "use_cp": False, "use_wandb": False, "v2": False, "v_parameterization": False,
+    "v_pred_like_loss": 0, "vae": "", "vae_batch_size": 0, "weighted_captions": False, "xformers": "sdpa",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
+
+
+CPU = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+
+
+def overrides(command: str) -> list[str]:
+    tokens = shlex.split(command)
+    assert tokens[:2] == ["python", "train.py"]
+    return tokens[2:]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("migrate")
+    return {m: export_model(m, root / f"{m}.safetensors") for m in ("tiny", "tiny_sdxl")}
+
+
+def gui_config(path: Path, **changes) -> Path:
+    path.write_text(json.dumps({**GUI_BASE, **changes}), encoding="utf-8")
+    return path
+
+
+def test_gui_standard_config_composes_and_trains(checkpoints, small_dataset, tmp_path):
+    config = gui_config(tmp_path / "standard.json", pretrained_model_name_or_path=str(checkpoints["tiny"]),
+                        train_data_dir=str(small_dataset), output_dir=str(tmp_path / "out"))  # fmt: skip
+    command, notes = migrate(str(config), model="tiny")
+    cfg = compose_config(*overrides(command), *CPU)
+    assert cfg.model.pretrained == str(checkpoints["tiny"]) and cfg.model._target_.endswith("TinySD15Family")
+    assert (cfg.network.rank, cfg.network.alpha, cfg.network.unet_lr, cfg.network.text_encoder_lr) == (4, 2, 1e-4, 5e-5)
+    assert cfg.optimizer._target_ == "bitsandbytes.optim.AdamW8bit" and cfg.optimizer.lr == 1e-4
+    assert cfg.optimizer.weight_decay == 0.05 and list(cfg.optimizer.betas) == [0.9, 0.99]
+    assert cfg.scheduler._target_.endswith("cosine") and cfg.scheduler.warmup_steps == 0.1  # lr_warmup 10 %
+    assert (cfg.loss.multires_noise_iterations, cfg.loss.noise_offset, cfg.loss.min_snr_gamma) == (6, None, 5)
+    assert (cfg.data.resolution, cfg.data.cache_latents, cfg.data.shuffle_caption) == ("64", "memory", True)
+    assert (cfg.trainer.max_steps, cfg.save.precision, cfg.save.output_name, cfg.seed) == (2, "fp16", "migrated", 7)
+    assert "--" not in " ".join(notes) or all("not available" not in n for n in notes)
+
+    summary = train(cfg, tmp_path / "run")
+    assert summary["steps"] == 2
+    _, meta = load_lora(tmp_path / "run" / "migrated.safetensors")
+    assert (meta["ss_network_dim"], meta["ss_network_alpha"]) == ("4", "2.0")
+
+
+def test_gui_sdxl_locon_config_with_unet_only_and_prodigy(checkpoints, small_dataset, tmp_path):
+    config = gui_config(
+        tmp_path / "locon.json", LoRA_type="Kohya LoCon", conv_dim=2, conv_alpha=1, sdxl=True,
+        pretrained_model_name_or_path=str(checkpoints["tiny_sdxl"]), train_data_dir=str(small_dataset),
+        optimizer="Prodigy", optimizer_args="decouple=True d_coef=2", learning_rate=1.0, text_encoder_lr=0,
+        unet_lr=1.0, lr_scheduler="constant", lr_warmup=0, sdxl_cache_text_encoder_outputs=True,
+        sdxl_no_half_vae=True, network_dropout=0.1, rank_dropout=0.1, noise_offset_type="Original",
+        shuffle_caption=False,
+        max_train_steps="", max_train_epochs="1", mixed_precision="no", full_bf16=False, training_comment="kept?",
+        logging_dir="/somewhere", mem_eff_attn=True,
+    )  # fmt: skip
+    command, notes = migrate(str(config), model="tiny_sdxl")
+    cfg = compose_config(*overrides(command), *CPU, "trainer.max_steps=2")
+    assert cfg.model._target_.endswith("TinySDXLFamily") and cfg.network.name == "locon"
+    assert (cfg.network.conv_rank, cfg.network.conv_alpha, cfg.network.train_text_encoder) == (2, 1.0, False)
+    assert (cfg.network.dropout, cfg.network.rank_dropout, cfg.network.unet_lr) == (0.1, 0.1, 1.0)
+    assert cfg.optimizer._target_ == "prodigyopt.Prodigy" and cfg.optimizer.d_coef == 2
+    assert cfg.data.cache_text_encoder_outputs and cfg.precision.no_half_vae and cfg.precision.name == "fp32"
+    assert (cfg.loss.noise_offset, cfg.loss.multires_noise_iterations) == (0.05, None)  # Original: no multires
+    assert (cfg.trainer.max_epochs, cfg.trainer.max_steps) == (1, 2)
+    text = "\n".join(notes)
+    for name in ("training_comment", "logging_dir", "mem_eff_attn"):
+        assert f"not available in sdlora (left out): {name}" in text  # listed by name, never dropped silently
+    assert train(cfg, tmp_path / "run")["steps"] == 2
+
+
+def test_lycoris_types_are_listed_as_not_yet_available(tmp_path):
+    config = gui_config(tmp_path / "loha.json", LoRA_type="LyCORIS/LoHa", conv_dim=4, use_cp=True,
+                        train_data_dir="/data/x")  # fmt: skip
+    command, notes = migrate(str(config))
+    assert "network=" not in command  # trains a standard LoRA meanwhile
+    assert any(n.startswith("not yet available: network=loha (LoRA type LyCORIS/LoHa)") for n in notes)
+    assert any("use_cp=True" in n for n in notes)
+    compose_config(*overrides(command))
+
+
+def test_toml_and_command_line(tmp_path):
+    dataset = tmp_path / "dataset.toml"
+    dataset.write_text("[general]\nshuffle_caption = true\ncaption_extension = '.txt'\n[[datasets]]\nresolution = "
+                       "[768, 512]\nbatch_size = 2\n[[datasets.subsets]]\nimage_dir = '/data/dog'\nnum_repeats = 10\n"
+                       "class_tokens = 'sks dog'\n[[datasets.subsets]]\nimage_dir = '/data/reg'\nis_reg = true\n"
+                       "keep_tokens_separator = '|'\n")  # fmt: skip
+    toml = tmp_path / "config.toml"
+    toml.write_text("[model_arguments]\npretrained_model_name_or_path = '/m/sdxl.safetensors'\nsdxl = true\n"
+                    "[training_arguments]\nnetwork_args = ['conv_dim=8', 'conv_alpha=4']\nlearning_rate = 1e-4\n"
+                    f"optimizer_type = 'AdamW'\nlr_scheduler = 'cosine_with_restarts'\nlr_scheduler_num_cycles = 3\n"
+                    f"dataset_config = '{dataset}'\nmax_train_epochs = 4\n")  # fmt: skip
+    command, notes = migrate(str(toml))
+    cfg = compose_config(*overrides(command))
+    assert cfg.model._target_.endswith("SDXLFamily") and cfg.network.name == "locon" and cfg.network.conv_rank == 8
+    assert (cfg.network.rank, cfg.data.enable_bucket) == (4, False)  # sd-scripts' defaults where they differ
+    assert cfg.scheduler.num_cycles == 3 and (cfg.trainer.max_epochs, cfg.trainer.max_steps) == (4, -1)
+    assert cfg.data.resolution == "768,512" and cfg.data.batch_size == 2 and cfg.data.shuffle_caption
+    assert [s.dir for s in cfg.data.subsets] == ["/data/dog", "/data/reg"] and cfg.data.subsets[1].is_reg
+    assert any("keep_tokens_separator" in n for n in notes)
+
+    line = (
+        "accelerate launch --multi_gpu --num_processes 2 train_network.py --v2 --v_parameterization "
+        "--network_dim 16 --network_alpha 8 --optimizer_type Lion --resolution 768 --train_data_dir '/my data' "
+        "--network_module lycoris.kohya --network_args algo=lokr --max_train_steps 100 --save_precision float"
+    )
+    command, notes = migrate(line)
+    cfg = compose_config(*overrides(command))
+    assert cfg.model._target_.endswith("SD2VFamily") and cfg.trainer.strategy.startswith("ddp")
+    assert cfg.trainer.devices == 2
+    assert (cfg.network.rank, cfg.network.alpha, cfg.data.train_dir, cfg.save.precision) == (16, 8, "/my data", "fp32")
+    assert any("network=lokr" in n for n in notes)
+
+
+def test_write_experiment_is_the_same_config(small_dataset, tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    config = gui_config(tmp_path / "c.json", train_data_dir=str(small_dataset), LoRA_type="Kohya LoCon", conv_dim=3,
+                        output_dir=str(tmp_path / "out"))  # fmt: skip
+    command, _ = migrate(str(config), model="tiny")
+    result, _ = migrate(str(config), model="tiny", write_experiment="from_gui", conf_dir=str(conf))
+    assert result == "python train.py experiment=from_gui"
+    text = (conf / "experiment" / "from_gui.yaml").read_text()
+    assert text.startswith("# @package _global_") and "override /network: locon" in text
+
+    from hydra import compose, initialize_config_dir
+
+    import sdlora.config  # noqa: F401
+
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        via_experiment = compose("train", overrides=["experiment=from_gui"])
+    direct = compose_config(*overrides(command))
+    assert OmegaConf.to_container(via_experiment) == OmegaConf.to_container(direct)
+    with pytest.raises(Exception, match="exists"):
+        migrate(str(config), model="tiny", write_experiment="from_gui", conf_dir=str(conf))
+
+
+# ------------------------------------------------------------------------------------ the one table and README
+def _between(text: str, name: str) -> str:
+    start = text.index(f"<!-- {name}:start")
+    return text[text.index("\n", start) + 1 : text.index(f"<!-- {name}:end -->")].rstrip("\n")
+
+
+def test_readme_tables_are_generated_from_the_mapping():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert _between(readme, "kohya-table") == markdown()
+    assert _between(readme, "optimizer-table") == optimizer_markdown()
+
+
+def _names(cell: str) -> set[str]:
+    names = set()
+    for span in re.findall(r"`([^`]+)`", cell):
+        if " " in span:
+            names |= {t[2:] for t in span.split() if t.startswith("--")}
+        else:
+            names |= {span.replace("(", "").replace(")", ""), re.sub(r"\(.*?\)", "", span)}
+    return {n for n in names if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)}
+
+
+def test_every_option_of_the_table_is_mapped_and_every_mapping_is_in_the_table():
+    informational = ("—", "(", "GUI LoRA types", "GUI `xformers`", "a saved GUI config")
+    for row in ROWS:
+        if row.kohya.startswith(informational) or ".py" in row.kohya:
+            continue
+        names = _names(row.kohya) - {"network_args", "xformers", "sdpa", "none", "Original", "Multires"}
+        assert names <= row.maps.keys(), (row.kohya, names - row.maps.keys())
+        assert row.maps.keys() <= _names(row.kohya) | {"LoRA_type", "network_module"}, row.kohya
+        for target in row.maps.values():
+            assert not target.startswith("@") or target[1:] in RULES, target
+
+
+def test_migrate_cli_errors_are_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "sdlora.tools.migrate", str(tmp_path / "missing.json")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: config='{tmp_path / 'missing.json'}' does not exist "
+        "(give a .json / .toml file or a quoted command line)"
+    ]
