@@ -113,6 +113,7 @@ class BucketAssigner:
 
     def __init__(self, spec: BucketSpec) -> None:
         self.spec = spec
+        self._placed: dict[tuple[int, int], Placement | None] = {}
         if not spec.enabled:
             self.resolutions: list[tuple[int, int]] | None = [spec.resolution]
         elif spec.no_upscale:
@@ -124,7 +125,14 @@ class BucketAssigner:
             self._ratios = np.array([w / h for w, h in self.resolutions])
 
     def select(self, size: tuple[int, int]) -> Placement | None:
-        """The placement of an image of ``size`` (W, H); None when it is too small for any bucket (no upscale)."""
+        """The placement of an image of ``size`` (W, H); None when it is too small for any bucket (no upscale).
+        Placements are immutable and depend on the size alone: each size is computed once."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._placed:
+            self._placed[size] = self._select(size)
+        return self._placed[size]
+
+    def _select(self, size: tuple[int, int]) -> Placement | None:
         w, h = size
         ratio = w / h
         if self.resolutions is None:

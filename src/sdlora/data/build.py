@@ -114,8 +114,12 @@ def plan_training_data(
     if not any(not r.subset.is_reg for r in records):
         raise SdloraError(_no_images_message(source, scan.subsets))
     repeats, reg = _repeats(records)
-    entries = [Entry(i, placements[i].bucket) for i, n in enumerate(repeats) for _ in range(n)]
-    sampler = BucketBatchSampler(list(group_by_bucket(entries).values()), batch_size, seed, num_replicas=world_size)
+    entries: list[Entry] = []
+    for i, n in enumerate(repeats):
+        if n:
+            entries += [Entry(i, placements[i].bucket)] * n  # one (immutable) entry object per image
+    table = group_by_bucket(entries)
+    sampler = BucketBatchSampler(list(table.values()), batch_size, seed, num_replicas=world_size)
     length = training_length(len(sampler), accumulate_grad_batches, max_steps, max_epochs)
     plan = DataPlan(
         records,
@@ -133,6 +137,7 @@ def plan_training_data(
         reg=reg,
         repeats=repeats,
         world_size=world_size,
+        bucket_index=table,
     )
     plan.warnings += _plan_warnings(plan)
     if masks is not None:

@@ -9,6 +9,7 @@ Per sample, a caption may be dropped (trained empty), and its comma-separated ta
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,21 @@ def read_caption(image: Path, extension: str, max_bytes: int = MAX_CAPTION_BYTES
     path = caption_path(image, extension)
     if not path.is_file():
         return None
-    with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
+    return read_caption_file(path, max_bytes)[0]
+
+
+def read_caption_file(path: str | Path, max_bytes: int = MAX_CAPTION_BYTES) -> tuple[str, bool]:
+    """(first line of the caption file ``path``, stripped; whether the file was longer than ``max_bytes`` and cut
+    there). A file that is not UTF-8 is an :class:`SdloraError` naming it."""
+    fd = os.open(path, os.O_RDONLY)  # os-level reads: a Python file object costs more than a short caption's read
+    try:
+        data = b""
+        while len(data) <= max_bytes and (block := os.read(fd, max_bytes + 1 - len(data))):
+            data += block
+    finally:
+        os.close(fd)
+    cut = len(data) > max_bytes
+    if cut:
         data = _whole_characters(data[:max_bytes])
     try:
         text = data.decode("utf-8-sig")
@@ -47,7 +60,7 @@ def read_caption(image: Path, extension: str, max_bytes: int = MAX_CAPTION_BYTES
             f"caption file {path} is not valid UTF-8 ({exc.reason} at byte {exc.start}): re-save it as UTF-8"
         ) from None
     lines = text.splitlines()
-    return lines[0].strip() if lines else ""
+    return (lines[0].strip() if lines else ""), cut
 
 
 def _whole_characters(data: bytes) -> bytes:

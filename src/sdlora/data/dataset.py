@@ -12,6 +12,7 @@ All randomness comes from :func:`sdlora.data.augment.sample_rng` (seed, epoch, e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,9 +24,10 @@ from torch.utils.data import Dataset
 from sdlora.data import augment
 from sdlora.data.buckets import Placement
 from sdlora.data.captions import caption_dropped, process_caption
-from sdlora.data.images import Fit, fit_image, load_rgb, plan_fit, to_array
+from sdlora.data.images import Fit, ImageProblem, fit_image, load_rgb, plan_fit, to_array
 from sdlora.data.masks import MaskSource
 from sdlora.data.records import ImageRecord
+from sdlora.errors import SdloraError
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,13 @@ class Entry:
 
 
 def group_by_bucket(entries: list[Entry]) -> dict[tuple[int, int], list[int]]:
-    """Bucket resolution → indices of its entries, buckets in sorted (W, H) order."""
+    """Bucket resolution → indices of its entries, buckets in sorted (W, H) order.
+
+    Runs of equal entries (an image's repeats) are added as one range: with the data plan's shared entry objects the
+    comparisons are identity checks, and the work is per image rather than per sample."""
     table: dict[tuple[int, int], list[int]] = {}
-    for i, entry in enumerate(entries):
-        table.setdefault(entry.bucket, []).append(i)
+    for entry, run in groupby(range(len(entries)), key=entries.__getitem__):
+        table.setdefault(entry.bucket, []).extend(run)
     return dict(sorted(table.items()))
 
 
@@ -66,14 +71,28 @@ def size_condition(fit: Fit, flipped: bool) -> tuple[int, int, int, int, int, in
 def bucket_pixels(
     image: Path | Image.Image, fit: Fit, flipped: bool = False, color_rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """Load (if a path), resize and crop as ``fit`` says, colour-augment (if a generator is given), flip → [3, H, W]."""
-    img = load_rgb(image) if isinstance(image, Path) else image
+    """Load (if a path), resize and crop as ``fit`` says, colour-augment (if a generator is given), flip → [3, H, W].
+
+    A file that cannot be decoded is an :class:`SdloraError` naming it (the data plan reads headers and checks that
+    files are complete; damage inside a file shows here)."""
+    img = decode_rgb(image) if isinstance(image, Path) else image
     array = np.asarray(fit_image(img, fit))  # [H, W, 3] uint8
     if color_rng is not None:
         array = augment.color_aug(array, color_rng)
     if flipped:
         array = array[:, ::-1]
     return to_array(array)
+
+
+def decode_rgb(path: Path) -> Image.Image:
+    """:func:`~sdlora.data.images.load_rgb`, a damaged file being an :class:`SdloraError` that names it."""
+    try:
+        return load_rgb(path)
+    except ImageProblem as exc:
+        raise SdloraError(
+            f"{exc}. The data plan reads image headers and checks that files are complete; this one is damaged "
+            "inside: replace or remove it"
+        ) from None
 
 
 class LoRADataset(Dataset):

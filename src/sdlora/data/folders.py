@@ -78,9 +78,26 @@ def is_utf8_name(path: Path) -> bool:
     return readable_name(path.name) == path.name
 
 
+@dataclass(frozen=True)
+class FolderListing:
+    """One read of a folder: its image files sorted by name, and the names of all its files (caption look-ups)."""
+
+    images: list[Path]
+    files: frozenset[str]
+
+
+def list_folder(directory: Path) -> FolderListing:
+    """The files directly inside ``directory`` (not recursive), from one ``os.scandir`` (no ``stat`` per file where
+    the file system reports entry types)."""
+    with os.scandir(directory) as entries:
+        names = sorted(entry.name for entry in entries if entry.is_file())
+    images = [directory / name for name in names if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS]
+    return FolderListing(images, frozenset(names))
+
+
 def list_images(directory: Path) -> list[Path]:
     """Image files directly inside ``directory`` (not recursive), sorted by name."""
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return list_folder(Path(directory)).images
 
 
 def scan_subsets(

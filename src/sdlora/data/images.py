@@ -8,8 +8,6 @@ channel is dropped, not composited (kohya).
 
 from __future__ import annotations
 
-import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,32 +20,31 @@ class ImageProblem(Exception):
 
 
 def probe_image(path: Path) -> tuple[int, int]:
-    """(width, height) of a readable image; decodes it fully so that a corrupt file is caught before training."""
-    return read_image_info(path)[0]
-
-
-def read_image_info(path: Path) -> tuple[tuple[int, int], str]:
-    """((width, height), SHA-256 of the file's bytes) of a readable image, read once and fully decoded.
+    """(width, height) of a readable image, decoded fully so that a corrupt file is caught (the data plan reads
+    headers instead, :func:`sdlora.data.headers.read_header`, and decodes only files the header cannot vouch for).
 
     A corrupt or truncated file raises :class:`ImageProblem`. JPEGs decode at 1/8 scale (the whole stream is still
     read, about 10× faster).
     """
     try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(path) as img:
             size = img.size
             if img.format == "JPEG":
                 img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
             img.load()
-        return size, hashlib.sha256(data).hexdigest()
+        return size
     except Exception as exc:
         raise ImageProblem(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """The image as RGB (alpha dropped, palette/greyscale converted)."""
-    with Image.open(path) as img:
-        return img.convert("RGB")
+    """The image as RGB (alpha dropped, palette/greyscale converted). A file that cannot be decoded (damaged inside,
+    which the data plan's header check cannot see) is an :class:`ImageProblem` naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as exc:
+        raise ImageProblem(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
 
 
 @dataclass(frozen=True)

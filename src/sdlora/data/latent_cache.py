@@ -104,9 +104,15 @@ def _decode(dataset, job: _Job) -> tuple[str, np.ndarray]:
 
     path = dataset.records[job.record].path
     data = path.read_bytes()
-    with Image.open(io.BytesIO(data)) as img:
-        pixels = bucket_pixels(img.convert("RGB"), job.fit, job.flipped)
-    return hashlib.sha256(data).hexdigest(), pixels
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            rgb = img.convert("RGB")
+    except Exception as exc:
+        raise SdloraError(
+            f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}). The data plan reads image headers and "
+            "checks that files are complete; this one is damaged inside: replace or remove it"
+        ) from None
+    return hashlib.sha256(data).hexdigest(), bucket_pixels(rgb, job.fit, job.flipped)
 
 
 def _batches(jobs: list[_Job], size: int) -> Iterator[list[_Job]]:

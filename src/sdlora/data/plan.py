@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from sdlora.data.buckets import BucketSpec, Placement
 from sdlora.data.dataset import Entry, group_by_bucket
 from sdlora.data.records import ImageRecord, ScanResult
 from sdlora.data.regularisation import RegBalance
 from sdlora.data.steps import TrainingLength
+
+_RECORD = attrgetter("record")
 
 
 @dataclass
@@ -38,6 +41,7 @@ class DataPlan:
     reg: RegBalance | None = None
     repeats: list[int] | None = None  # per record, after regularisation balancing
     world_size: int = 1  # processes sharing each global batch (trainer=ddp)
+    bucket_index: dict[tuple[int, int], list[int]] | None = None  # group_by_bucket(entries), computed when None
 
     def __post_init__(self) -> None:
         if self.repeats is None:
@@ -50,8 +54,14 @@ class DataPlan:
         return self.batch_size * self.world_size
 
     def buckets(self) -> dict[tuple[int, int], list[int]]:
-        """Bucket resolution → entry indices, in sorted resolution order."""
-        return group_by_bucket(self.entries)
+        """Bucket resolution → entry indices, in sorted resolution order (computed once; the entries never change)."""
+        if self.bucket_index is None:
+            self.bucket_index = group_by_bucket(self.entries)
+        return self.bucket_index
+
+    def records_of(self, indices: list[int]) -> Counter:
+        """Record index → how many of the entries ``indices`` hold it (one C-level pass)."""
+        return Counter(map(_RECORD, map(self.entries.__getitem__, indices)))
 
     @property
     def num_images(self) -> int:
@@ -110,7 +120,7 @@ class DataPlan:
     def to_json(self) -> dict:
         buckets = []
         for resolution, entries in self.buckets().items():
-            per_record = Counter(self.entries[i].record for i in entries)
+            per_record = self.records_of(entries)
             images = [{"path": str(self.records[r].path), "repeats": n} for r, n in sorted(per_record.items())]
             buckets.append({"resolution": list(resolution), "count_with_repeats": len(entries), "images": images})
         out = {

@@ -28,7 +28,7 @@ def _folders(plan: DataPlan) -> list[str]:
 def _buckets(plan: DataPlan) -> list[str]:
     lines = [f"  {'bucket (W×H)':<40} {'images':>7} {'× repeats':>28} {'batches':>8}"]
     for (w, h), entries in plan.buckets().items():
-        n_images = len({plan.entries[i].record for i in entries})
+        n_images = len(plan.records_of(entries))
         batches = -(-len(entries) // plan.global_batch_size)
         lines.append(f"  {f'{w}×{h}':<40} {n_images:>7} {len(entries):>28} {batches:>8}")
     spec = plan.spec

@@ -1,19 +1,33 @@
-"""Scanning a dataset into image records: readable images, their sizes and captions, plus the warnings found."""
+"""Scanning a dataset into image records: usable images, their sizes and captions, plus the warnings found.
+
+One listing per folder (``os.scandir``), then per image, on a thread pool in chunks: its header (size, file length,
+and that the file is complete: :mod:`sdlora.data.headers`; files the header cannot vouch for are decoded fully) and its
+caption file, when the listing holds one. Nothing else is read per image. Duplicate files are found by their length
+and size first; only files sharing both are hashed (SHA-256) to confirm.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+from PIL import Image
 from tqdm.auto import tqdm
 
-from sdlora.data.captions import MAX_CAPTION_BYTES, caption_path, normalise_extension, read_caption
-from sdlora.data.folders import Subset, is_utf8_name, list_images, readable_name
-from sdlora.data.images import ImageProblem, read_image_info
+from sdlora.data.captions import MAX_CAPTION_BYTES, caption_path, normalise_extension, read_caption_file
+from sdlora.data.folders import Subset, is_utf8_name, list_folder, readable_name
+from sdlora.data.headers import read_header
+from sdlora.data.images import ImageProblem, probe_image
 from sdlora.errors import SdloraError
 
 MIN_SIDE = 8  # smaller images cannot be fitted meaningfully (the VAE downsamples by 8)
+CHUNK = 256  # images per task of the thread pool (one future per image costs more than reading a header)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -25,7 +39,7 @@ class ImageRecord:
     caption: str
     subset: Subset
     has_caption_file: bool
-    digest: str = ""  # SHA-256 of the file's bytes (duplicates; cache keys re-hash the bytes they encode)
+    file_bytes: int = 0  # the file's length (duplicate candidates share it)
 
     @property
     def repeats(self) -> int:
@@ -51,16 +65,59 @@ class ScanResult:
         return ScanResult(records, list(self.warnings), images, captions, list(self.subsets))
 
 
-def _probe_all(paths: list[Path], workers: int) -> list[tuple[tuple[int, int], str] | ImageProblem]:
-    def probe(path: Path):
-        try:
-            return read_image_info(path)
-        except ImageProblem as exc:
-            return exc
+@dataclass(frozen=True)
+class _Read:
+    """What was read of one image: (W, H) and file length, or the problem; its caption (None: no caption file) and
+    whether the caption was cut at ``max_caption_bytes``, or the caption file's error."""
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(probe, paths)
-        return list(tqdm(results, total=len(paths), desc="Reading images", unit="img", disable=len(paths) < 64))
+    size: tuple[int, int] | None
+    file_bytes: int
+    problem: ImageProblem | None
+    caption: str | None = None
+    cut: bool = False
+    caption_error: SdloraError | None = None
+
+
+def _read_image(path: Path, caption: str | None, max_bytes: int) -> _Read:
+    header = read_header(path, Image.MAX_IMAGE_PIXELS and 2 * Image.MAX_IMAGE_PIXELS)
+    size, length, problem = (header.size, header.file_bytes, None) if header is not None else (None, 0, None)
+    if header is None:  # the slow path: decode the file to decide
+        try:
+            size, length = probe_image(path), os.stat(path).st_size
+        except ImageProblem as exc:
+            problem = exc
+    if caption is None:
+        return _Read(size, length, problem)
+    try:
+        text, cut = read_caption_file(caption, max_bytes)
+    except SdloraError as exc:
+        return _Read(size, length, problem, caption_error=exc)
+    return _Read(size, length, problem, text, cut)
+
+
+def map_chunks(fn: Callable[[T], R], items: list[T], workers: int, desc: str | None = None) -> list[R]:
+    """``[fn(item) for item in items]`` on ``workers`` threads, :data:`CHUNK` items per task (file reads release the
+    GIL, so reads overlap); a progress bar named ``desc`` for long lists."""
+
+    def chunk(part: list[T]) -> list[R]:
+        return [fn(item) for item in part]
+
+    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    results: list[R] = []
+    hidden = desc is None or len(items) < 4 * CHUNK
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(items), desc=desc, unit="img", disable=hidden) as progress,
+    ):
+        for part in pool.map(chunk, chunks):
+            results += part
+            progress.update(len(part))
+    return results
+
+
+def _read_all(work: list[tuple[Subset, Path, str | None]], workers: int, max_bytes: int) -> list[_Read]:
+    """:func:`_read_image` of every item, in order."""
+    return map_chunks(lambda item: _read_image(item[1], item[2], max_bytes), work, workers, "Reading images")
 
 
 def scan_records(
@@ -70,42 +127,52 @@ def scan_records(
     workers: int = 1,
     max_caption_bytes: int = MAX_CAPTION_BYTES,
 ) -> ScanResult:
-    """Read every image once (to catch corrupt files and hash it), pair it with its caption.
+    """Read every image's header and caption once (see the module docstring) and pair them.
 
     ``caption_extension`` overrides the subsets' own extension (``subset.options.caption_extension``); caption files
     longer than ``max_caption_bytes`` are cut there, with a warning [data.max_caption_bytes].
     """
     result = ScanResult(subsets=list(subsets))
-    work = []
+    work: list[tuple[Subset, Path, str | None]] = []
+    listings: dict[Path, frozenset[str]] = {}
     for subset in subsets:
-        for path in list_images(subset.directory):
-            if is_utf8_name(path):
-                work.append((subset, path))
-            else:
+        listing = list_folder(subset.directory)
+        listings[subset.directory] = listing.files
+        extension, folder = _extension(subset, caption_extension), str(subset.directory)
+        for path in listing.images:
+            name = path.name
+            if not is_utf8_name(path):
                 result.warnings.append(f"skipped {readable_name(path)}: its file name is not valid UTF-8 (rename it)")
+                continue
+            caption = os.path.splitext(name)[0] + extension  # caption_path(), as strings (pathlib costs µs a call)
+            work.append((subset, path, os.path.join(folder, caption) if caption in listing.files else None))
     for subset in subsets:
         result.images_per_subset[subset.directory] = 0
         result.captions_per_subset[subset.directory] = 0
-    infos = _probe_all([path for _, path in work], workers)
-    for (subset, path), info in zip(work, infos, strict=True):
-        problem = info if isinstance(info, ImageProblem) else None
-        if problem is None and min(info[0]) < MIN_SIDE:
-            w, h = info[0]
+    cut: list[str] = []
+    for (subset, path, caption), read in zip(work, _read_all(work, workers, max_caption_bytes), strict=True):
+        problem = read.problem
+        if problem is None and min(read.size) < MIN_SIDE:
+            w, h = read.size
             problem = ImageProblem(f"{path}: {w}x{h} px is too small (each side needs ≥ {MIN_SIDE} px)")
         if problem is not None:
             if strict:
                 raise SdloraError(f"{problem} (data.strict=true; remove the file or set data.strict=false)")
             result.warnings.append(f"skipped {problem}")
             continue
-        caption = read_caption(path, _extension(subset, caption_extension), max_caption_bytes)
+        if read.caption_error is not None:
+            raise read.caption_error
+        if read.cut:
+            cut.append(caption)
+        has_caption = caption is not None
         result.images_per_subset[subset.directory] += 1
-        result.captions_per_subset[subset.directory] += caption is not None
-        text = caption if caption is not None else subset.class_tokens
-        result.records.append(ImageRecord(path, info[0], text, subset, caption is not None, info[1]))
-    _caption_warnings(result, caption_extension)
-    _long_caption_warnings(result, caption_extension, max_caption_bytes)
+        result.captions_per_subset[subset.directory] += has_caption
+        text = read.caption if has_caption else subset.class_tokens
+        result.records.append(ImageRecord(path, read.size, text, subset, has_caption, read.file_bytes))
+    _caption_warnings(result, caption_extension, listings)
+    _long_caption_warnings(result, cut, max_caption_bytes)
     _empty_warnings(result, caption_extension)
-    _duplicate_warnings(result)
+    _duplicate_warnings(result, workers)
     return result
 
 
@@ -114,26 +181,39 @@ def _extension(record_or_subset, override: str | None) -> str:
     return normalise_extension(override or subset.options.caption_extension)
 
 
-def _long_caption_warnings(result: ScanResult, override: str | None, max_bytes: int) -> None:
-    long = []
-    for record in result.records:
-        path = caption_path(record.path, _extension(record, override))
-        if record.has_caption_file and path.stat().st_size > max_bytes:
-            long.append(f"{path} ({path.stat().st_size:,} bytes)")
-    if long:
-        more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+def _long_caption_warnings(result: ScanResult, cut: list[str], max_bytes: int) -> None:
+    if cut:
+        long = [f"{path} ({os.stat(path).st_size:,} bytes)" for path in cut[:5]]
+        more = f" and {len(cut) - 5} more" if len(cut) > 5 else ""
         result.warnings.append(
-            f"{len(long)} caption file(s) are longer than data.max_caption_bytes={max_bytes} and were cut there: "
-            f"{', '.join(long[:5])}{more}"
+            f"{len(cut)} caption file(s) are longer than data.max_caption_bytes={max_bytes} and were cut there: "
+            f"{', '.join(long)}{more}"
         )
 
 
-def _duplicate_warnings(result: ScanResult) -> None:
+def duplicate_groups(records: list[ImageRecord], workers: int = 1) -> list[list[Path]]:
+    """Groups of records whose files have identical bytes, in record order. Only files that share their length and
+    (W, H) with another are hashed (SHA-256): a file of unique length has no duplicate."""
+    from sdlora.utils.hashing import file_sha256
+
+    by_shape: dict[tuple[int, tuple[int, int]], list[ImageRecord]] = {}
+    for record in records:
+        by_shape.setdefault((record.file_bytes, record.size), []).append(record)
+    candidates = [r for group in by_shape.values() if len(group) > 1 for r in group]
+    if not candidates:
+        return []
+    digests = map_chunks(lambda r: file_sha256(r.path), candidates, workers, "Checking duplicates")
+    by_digest: dict[str, list[ImageRecord]] = {}
+    for record, digest in zip(candidates, digests, strict=True):
+        by_digest.setdefault(digest, []).append(record)
+    order = {id(r): i for i, r in enumerate(records)}
+    groups = [sorted(g, key=lambda r: order[id(r)]) for g in by_digest.values() if len(g) > 1]
+    return [[r.path for r in group] for group in sorted(groups, key=lambda g: order[id(g[0])])]
+
+
+def _duplicate_warnings(result: ScanResult, workers: int = 1) -> None:
     """Files with identical bytes (the same image twice, perhaps in two folders) are trained twice as often."""
-    by_digest: dict[str, list[Path]] = {}
-    for record in result.records:
-        by_digest.setdefault(record.digest, []).append(record.path)
-    groups = [paths for paths in by_digest.values() if len(paths) > 1]
+    groups = duplicate_groups(result.records, workers)
     for paths in groups[:10]:
         result.warnings.append(f"duplicate images (identical files): {', '.join(str(p) for p in paths)}")
     if len(groups) > 10:
@@ -160,7 +240,7 @@ def _some(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def _caption_warnings(result: ScanResult, override: str | None) -> None:
+def _caption_warnings(result: ScanResult, override: str | None, listings: dict[Path, frozenset[str]]) -> None:
     """Folders with no (or some missing) caption files; names another common extension that exists (kohya pitfall).
 
     Regularisation folders are usually captioned by their class tokens: they are only warned about when caption
@@ -178,7 +258,7 @@ def _caption_warnings(result: ScanResult, override: str | None) -> None:
         others = [
             ext
             for ext in (".txt", ".caption", ".cap")
-            if ext != extension and any(caption_path(r.path, ext).is_file() for r in missing)
+            if ext != extension and any(os.path.splitext(r.path.name)[0] + ext in listings[directory] for r in missing)
         ]
         hint = f"; {others[0]} files exist: set data.caption_extension={others[0]}" if others else ""
         fallback = f"the folder's class tokens {subset.class_tokens!r}" if subset.class_tokens else "an empty caption"

@@ -22,10 +22,17 @@ LR_OPTIONS = ("unet_lr", "text_encoder_lr", "block_lr_weight", "loraplus_lr_rati
 
 
 def dataset_digest(plan: Any) -> dict[str, Any]:
-    """A digest of the samples in order (image path and bucket of every entry) and a short description."""
-    rows = [[str(plan.records[e.record].path), *e.bucket] for e in plan.entries]
-    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
-    buckets = len({e.bucket for e in plan.entries})
+    """A digest of the samples in order (image path and bucket of every entry) and a short description.
+
+    The SHA-256 of ``json.dumps([[path, W, H], …])`` over the entries; each distinct entry object's row is encoded
+    once and the rows joined as ``json.dumps`` joins them (an image's repeats share their entry object)."""
+    rows: dict[int, str] = {}
+    for e in plan.entries:
+        if id(e) not in rows:
+            rows[id(e)] = json.dumps([str(plan.records[e.record].path), *e.bucket])
+    text = "[" + ", ".join([rows[id(e)] for e in plan.entries]) + "]"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    buckets = len(plan.buckets())
     used = sum(n > 0 for n in plan.repeats)
     return {"sha256": digest, "text": f"{used} images, {len(plan.entries)} samples with repeats, {buckets} buckets"}
 
