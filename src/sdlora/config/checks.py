@@ -110,7 +110,7 @@ def _check_loss(cfg: DictConfig, problems: list[str]) -> None:
 
 def _check_loss_prediction_type(cfg: DictConfig, problems: list[str]) -> None:
     """v-prediction-only and ε-only loss options, when the prediction type is known before loading the model."""
-    from sdlora.diffusion.objective import prediction_type_problems
+    from sdlora.diffusion.prediction import prediction_type_problems
 
     prediction = expected_prediction_type(cfg)
     if prediction is not None:
@@ -204,7 +204,9 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 def _unrepresentable(cfg: DictConfig) -> list[str]:
     """Learning rates and optimizer arguments must be finite and fit a float32 (the optimizers compute in it)."""
-    values = {f"optimizer.{k}": v for k, v in cfg.optimizer.items() if not str(k).startswith("_")}
+    optimizer = cfg.optimizer
+    keys = [k for k in optimizer if not str(k).startswith("_") and not OmegaConf.is_missing(optimizer, k)]
+    values = {f"optimizer.{k}": optimizer[k] for k in keys}  # ``_target_: ???`` (optimizer=custom) is reported later
     values |= {f"network.{k}": cfg.network[k] for k in ("unet_lr", "text_encoder_lr")}
     problems = []
     for key, value in values.items():

@@ -14,12 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from sdlora.data import augment
 from sdlora.data.buckets import Placement
@@ -28,6 +26,9 @@ from sdlora.data.images import Fit, ImageProblem, fit_image, load_rgb, plan_fit,
 from sdlora.data.masks import MaskSource
 from sdlora.data.records import ImageRecord
 from sdlora.errors import SdloraError
+
+if TYPE_CHECKING:  # the plan holds the dataset; torch is imported when a model is loaded (docs/design.md §7)
+    import torch
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,10 @@ def decode_rgb(path: Path) -> Image.Image:
         ) from None
 
 
-class LoRADataset(Dataset):
+class LoRADataset:
+    """A map-style dataset (``__len__``, ``__getitem__``) for ``torch.utils.data.DataLoader``; plain Python, so that
+    planning does not import torch."""
+
     def __init__(
         self,
         records: list[ImageRecord],

@@ -21,7 +21,6 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
-from torch.utils.data import Sampler
 
 
 def rank_share(batch: list[int], num_replicas: int, rank: int) -> list[int]:
@@ -33,8 +32,10 @@ def rank_share(batch: list[int], num_replicas: int, rank: int) -> list[int]:
     return padded[rank * per_rank : (rank + 1) * per_rank]
 
 
-class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yields lists of ``(entry index, epoch)`` from one bucket at a time (this rank's share of each global batch)."""
+class BucketBatchSampler:
+    """Yields lists of ``(entry index, epoch)`` from one bucket at a time (this rank's share of each global batch).
+    A batch sampler for ``torch.utils.data.DataLoader(batch_sampler=…)``; plain Python, so that planning does not
+    import torch."""
 
     def __init__(
         self, buckets: list[list[int]], batch_size: int, seed: int, shuffle: bool = True, num_replicas: int = 1

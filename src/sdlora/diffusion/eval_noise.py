@@ -10,8 +10,10 @@ on the run's seed, loss options or data order.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def validation_timesteps(min_timestep: int, max_timestep: int, count: int) -> list[int]:
@@ -25,6 +27,8 @@ def validation_timesteps(min_timestep: int, max_timestep: int, count: int) -> li
 
 def fixed_noise(shape: tuple[int, ...], seed: int, key: str, index: int) -> torch.Tensor:
     """Standard-normal noise of ``shape`` (CPU, float32) determined by (seed, key, index) alone."""
+    import torch
+
     digest = hashlib.sha256(f"{seed}\0{key}\0{index}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
     return torch.randn(shape, generator=generator)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from sdlora.config.schema import LossConfig, LossType
 from sdlora.diffusion.loss import elementwise_loss, huber_c, reduce_per_sample
 from sdlora.diffusion.noise import input_perturbation, multires_noise, offset_noise
+from sdlora.diffusion.prediction import prediction_type_problems  # noqa: F401  (re-exported)
 from sdlora.diffusion.schedule import rescale_zero_terminal_snr, scaled_linear_alphas_cumprod, snr
 from sdlora.diffusion.targets import V_PREDICTION, add_noise, training_target
 from sdlora.diffusion.timesteps import sample_timesteps
@@ -118,29 +119,3 @@ class DiffusionObjective:
     def plain_loss(self, prediction: torch.Tensor, noised: Noised) -> torch.Tensor:
         """Unweighted per-sample MSE [B]: the validation loss, comparable across runs whatever their loss options."""
         return reduce_per_sample(elementwise_loss(prediction, noised.target, LossType.l2))
-
-
-def prediction_type_problems(settings: LossConfig, prediction_type: str) -> list[str]:
-    """Loss options that contradict the model's prediction type (kohya's guards, plus those that would divide by a
-    zero SNR under zero_terminal_snr)."""
-    problems = []
-    v_prediction = prediction_type == V_PREDICTION
-    if settings.v_pred_like_loss and v_prediction:
-        problems.append("loss.v_pred_like_loss is for ε-prediction models; the model is v-prediction")
-    if settings.scale_v_pred_loss_like_noise_pred and not v_prediction:
-        problems.append("loss.scale_v_pred_loss_like_noise_pred needs a v-prediction model (model.v_parameterization)")
-    if settings.zero_terminal_snr and not v_prediction:
-        divides = [
-            name
-            for name, on in (
-                ("loss.debiased_estimation", settings.debiased_estimation),
-                ("loss.v_pred_like_loss", settings.v_pred_like_loss),
-            )
-            if on
-        ]
-        if divides:
-            problems.append(
-                f"loss.zero_terminal_snr with an ε-prediction model makes SNR 0 at the last timestep, where "
-                f"{' and '.join(divides)} divide by it: use model.v_parameterization=true or drop one of them"
-            )
-    return problems

@@ -6,7 +6,10 @@ Useful numbers: ᾱ₀ = 0.99915 (SNR ≈ 1175), ᾱ₉₉₉ = 0.00466; SNR_t =
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the constants are read by config checks before torch is imported (docs/design.md §7)
+    import torch
 
 BETA_START = 0.00085
 BETA_END = 0.012
@@ -17,6 +20,8 @@ def scaled_linear_alphas_cumprod(
     beta_start: float = BETA_START, beta_end: float = BETA_END, num_timesteps: int = NUM_TRAIN_TIMESTEPS
 ) -> torch.Tensor:
     """ᾱ_t for t = 0..T−1 with β_t = (√β_start + t/(T−1)·(√β_end − √β_start))²; float32 [T] as diffusers' DDPM."""
+    import torch
+
     betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float32) ** 2  # [T]
     return torch.cumprod(1.0 - betas, dim=0)  # [T]
 

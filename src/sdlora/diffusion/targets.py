@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from sdlora.diffusion.prediction import V_PREDICTION
+
 EPSILON = "epsilon"
-V_PREDICTION = "v_prediction"
 
 
 def _coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor):

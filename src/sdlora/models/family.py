@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sdlora.config.schema import Attention, ModelConfig
 from sdlora.models.prompts import CHUNK, join_chunk_states, split_chunks
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded (docs/design.md §7)
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -95,12 +96,14 @@ class ModelFamily:
         self.compile_backend = compile_backend
 
     # ----------------------------------------------------------------------------------------------- loading
-    def load(self, weight_dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype | None = None) -> Components:
-        """Load (or build) the components, frozen, in ``weight_dtype``; the VAE in ``vae_dtype`` (default: fp32 where
-        the family needs it, else ``weight_dtype``)."""
+    def load(self, weight_dtype: torch.dtype | None = None, vae_dtype: torch.dtype | None = None) -> Components:
+        """Load (or build) the components, frozen, in ``weight_dtype`` (default float32); the VAE in ``vae_dtype``
+        (default: fp32 where the family needs it, else ``weight_dtype``)."""
+        import torch
+
         from sdlora.models.loading import load_components
 
-        return load_components(self, weight_dtype, vae_dtype)
+        return load_components(self, weight_dtype if weight_dtype is not None else torch.float32, vae_dtype)
 
     # ----------------------------------------------------------------------------------------- conditioning
     def tokenize(self, tokenizer: Any, captions: list[str]) -> torch.Tensor:

@@ -12,13 +12,18 @@ chunk, as kohya does: a chunk whose second-last id is a real token ends with EOS
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 CHUNK = 75  # tokens between BOS and EOS in one CLIP window
 
 
 def split_chunks(input_ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     """[B, n·75 + 2] padded ids → [B, n, 77] chunks, each ``[BOS, 75 ids, last id]`` with kohya's pad fix-ups."""
+    import torch
+
     length = input_ids.shape[1]
     n = (length - 2) // CHUNK
     if n * CHUNK + 2 != length:
@@ -40,6 +45,8 @@ def join_chunk_states(states: torch.Tensor, num_chunks: int) -> torch.Tensor:
     """[B·n, 77, D] per-chunk states → [B, 77 + 75·(n−1), D]: first BOS, every chunk's 75 inner states, last EOS."""
     if num_chunks == 1:
         return states
+    import torch
+
     bn, window, dim = states.shape
     states = states.reshape(bn // num_chunks, num_chunks, window, dim)  # [B, n, 77, D]
     inner = states[:, :, 1:-1].reshape(bn // num_chunks, num_chunks * (window - 2), dim)  # [B, 75n, D]

@@ -10,10 +10,11 @@ projected output at the EOS token (first chunk for long prompts). ``clip_skip`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from sdlora.models.family import Components, ModelFamily, TextConditioning
 
@@ -34,6 +35,8 @@ class SDXLFamily(ModelFamily):
     unet_blocks = 23
 
     def encode_text(self, components: Components, captions: list[str]) -> TextConditioning:
+        import torch
+
         te1, te2 = components.text_encoders
         chunks1 = self.tokenize(components.tokenizers[0], captions)
         chunks2 = self.tokenize(components.tokenizers[1], captions)

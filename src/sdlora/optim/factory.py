@@ -33,9 +33,9 @@ def locate_target(node: Any, group: str) -> tuple[Any, list[str]]:
     target = node.get("_target_") if isinstance(node, DictConfig | dict) else None
     if not target:
         return None, [f"{group}: no _target_ (choose a {group}=… option or set {group}._target_=package.Class)"]
-    missing = _missing_package(target)
+    missing = missing_package_problems(node, group)
     if missing:
-        return None, [f"{group}._target_={target!r} needs the Python package {missing!r}: pip install {missing}"]
+        return None, missing
     try:
         fn = get_method(target)
     except Exception as exc:
@@ -72,6 +72,15 @@ def target_class_name(node: Any) -> str:
     return target
 
 
+def rule_name(node: Any) -> str:
+    """The dotted name kohya's optimizer rules classify an optimizer by (:mod:`sdlora.optim.rules`: the package, the
+    class's short name), without importing a third-party target: sdlora's builder functions declare the class they
+    build (their modules import nothing heavy); any other target is named by its ``_target_`` string.
+    :func:`target_class_name` (which imports the target) gives the class's own module, for the LoRA metadata."""
+    target = str(node["_target_"])
+    return target_class_name(node) if target.startswith("sdlora.") else target
+
+
 def _unknown_keys(fn: Any, node: Any, group: str) -> list[str]:
     try:
         params = inspect.signature(fn).parameters
@@ -93,12 +102,24 @@ def _unknown_keys(fn: Any, node: Any, group: str) -> list[str]:
     return problems
 
 
+def missing_package_problems(node: Any, group: str) -> list[str]:
+    """The problem of a target from a known optional library that is not installed (none: an empty list)."""
+    missing = _missing_package(str(node.get("_target_")))
+    if not missing:
+        return []
+    return [f"{group}._target_={node['_target_']!r} needs the Python package {missing!r}: pip install {missing}"]
+
+
+def lr_problems(node: Any) -> list[str]:
+    lr = node.get("lr") if isinstance(node, DictConfig | dict) else None
+    if lr is None or isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
+        return [f"optimizer.lr must be a positive number, got {lr!r}"]
+    return []
+
+
 def check_optimizer(node: Any) -> list[str]:
     _, problems = locate_target(node, "optimizer")
-    lr = node.get("lr") if isinstance(node, DictConfig | dict) else None
-    if not problems and (lr is None or not isinstance(lr, int | float) or lr <= 0):
-        problems.append(f"optimizer.lr must be a positive number, got {lr!r}")
-    return problems
+    return problems or lr_problems(node)
 
 
 def check_scheduler(node: Any) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from sdlora.errors import SdloraError
 from sdlora.optim.adafactor import uses_relative_step
-from sdlora.optim.factory import instantiate_partial, target_class_name
+from sdlora.optim.factory import instantiate_partial, rule_name
 
 ADAPTIVE_PACKAGES = ("dadaptation", "prodigyopt")
 ADAFACTOR_SCHEDULER = "sdlora.optim.schedulers.adafactor"
@@ -52,7 +52,7 @@ def adafactor_relative_step(node: Any) -> bool:
 
 def uses_relative_step_schedule(optimizer: Any) -> bool:
     """Adafactor with a relative step: the run uses ``scheduler=adafactor`` whatever was chosen."""
-    return is_adafactor(target_class_name(optimizer)) and adafactor_relative_step(optimizer)
+    return is_adafactor(rule_name(optimizer)) and adafactor_relative_step(optimizer)
 
 
 def resolve_schedule(optimizer: Any, scheduler: Any) -> tuple[dict[str, Any] | None, list[str]]:
@@ -80,7 +80,7 @@ def scheduler_in_effect(optimizer: Any, scheduler: Any) -> Any:
 
 def optimizer_notes(cfg: Any, device_type: str) -> list[str]:
     """The warnings of kohya's optimizer rules for a (composed or resolved) config on ``device_type``."""
-    name = target_class_name(cfg.optimizer)
+    name = rule_name(cfg.optimizer)
     lora_dtype = cfg.precision.lora_dtype
     notes: list[str] = []
     if is_adafactor(name):
@@ -148,7 +148,7 @@ def first_group_lr(cfg: Any) -> float:
 
 def adaptive_lr_problems(cfg: Any) -> list[str]:
     """D-Adaptation and Prodigy refuse different lrs in their groups (0 excepted): a config error, found early."""
-    if not is_adaptive(target_class_name(cfg.optimizer)):
+    if not is_adaptive(rule_name(cfg.optimizer)):
         return []
     network, default = cfg.network, cfg.optimizer["lr"]
     lrs = {}
@@ -186,7 +186,7 @@ def _adaptive_notes(cfg: Any, name: str, lora_dtype: str) -> list[str]:
 def check_optimizer_runs(node: Any, device_type: str) -> None:
     """A bitsandbytes optimizer: one step on a stand-in parameter large enough for 8-bit state (≥ 4096 elements) on
     the training device; a build that cannot run it is an :class:`SdloraError` naming the option."""
-    name = target_class_name(node)
+    name = rule_name(node)
     if not is_bitsandbytes(name):
         return
     import torch

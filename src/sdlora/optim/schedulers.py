@@ -15,10 +15,13 @@ rounded down as current sd-scripts does).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+if TYPE_CHECKING:  # imported when a schedule is built for training (docs/design.md §7)
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LambdaLR
 
 RAMPS = ("linear", "cosine", "1-sqrt")  # warm-up / decay shapes of warmup_stable_decay
 
@@ -153,27 +156,51 @@ def warmup_stable_decay_factor(
 # --- LambdaLR factories (the `_target_` of conf/scheduler/*.yaml) -----------------------------------------------------
 
 
+class ScheduleProbe:
+    """A torch-free stand-in optimizer for checking a schedule's options (:mod:`sdlora.optim.checks`): the factories
+    below return their multiplier function instead of a ``LambdaLR`` for it, after the same validation."""
+
+    def __init__(self, lr: float) -> None:
+        self.defaults = {"lr": lr}
+        self.param_groups = [{"lr": lr, "initial_lr": lr}]
+
+
+def is_sdlora_schedule(node: Any) -> bool:
+    """Whether a scheduler node names one of the factories below (the Adafactor proxy excepted)."""
+    module, _, name = str(node["_target_"]).rpartition(".")
+    return module == __name__ and name in FACTORIES
+
+
+def _lambda_lr(optimizer: Optimizer | ScheduleProbe, multiplier: Callable[[int], float]) -> LambdaLR:
+    """``torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)``; for a :class:`ScheduleProbe`, ``multiplier``."""
+    if isinstance(optimizer, ScheduleProbe):
+        return multiplier
+    from torch.optim.lr_scheduler import LambdaLR as TorchLambdaLR
+
+    return TorchLambdaLR(optimizer, multiplier)
+
+
 def constant(optimizer: Optimizer, total_steps: int) -> LambdaLR:
     """[kohya: constant]."""
-    return LambdaLR(optimizer, constant_factor)
+    return _lambda_lr(optimizer, constant_factor)
 
 
 def constant_with_warmup(optimizer: Optimizer, total_steps: int, warmup_steps: int | float = 0) -> LambdaLR:
     """[kohya: constant_with_warmup]."""
     warmup = resolve_steps(warmup_steps, total_steps)
-    return LambdaLR(optimizer, partial(constant_with_warmup_factor, warmup_steps=warmup))
+    return _lambda_lr(optimizer, partial(constant_with_warmup_factor, warmup_steps=warmup))
 
 
 def linear(optimizer: Optimizer, total_steps: int, warmup_steps: int | float = 0) -> LambdaLR:
     """[kohya: linear]."""
     warmup = resolve_steps(warmup_steps, total_steps)
-    return LambdaLR(optimizer, partial(linear_factor, total_steps=total_steps, warmup_steps=warmup))
+    return _lambda_lr(optimizer, partial(linear_factor, total_steps=total_steps, warmup_steps=warmup))
 
 
 def cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int | float = 0) -> LambdaLR:
     """[kohya: cosine]."""
     warmup = resolve_steps(warmup_steps, total_steps)
-    return LambdaLR(optimizer, partial(cosine_factor, total_steps=total_steps, warmup_steps=warmup))
+    return _lambda_lr(optimizer, partial(cosine_factor, total_steps=total_steps, warmup_steps=warmup))
 
 
 def cosine_with_restarts(
@@ -184,7 +211,7 @@ def cosine_with_restarts(
         raise ValueError(f"scheduler.num_cycles must be ≥ 1, got {num_cycles}")
     warmup = resolve_steps(warmup_steps, total_steps)
     factor = partial(cosine_with_restarts_factor, total_steps=total_steps, warmup_steps=warmup, num_cycles=num_cycles)
-    return LambdaLR(optimizer, factor)
+    return _lambda_lr(optimizer, factor)
 
 
 def polynomial(
@@ -199,7 +226,7 @@ def polynomial(
     factor = partial(
         polynomial_factor, total_steps=total_steps, warmup_steps=warmup, power=power, end_ratio=lr_end / base_lr
     )
-    return LambdaLR(optimizer, factor)
+    return _lambda_lr(optimizer, factor)
 
 
 def cosine_with_min_lr(
@@ -218,7 +245,7 @@ def cosine_with_min_lr(
         num_cycles=num_cycles / 2,
         min_lr_ratio=min_lr_ratio,
     )
-    return LambdaLR(optimizer, factor)
+    return _lambda_lr(optimizer, factor)
 
 
 def warmup_stable_decay(
@@ -252,7 +279,7 @@ def warmup_stable_decay(
         warmup_type=warmup_type,
         decay_type=decay_type,
     )
-    return LambdaLR(optimizer, factor)
+    return _lambda_lr(optimizer, factor)
 
 
 def adafactor(optimizer: Optimizer, total_steps: int, initial_lr: float | None = None) -> LambdaLR:
@@ -269,3 +296,7 @@ def adafactor(optimizer: Optimizer, total_steps: int, initial_lr: float | None =
             "scheduler=constant_with_warmup)"
         )
     return AdafactorSchedule(optimizer, initial_lr if initial_lr is not None else 0.0)
+
+
+FACTORIES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+             "cosine_with_min_lr", "warmup_stable_decay")  # fmt: skip

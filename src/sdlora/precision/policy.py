@@ -15,6 +15,11 @@ fallbacks are applied once, when the config is resolved: the resolved ``precisio
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -110,12 +115,55 @@ def resolve_precision(node: Any, device_type: str, vae_needs_fp32: bool) -> tupl
 
 
 def device_type(accelerator: str) -> str:
-    """The device type Lightning's ``accelerator`` option will train on ("cuda", "mps" or "cpu")."""
+    """The device type Lightning's ``accelerator`` option will train on ("cuda", "mps" or "cpu"). Where the answer is
+    certainly "cpu" it is given without importing torch (:func:`certainly_cpu`); otherwise torch decides."""
+    accelerator = str(accelerator).lower()
+    if accelerator not in ("gpu", "cuda", "auto", "mps") or certainly_cpu(accelerator):
+        return "cpu"
     import torch
 
-    accelerator = str(accelerator).lower()
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return "cuda"
     if accelerator in ("mps", "auto") and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def certainly_cpu(accelerator: str) -> bool:
+    """Whether no GPU can be used, known without importing torch (about 1 s; docs/design.md §7): MPS exists only on
+    macOS, and CUDA/ROCm needs a torch build for it (``torch/version.py``: ``cuda`` or ``hip`` not None) and, on
+    Linux, a loaded NVIDIA driver (``/proc/driver/nvidia/version``) or the ROCm device (``/dev/kfd``). When the build
+    cannot be read the answer is False (torch decides)."""
+    if accelerator in ("mps", "auto") and sys.platform == "darwin":
+        return False
+    if accelerator == "mps":
+        return True
+    build = torch_build()
+    if build is None:
+        return False
+    cuda, hip = build
+    if cuda is None and hip is None:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    return not ((cuda and os.path.exists("/proc/driver/nvidia/version")) or (hip and os.path.exists("/dev/kfd")))
+
+
+def torch_build() -> tuple[str | None, str | None] | None:
+    """(CUDA version, HIP version) the installed torch was built with, read from ``torch/version.py`` without
+    importing torch; None when it cannot be read."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    except OSError:
+        return None
+    values = {}
+    for key in ("cuda", "hip"):
+        match = re.search(rf"^{key}\s*(?::[^=]*)?=\s*(.+?)\s*$", text, re.MULTILINE)
+        if match is None:
+            return None
+        raw = match.group(1)
+        values[key] = None if raw == "None" else raw.strip("'\"")
+    return values["cuda"], values["hip"]
