@@ -34,16 +34,26 @@ def train(
     from sdlora.assemble import assemble, validation_summary
     from sdlora.config.resolve import RESOLVED_NAME, resolve, resolved_yaml
     from sdlora.distributed.world import is_rank_zero
+    from sdlora.errors import SdloraError
+    from sdlora.memory import estimate_run
 
     config = resolve(cfg)
     run = assemble(config, run_dir)
     plan = run.data.plan
+    memory = estimate_run(config, plan, run.family)
     record = {**plan.to_json(), "validation": validation_summary(run)}
+    if memory is not None:
+        record["memory"] = memory.estimate.to_json()
     if is_rank_zero(config.trainer):  # the other processes of a distributed run plan the same, silently
         clean_leftovers(run.run_dir)
-        log.info("Run folder: %s\n%s\n  validation: %s", run.run_dir, plan.format(), record["validation"]["text"])
+        estimate = memory.estimate.format() if memory is not None else "Memory estimate: not available for this model"
+        log.info("Run folder: %s\n%s\n  validation: %s\n%s", run.run_dir, plan.format(), record["validation"]["text"],
+                 estimate)  # fmt: skip
         atomic_write_json(run.run_dir / "data_plan.json", record)
         atomic_write_text(run.run_dir / RESOLVED_NAME, resolved_yaml(config))
+    problem = memory.budget_problem(config.trainer.memory_budget_gb) if memory is not None else None
+    if problem is not None:
+        raise SdloraError(problem)
     summary: dict[str, Any] = {"run_dir": str(run.run_dir), "total_steps": run.total_steps}
     if config.dry_run:
         log.info("dry_run=true: stopping before the model is loaded")

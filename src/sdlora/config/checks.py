@@ -146,6 +146,9 @@ def _check_trainer_and_save(cfg: DictConfig, problems: list[str]) -> None:
     if trainer.gradient_clip_val is not None and trainer.gradient_clip_val < 0:
         problems.append(f"trainer.gradient_clip_val must be ≥ 0 or null, got {trainer.gradient_clip_val}")
     _check_fault_options(trainer, problems)
+    budget = trainer.memory_budget_gb
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        problems.append(f"trainer.memory_budget_gb must be a positive number of GB or null, got {budget}")
     name = save.output_name
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         problems.append(f"save.output_name={name!r} must be a plain file name (files go into the run folder)")

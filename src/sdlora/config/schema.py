@@ -268,6 +268,7 @@ class TrainerConfig(Freezable):
     max_skipped_fraction: float = 0.1  # a run that skipped more of its batches (non-finite loss/weights) fails
     check_finite_every_n_steps: int | None = None  # LoRA weights finite? null: every step with skip_nonfinite
     preemption_signal: str | None = "SIGUSR1"  # a cluster's warning before it stops a job: save, requeue (SLURM)
+    memory_budget_gb: float | None = None  # stop before loading the model when the memory estimate exceeds it
 
 
 @dataclass

@@ -1,0 +1,412 @@
+"""Peak accelerator memory of a run, estimated before the model is loaded — printed with the data plan and checked
+against ``trainer.memory_budget_gb`` (docs/performance.md, "Memory estimate"). Pure: no torch, no weights.
+
+The model's architecture comes from its diffusers config (:mod:`sdlora.models.sizes`: exact parameter counts, LoRA
+target sums and the U-Net's stages); the run's options give dtypes, batch and the largest bucket. In bytes:
+
+- frozen weights: Σ_component params × bytes(dtype) — U-Net and text encoders in ``precision.weight_dtype``, the VAE
+  in float32 with ``no_half_vae``;
+- LoRA: P = rank · Σ(in + out) over the attention targets (+ LoCon: conv_rank · Σ(in·9 + out) over the resnet convs and
+  rank · Σ(in + out) over their Linear / 1×1 leaves), for the U-Net and, when trained, the text encoders; parameters
+  and gradients in ``precision.lora_dtype``; optimizer state = P × state bytes per element (:func:`optimizer_bytes`:
+  AdamW 2 states, 8-bit AdamW 2 bytes, Lion 1, Prodigy 4, D-Adaptation 2–5, Adafactor factored);
+- activations of the U-Net step for the largest bucket × batch (latent h × w = H/8 × W/8), per image, in elements:
+
+      A = a_r · Σ_resnets (c_in + c_out)·hw_s + a_t · Σ_blocks D·hw_s + a_c · Σ_transformers C·hw_s + a_x · Σ_blocks L·X
+
+  over the stages s (hw_s = h·w / 4^s), transformer blocks of inner width D, transformers of C channels, text length
+  L = 77 + 75·(chunks − 1) and cross-attention width X; times the activation bytes (4 for fp32, 2 under bf16/fp16).
+  The coefficients are measured: bytes autograd saves for backward (``saved_tensors_hooks``) on SD1.5- and SDXL-
+  shaped U-Nets of four sizes at 64–512 px, fitted by least squares (docs/performance.md). With gradient
+  checkpointing (diffusers checkpoints every resnet and transformer block) the saved part is the inputs of those
+  blocks plus the largest block recomputed in backward: Σ_resnets c_in·hw + Σ_blocks D·hw + a_c·Σ C·hw + max(block);
+- text encoders trained: their activations, the same way per layer (a_te · layers · L · (4·hidden + intermediate));
+- encoding per step (no latent cache): the VAE encoder at the bucket's pixel size under ``no_grad`` — its largest two
+  feature maps: 2 · c₀ · H · W (the first stage);
+- sampling: the VAE decoder's largest two feature maps at the sample size (2 · c₀ · H · W) and the U-Net under
+  ``no_grad`` (a few feature maps) on top of the weights.
+
+Peak = weights + LoRA (parameters, gradients, optimizer) + max(activations + the first-stage gradient, encoding,
+sampling). What it leaves out: the CUDA context (~0.3–0.5 GB, not counted by ``torch.cuda.max_memory_allocated``),
+allocator fragmentation, cuDNN/cuBLAS workspaces and ``torch.compile``'s buffers. Cached latents
+(``data.cache_latents=memory``) live in host memory, reported separately. Block-wise ranks are taken as the base rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdlora.models.sizes import ComponentSize, ModelSize, model_size
+
+GB = 1e9
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+TEXT_TOKENS = 77
+
+# Activation coefficients: elements saved per feature-map element, in units of the activation bytes (4 for fp32, 2
+# under autocast). Fitted to the bytes autograd saves in a LoRA step (docs/performance.md "Memory estimate"): under
+# bf16 autocast the LoRA branch keeps float32 copies of its inputs (LoRA weights in float32), which the full_* options
+# (16-bit LoRA weights) do not, so they save about 13 % less; LoCon adds the resnet convs' inputs.
+COEFFICIENTS_BY_KIND = {
+    "fp32": {"resnet": 5.2, "block": 18.3, "transformer": 7.0, "text": 1.5, "locon": 0.3},
+    "mixed": {"resnet": 4.45, "block": 30.1, "transformer": 2.55, "text": 4.85, "locon": 2.5},
+}
+FULL_16BIT_FACTOR = 0.87  # full_bf16 / full_fp16 against bf16_mixed (measured 0.85–0.90)
+COEFFICIENTS = COEFFICIENTS_BY_KIND["fp32"]
+A_TEXT_ENCODER = 12.0  # per layer and token, × (4·hidden + intermediate) / 4 (not measured: small next to the U-Net)
+
+
+@dataclass(frozen=True)
+class Activations:
+    """U-Net activation elements per image at one latent size, without and with gradient checkpointing."""
+
+    full: float
+    checkpointed: float
+    first_stage: float  # one feature map of the first stage (c₀ · h · w): the size of the largest gradients
+
+
+def unet_activation_features(
+    unet: ComponentSize, latent_hw: tuple[int, int], text_tokens: int = TEXT_TOKENS
+) -> dict[str, float]:
+    """The sums the activation formula weighs, per image: Σ(c_in + c_out)·hw over resnets, Σ D·hw over transformer
+    blocks, Σ C·hw over transformers, Σ L·X over blocks (their cross-attention keys and values)."""
+    h, w = latent_hw
+    cross = unet.extra.get("cross_attention_dim", 0)
+    features = {"resnet": 0.0, "block": 0.0, "transformer": 0.0, "text": 0.0}
+    for stage in unet.stages:
+        hw = max(1, h // stage.scale) * max(1, w // stage.scale)
+        for c_in, c_out in stage.resnets:
+            features["resnet"] += (c_in + c_out) * hw
+        for channels, inner, depth in stage.transformers:
+            features["transformer"] += channels * hw
+            features["block"] += depth * inner * hw
+            features["text"] += depth * text_tokens * cross
+    return features
+
+
+def unet_activations(
+    unet: ComponentSize,
+    latent_hw: tuple[int, int],
+    text_tokens: int = TEXT_TOKENS,
+    coefficients: dict[str, float] = COEFFICIENTS,
+    locon: bool = False,
+) -> Activations:
+    """Elements per image the U-Net step keeps for backward, without and with gradient checkpointing (module
+    docstring)."""
+    h, w = latent_hw
+    cross = unet.extra.get("cross_attention_dim", 0)
+    a_r = coefficients["resnet"] + (coefficients["locon"] if locon else 0.0)
+    a_b, a_t, a_x = coefficients["block"], coefficients["transformer"], coefficients["text"]
+    features = unet_activation_features(unet, latent_hw, text_tokens)
+    full = a_r * features["resnet"] + a_b * features["block"] + a_t * features["transformer"] + a_x * features["text"]
+    inputs = largest = 0.0
+    for stage in unet.stages:
+        hw = max(1, h // stage.scale) * max(1, w // stage.scale)
+        for c_in, c_out in stage.resnets:
+            inputs += c_in * hw
+            largest = max(largest, a_r * (c_in + c_out) * hw)
+        for channels, inner, depth in stage.transformers:
+            inputs += a_t * channels * hw + depth * inner * hw
+            largest = max(largest, a_b * inner * hw + a_x * text_tokens * cross)
+    first = unet.stages[0].resnets[0][1] * h * w if unet.stages and unet.stages[0].resnets else 0
+    return Activations(full, inputs + largest, first)
+
+
+def text_encoder_activations(te: ComponentSize, text_tokens: int = TEXT_TOKENS) -> float:
+    """Elements per caption a trained CLIP text encoder keeps for backward: a_te · layers · L · (4·D + I)."""
+    d, layers, inner = te.extra["hidden_size"], te.extra["layers"], te.extra["intermediate_size"]
+    return A_TEXT_ENCODER * layers * text_tokens * (4 * d + inner) / 4
+
+
+def optimizer_bytes(class_name: str, lora_bytes: int) -> tuple[float, str]:
+    """Optimizer state bytes per LoRA parameter for an optimizer named as kohya's rules name it
+    (:func:`sdlora.optim.factory.rule_name`), and how it was counted."""
+    short = class_name.rsplit(".", 1)[-1]
+    package = class_name.split(".", 1)[0]
+    if package == "bitsandbytes" and "8bit" in short:
+        states = 2 if "Adam" in short else 1
+        return float(states), f"{states} 8-bit state{'s' if states > 1 else ''} per parameter"
+    table = {
+        "AdamW": 2, "Adam": 2, "AdamW32bit": 2, "PagedAdamW": 2, "PagedAdamW32bit": 2, "Lion": 1, "SGD": 1,
+        "Prodigy": 4, "DAdaptAdam": 3, "DAdaptAdamPreprint": 3, "DAdaptAdaGrad": 3, "DAdaptSGD": 3, "DAdaptLion": 2,
+        "DAdaptAdan": 5, "DAdaptAdanIP": 5,
+    }  # fmt: skip
+    if short == "Adafactor":
+        return 0.0, "factored second moments"
+    if short in table:
+        # bitsandbytes' 32-bit optimizers keep float32 state; torch's keep the parameters' dtype
+        per = 4 if package == "bitsandbytes" else lora_bytes
+        return float(table[short] * per), f"{table[short]} state{'s' if table[short] > 1 else ''} per parameter"
+    return 2.0 * lora_bytes, "2 states assumed"
+
+
+@dataclass
+class MemoryEstimate:
+    """The estimate of one run, in bytes (see the module docstring)."""
+
+    weights: dict[str, float]
+    lora_params: int
+    lora_bytes: float  # parameters + gradients
+    optimizer_bytes: float
+    optimizer_note: str
+    activations: float  # as the run is configured (with or without gradient checkpointing)
+    activations_other: float  # the other choice of gradient checkpointing
+    encode_peak: float
+    sampling_peak: float
+    host_cached_latents: float
+    batch_size: int
+    bucket: tuple[int, int]
+    checkpointing: bool
+    architecture: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def static(self) -> float:
+        return sum(self.weights.values()) + self.lora_bytes + self.optimizer_bytes
+
+    @property
+    def training_peak(self) -> float:
+        return self.static + max(self.activations, self.encode_peak)
+
+    @property
+    def peak(self) -> float:
+        return max(self.training_peak, sum(self.weights.values()) + self.lora_bytes + self.sampling_peak)
+
+    def format(self) -> str:
+        w, h = self.bucket
+        lines = [f"Memory estimate (accelerator peak ≈ {human(self.peak)}; {self.architecture})"]
+        lines.append("  frozen weights: " + ", ".join(f"{name} {human(value)}" for name, value in self.weights.items()))
+        lines.append(f"  LoRA: {self.lora_params / 1e6:.2f} M parameters, with gradients {human(self.lora_bytes)}; "
+                     f"optimizer state {human(self.optimizer_bytes)} ({self.optimizer_note})")  # fmt: skip
+        other = "with" if not self.checkpointing else "without"
+        lines.append(
+            f"  activations, largest bucket {w}×{h} × batch {self.batch_size}: {human(self.activations)} "
+            f"({'with' if self.checkpointing else 'without'} gradient checkpointing; {other}: "
+            f"{human(self.activations_other)})"
+        )
+        if self.encode_peak:
+            lines.append(f"  VAE encoding each step (latents not cached): {human(self.encode_peak)}")
+        if self.sampling_peak:
+            lines.append(f"  sample images: {human(self.sampling_peak)} over the weights")
+        if self.host_cached_latents:
+            lines.append(f"  cached latents in host memory: {human(self.host_cached_latents)}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "peak_gb": self.peak / GB, "training_peak_gb": self.training_peak / GB,
+            "weights_gb": {k: v / GB for k, v in self.weights.items()}, "lora_parameters": self.lora_params,
+            "lora_gb": self.lora_bytes / GB, "optimizer_gb": self.optimizer_bytes / GB,
+            "activations_gb": self.activations / GB, "activations_other_checkpointing_gb": self.activations_other / GB,
+            "encode_gb": self.encode_peak / GB, "sampling_gb": self.sampling_peak / GB,
+            "host_cached_latents_gb": self.host_cached_latents / GB, "bucket": list(self.bucket),
+            "batch_size": self.batch_size, "gradient_checkpointing": self.checkpointing,
+            "architecture": self.architecture,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What the estimate reads of a run (from the resolved config and the data plan; tests build it directly)."""
+
+    weight_dtype: str = "float32"
+    vae_dtype: str = "float32"
+    lora_dtype: str = "float32"
+    autocast: bool = False  # activations in 16 bits
+    batch_size: int = 1
+    bucket: tuple[int, int] = (512, 512)  # largest (W, H)
+    gradient_checkpointing: bool = False
+    network: str = "lora"
+    rank: int = 8
+    conv_rank: int = 0
+    train_unet: bool = True
+    train_text_encoder: bool = False
+    optimizer: str = "torch.optim.AdamW"
+    cache_latents: str = "none"
+    cached_images: int = 0  # images (and flips) held by a latent cache
+    text_chunks: int = 1  # model.max_token_length / 75
+    sample_size: tuple[int, int] | None = None  # (W, H) of sample images, when sampling
+
+
+def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
+    """The memory estimate of ``shape`` on the architecture ``size``."""
+    wb, vb, lb = DTYPE_BYTES[shape.weight_dtype], DTYPE_BYTES[shape.vae_dtype], DTYPE_BYTES[shape.lora_dtype]
+    act_bytes = 2 if shape.autocast or shape.weight_dtype != "float32" else 4
+    weights = {"U-Net": size.unet.params * wb, "VAE": size.vae.params * vb}
+    if size.text_encoders:
+        weights["text encoder(s)"] = size.text_encoder_params * wb
+    params = 0
+    if shape.train_unet:
+        lora = size.unet.lora
+        params += shape.rank * lora.attention
+        if shape.network == "locon":
+            params += shape.rank * lora.resnet_linear + shape.conv_rank * lora.resnet_conv
+    if shape.train_text_encoder:
+        params += shape.rank * sum(te.lora.attention for te in size.text_encoders)
+    opt_per, opt_note = optimizer_bytes(shape.optimizer, lb)
+    if opt_note == "factored second moments":
+        modules = size.unet.lora.modules + (sum(te.lora.modules for te in size.text_encoders)
+                                            if shape.train_text_encoder else 0)  # fmt: skip
+        opt_total = 4.0 * (params / max(1, shape.rank) + 2 * shape.rank * modules)
+    else:
+        opt_total = opt_per * params
+    tokens = TEXT_TOKENS + 75 * (shape.text_chunks - 1)
+    w, h = shape.bucket
+    kind = "fp32" if act_bytes == 4 else "mixed"
+    scale = FULL_16BIT_FACTOR if kind == "mixed" and shape.lora_dtype != "float32" else 1.0
+    coefficients = {k: v * scale for k, v in COEFFICIENTS_BY_KIND[kind].items()}
+    unet_act = unet_activations(size.unet, (h // 8, w // 8), tokens, coefficients, shape.network == "locon")
+    per_image = (unet_act.checkpointed, unet_act.full)
+    te_act = sum(text_encoder_activations(te, tokens) for te in size.text_encoders) if shape.train_text_encoder else 0
+    chosen, other = per_image if shape.gradient_checkpointing else per_image[::-1]
+    grads = 2 * unet_act.first_stage  # the largest gradients alive in backward
+    activations = shape.batch_size * (chosen + te_act + grads) * act_bytes
+    activations_other = shape.batch_size * (other + te_act + grads) * act_bytes
+    vae_c0 = size.vae.stages[0].resnets[0][1] if size.vae.stages and size.vae.stages[0].resnets else 128
+    encode = 0.0 if shape.cache_latents != "none" else shape.batch_size * 2 * vae_c0 * w * h * vb
+    sw, sh = shape.sample_size or (0, 0)
+    sampling = 2 * vae_c0 * sw * sh * vb + (4 * unet_act.first_stage * act_bytes if shape.sample_size else 0)
+    latents = size.vae.extra.get("latent_channels", 4) * (w // 8) * (h // 8) * 2 * vb  # mean and std
+    host = shape.cached_images * latents if shape.cache_latents == "memory" else 0.0
+    notes = []
+    if opt_note == "2 states assumed":
+        notes.append(f"optimizer {shape.optimizer} is not in the estimate's table: 2 states per parameter assumed")
+    return MemoryEstimate(
+        weights, params, 2.0 * params * lb, opt_total, opt_note, activations, activations_other, encode, sampling,
+        host, shape.batch_size, shape.bucket, shape.gradient_checkpointing, size.source, notes,
+    )  # fmt: skip
+
+
+# --- from a run ---------------------------------------------------------------------------------------------------
+
+
+def architecture_folder(model: Any, family: Any) -> tuple[Path, str]:
+    """The diffusers config folder describing the run's model and a label: a diffusers folder given as
+    ``model.pretrained``, else ``model.config``, else the family's shipped config (single files load with it; a hub
+    id is described by it)."""
+    from sdlora.models.configs import config_dir
+
+    pretrained = Path(str(model.pretrained)).expanduser() if model.pretrained else None
+    if pretrained is not None and (pretrained / "unet" / "config.json").is_file():
+        return pretrained, f"architecture from {pretrained}"
+    if model.config:
+        return Path(model.config).expanduser(), f"architecture from model.config={model.config}"
+    folder = config_dir(family.shipped_config)
+    return folder, f"{family.name} architecture"
+
+
+def run_shape(config: Any, plan: Any, family: Any) -> RunShape:
+    """The :class:`RunShape` of a resolved config and its data plan."""
+    from sdlora.optim.factory import rule_name
+
+    precision, network, data = config.precision, config.network, config.data
+    buckets = plan.buckets()
+    bucket = max(buckets, key=lambda b: (b[0] * b[1], b)) if buckets else (512, 512)
+    vae = "float32" if precision.no_half_vae else precision.weight_dtype
+    flips = sum(n > 0 and r.subset.options.flip_aug for r, n in zip(plan.records, plan.repeats, strict=True))
+    images = sum(n > 0 for n in plan.repeats) + flips
+    sample = None
+    sample_cfg = config.sample
+    if sample_cfg.prompts and (sample_cfg.every_n_steps or sample_cfg.every_n_epochs or sample_cfg.at_start):
+        sample = bucket
+    return RunShape(
+        weight_dtype=precision.weight_dtype, vae_dtype=vae, lora_dtype=precision.lora_dtype,
+        autocast=precision.trainer_precision != "32-true", batch_size=data.batch_size, bucket=tuple(bucket),
+        gradient_checkpointing=bool(config.model.gradient_checkpointing), network=str(network.name),
+        rank=int(network.rank), conv_rank=int(network.conv_rank or 0), train_unet=bool(network.train_unet),
+        train_text_encoder=bool(network.train_text_encoder), optimizer=rule_name(config.optimizer),
+        cache_latents=str(getattr(data.cache_latents, "value", data.cache_latents)), cached_images=images,
+        text_chunks=max(1, int(config.model.max_token_length) // 75), sample_size=sample,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunMemory:
+    """A run's estimate with what it was computed from (the budget check re-estimates variants of the shape)."""
+
+    estimate: MemoryEstimate
+    size: ModelSize
+    shape: RunShape
+
+    def budget_problem(self, budget_gb: float | None) -> str | None:
+        """None when there is no budget or the estimate fits it; else the error, naming options that would fit."""
+        return None if budget_gb is None else budget_message(self.estimate, budget_gb, self.size, self.shape)
+
+
+def estimate_run(config: Any, plan: Any, family: Any) -> RunMemory | None:
+    """The memory estimate of a run, or None when its architecture cannot be laid out (a config this estimate does
+    not know: the run goes on without it)."""
+    from sdlora.models.sizes import UnknownLayout
+
+    folder, label = architecture_folder(config.model, family)
+    try:
+        size = model_size(folder)
+    except (UnknownLayout, OSError, KeyError, ValueError, TypeError):
+        return None
+    size.source = label
+    shape = run_shape(config, plan, family)
+    return RunMemory(estimate(size, shape), size, shape)
+
+
+# --- the budget ---------------------------------------------------------------------------------------------------
+
+
+def fitting_options(size: ModelSize, shape: RunShape, budget: float) -> list[str]:
+    """Changes that bring the estimate within ``budget`` bytes: each that fits alone (gradient checkpointing, an 8-bit
+    optimizer, a latent cache, the largest smaller batch); else the shortest combination, added in that order."""
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if not shape.gradient_checkpointing:
+        steps.append(("model.gradient_checkpointing=true", {"gradient_checkpointing": True}))
+    if "8bit" not in shape.optimizer:
+        steps.append(("optimizer=adamw8bit", {"optimizer": "bitsandbytes.optim.AdamW8bit"}))
+    if shape.cache_latents == "none":
+        steps.append(("data.cache_latents=disk", {"cache_latents": "disk"}))
+    batches = []
+    batch = shape.batch_size
+    while batch > 1:
+        batch //= 2
+        batches.append((f"data.batch_size={batch}", {"batch_size": batch}))
+
+    def fits(change: dict[str, Any]) -> bool:
+        return estimate(size, dataclasses.replace(shape, **change)).peak <= budget
+
+    alone = [text for text, change in steps if fits(change)]
+    alone += [text for text, change in batches if fits(change)][:1]  # the largest batch that fits
+    if alone:
+        return alone
+    applied: list[str] = []
+    change: dict[str, Any] = {}
+    for text, step in steps + batches:
+        applied = [t for t in applied if not (t.startswith("data.batch_size=") and "batch_size" in step)] + [text]
+        change |= step
+        if fits(change):
+            return [" ".join(applied)]
+    return []
+
+
+def budget_message(estimate_: MemoryEstimate, budget_gb: float, size: ModelSize, shape: RunShape) -> str | None:
+    """None when the estimate fits ``trainer.memory_budget_gb``; else the error, naming options that would fit."""
+    if estimate_.peak <= budget_gb * GB:
+        return None
+    fits = fitting_options(size, shape, budget_gb * GB)
+    if not fits:
+        advice = "; nothing among gradient checkpointing, a smaller batch, an 8-bit optimizer or cached latents fits"
+    elif len(fits) == 1 and " " in fits[0]:
+        advice = f"; together these would fit: {fits[0]}"
+    else:
+        advice = f"; each of these would fit: {', '.join(fits)}"
+    return (
+        f"the estimated peak memory {human(estimate_.peak)} exceeds trainer.memory_budget_gb={budget_gb:g}"
+        f"{advice} (the estimate is printed above; trainer.memory_budget_gb=null turns the check off)"
+    )
+
+
+def human(value: float) -> str:
+    """Bytes as MB below 1 GB, else GB (decimal units, as GPU memory is quoted)."""
+    if not math.isfinite(value):
+        return "unknown"
+    return f"{value / 1e6:.1f} MB" if value < GB else f"{value / GB:.2f} GB"

@@ -1,0 +1,155 @@
+"""The memory estimate before launch (:mod:`sdlora.memory`): its parts follow the run's options, the activation
+formula agrees with what autograd saves, ``dry_run`` prints it, and ``trainer.memory_budget_gb`` stops a run before
+the model is loaded, naming options that fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from sdlora.errors import SdloraError
+from sdlora.memory import GB, RunShape, budget_message, estimate, optimizer_bytes, unet_activations
+from sdlora.models.configs import config_dir
+from sdlora.models.sizes import model_size
+from tests.helpers.config import EXAMPLE_DATA, compose_config
+
+SDXL = model_size(config_dir("sdxl"))
+SD15 = model_size(config_dir("sd15"))
+XL_1024 = RunShape(weight_dtype="bfloat16", vae_dtype="float32", autocast=True, bucket=(1024, 1024), rank=32)
+
+
+def test_frozen_weights_follow_the_dtypes():
+    e = estimate(SDXL, XL_1024)
+    assert e.weights["U-Net"] == SDXL.unet.params * 2
+    assert e.weights["VAE"] == SDXL.vae.params * 4  # no_half_vae (SDXL)
+    fp32 = estimate(SDXL, dataclasses.replace(XL_1024, weight_dtype="float32", autocast=False))
+    assert fp32.weights["U-Net"] == 2 * e.weights["U-Net"]
+
+
+def test_lora_parameters_are_rank_times_the_target_sums():
+    e = estimate(SD15, RunShape(rank=16))
+    assert e.lora_params == 16 * SD15.unet.lora.attention
+    with_te = estimate(SD15, RunShape(rank=16, train_text_encoder=True))
+    assert with_te.lora_params == e.lora_params + 16 * SD15.text_encoders[0].lora.attention
+    locon = estimate(SD15, RunShape(rank=16, network="locon", conv_rank=8))
+    assert locon.lora_params == e.lora_params + 16 * SD15.unet.lora.resnet_linear + 8 * SD15.unet.lora.resnet_conv
+    assert e.lora_bytes == 2 * e.lora_params * 4  # parameters and gradients in float32
+
+
+@pytest.mark.parametrize(
+    ("name", "lora_bytes", "per_parameter"),
+    [
+        ("torch.optim.AdamW", 4, 8.0), ("torch.optim.AdamW", 2, 4.0), ("bitsandbytes.optim.AdamW8bit", 4, 2.0),
+        ("bitsandbytes.optim.PagedLion8bit", 4, 1.0), ("lion_pytorch.Lion", 4, 4.0), ("prodigyopt.Prodigy", 4, 16.0),
+        ("dadaptation.DAdaptAdam", 4, 12.0), ("torch.optim.SGD", 4, 4.0), ("bitsandbytes.optim.AdamW", 2, 8.0),
+    ],
+)  # fmt: skip
+def test_optimizer_state_per_parameter(name, lora_bytes, per_parameter):
+    assert optimizer_bytes(name, lora_bytes)[0] == per_parameter
+
+
+def test_adafactor_state_is_factored_and_unknown_optimizers_are_noted():
+    adam = estimate(SD15, RunShape(rank=32))
+    adafactor = estimate(SD15, RunShape(rank=32, optimizer="transformers.optimization.Adafactor"))
+    assert 0 < adafactor.optimizer_bytes < adam.optimizer_bytes / 10
+    unknown = estimate(SD15, RunShape(optimizer="mypackage.Magic"))
+    assert unknown.optimizer_bytes == adam.optimizer_bytes / 4 and "not in the estimate's table" in unknown.notes[0]
+
+
+def test_activations_scale_with_pixels_and_batch_and_checkpointing_saves():
+    one = estimate(SDXL, XL_1024)
+    four = estimate(SDXL, dataclasses.replace(XL_1024, batch_size=4))
+    assert four.activations == pytest.approx(4 * one.activations)
+    half = estimate(SDXL, dataclasses.replace(XL_1024, bucket=(512, 512)))
+    assert 3.5 < one.activations / half.activations < 4.1  # ∝ pixels, apart from the text's keys and values
+    checkpointed = estimate(SDXL, dataclasses.replace(XL_1024, gradient_checkpointing=True))
+    assert checkpointed.activations < one.activations / 5
+    assert checkpointed.activations_other == one.activations and one.activations_other == checkpointed.activations
+
+
+def test_encoding_without_a_latent_cache_and_host_memory_with_one():
+    assert estimate(SD15, RunShape(cache_latents="none")).encode_peak > 0
+    disk = estimate(SD15, RunShape(cache_latents="disk", cached_images=100))
+    assert disk.encode_peak == 0 and disk.host_cached_latents == 0
+    memory = estimate(SD15, RunShape(cache_latents="memory", cached_images=100, bucket=(512, 512)))
+    assert memory.host_cached_latents == 100 * 4 * 64 * 64 * 2 * 4  # mean and std, float32
+
+
+def _saved_bytes(unet, *inputs, **kwargs) -> int:
+    """Bytes of the tensors autograd keeps for backward (storages other than the model's own)."""
+    own = {p.untyped_storage().data_ptr() for p in unet.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in own:
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        unet(*inputs, **kwargs)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("family", ["tiny", "tiny_sdxl"])
+def test_the_activation_formula_agrees_with_what_autograd_saves(family):
+    """The estimate's activations (without the gradient allowance) against a real LoRA step's saved tensors."""
+    from sdlora.config.schema import NetworkConfig
+    from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
+    from sdlora.network.build import build_network
+
+    torch.manual_seed(0)
+    fam = (TinySDXLFamily if family == "tiny_sdxl" else TinySD15Family)()
+    components = fam.load()
+    build_network(fam, components, NetworkConfig(rank=4, alpha=4.0, train_text_encoder=False))
+    unet, batch, side = components.unet, 2, 16
+    kwargs = {"encoder_hidden_states": torch.randn(batch, 77, unet.config.cross_attention_dim)}
+    if unet.config.addition_embed_type == "text_time":
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        kwargs["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, pooled), "time_ids": torch.zeros(batch, 6)}
+    measured = _saved_bytes(unet, torch.randn(batch, 4, side, side), torch.tensor([10, 500]), **kwargs)
+    predicted = batch * 4 * unet_activations(model_size(config_dir(family)).unet, (side, side)).full
+    assert predicted == pytest.approx(measured, rel=0.15)
+
+
+def test_budget_names_options_that_fit():
+    big = dataclasses.replace(XL_1024, batch_size=4)
+    e = estimate(SDXL, big)
+    assert budget_message(e, e.peak / GB + 0.01, SDXL, big) is None
+    message = budget_message(e, 24, SDXL, big)
+    assert "exceeds trainer.memory_budget_gb=24" in message and "model.gradient_checkpointing=true" in message
+    assert "data.batch_size=2" in message
+    assert "together these would fit" in budget_message(e, 12, SDXL, big)
+    assert "nothing among" in budget_message(e, 1, SDXL, big)
+
+
+def test_dry_run_prints_the_estimate_and_writes_it(tmp_path, caplog):
+    from sdlora.run import train
+
+    cfg = compose_config("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "data.caption_extension=.txt", "dry_run=true")
+    with caplog.at_level("INFO", logger="sdlora"):
+        train(cfg, tmp_path)
+    assert "Memory estimate (accelerator peak ≈" in caplog.text and "tiny architecture" in caplog.text
+    memory = json.loads((tmp_path / "data_plan.json").read_text())["memory"]
+    assert memory["peak_gb"] > 0 and memory["bucket"] == [64, 64]
+
+
+def test_a_budget_below_the_estimate_stops_before_the_model_loads(tmp_path, monkeypatch):
+    from sdlora.models.family import ModelFamily
+    from sdlora.run import train
+
+    monkeypatch.setattr(ModelFamily, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    cfg = compose_config("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "data.caption_extension=.txt",
+                         "trainer.memory_budget_gb=0.001", "trainer.accelerator=cpu")  # fmt: skip
+    with pytest.raises(SdloraError, match=r"exceeds trainer.memory_budget_gb=0.001; .*would fit|nothing among"):
+        train(cfg, tmp_path)
+
+
+def test_the_budget_option_is_checked():
+    from sdlora.config.checks import check_config
+
+    with pytest.raises(SdloraError, match="trainer.memory_budget_gb must be a positive number"):
+        check_config(compose_config("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "trainer.memory_budget_gb=-1"))
