@@ -1,0 +1,64 @@
+"""The benchmark scripts run (so that they cannot rot); their numbers are not asserted — speed lives in the
+benchmarks and docs/performance.md."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers.config import ROOT
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_knows_the_gpus_and_lists_every_case_of_the_issue():
+    gpu = _module("gpu_throughput")
+    assert gpu.peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert gpu.peak_tflops("NVIDIA H100 PCIe") == 756.5
+    assert gpu.peak_tflops("NVIDIA H200") == 989.4
+    assert gpu.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert gpu.peak_tflops("NVIDIA GeForce RTX 4090") == 165.2
+    assert gpu.peak_tflops("Some Future GPU") is None
+    cases = {case.name: case for case in gpu.cases()}
+    for model, resolution in (("sd15", 512), ("sdxl", 1024)):
+        variants = [case for case in cases.values() if case.model == model]
+        assert {case.resolution for case in variants} == {resolution}
+        assert {case.batch for case in variants} == {1, 4}
+        assert {case.precision for case in variants} == {"bf16_mixed", "full_bf16"}
+        for option in ("checkpointing", "cached", "compile", "channels_last", "train_text_encoder"):
+            assert {getattr(case, option) for case in variants} == {True, False}, option
+    assert cases["sdxl-b4-compile"].batch == 4 and cases["sdxl-b4-compile"].compile
+
+
+def test_gpu_benchmark_without_cuda_says_so_and_exits_0():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    result = subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--cases", "sdxl-base"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0 and "No CUDA GPU" in result.stdout
+
+
+def test_gpu_benchmark_runs_one_case_end_to_end_on_a_cpu(tmp_path):
+    """Both sides, the FLOP count and the memory estimate, on the tiny SD1.5 model (``--device cpu --tiny``)."""
+    out = tmp_path / "results.json"
+    options = ["--device", "cpu", "--tiny", "--cases", "sd15-base", "--steps", "1", "--warmup", "1"]
+    command = [sys.executable, "benchmarks/gpu_throughput.py", *options, "--json", str(out), "--markdown",
+               str(tmp_path / "table.md")]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["case"] == "sd15-base" and row["ratio"] > 0 and row["tflop_per_step"] > 0
+    assert row["sdlora"]["estimate_gb"] > 0 and row["mfu"] is None  # no GPU peak on a CPU
+    assert "| sd15-base |" in (tmp_path / "table.md").read_text()
