@@ -30,12 +30,16 @@ def make_objective(run: Run, prediction_type: str):
 
 
 def make_module(run: Run, components, network):
+    from sdlora.distributed.world import uses_fsdp
     from sdlora.lit.module import LoRATrainingModule
     from sdlora.lit.val_loss import ValidationLoss
-    from sdlora.optim.factory import instantiate_partial
+    from sdlora.optim.factory import fused_allowed, instantiate_partial, with_fast_kernels
 
     config = run.config
     batches = run.total_steps * config.trainer.accumulate_grad_batches
+    precision, clips = config.precision, bool(config.trainer.gradient_clip_val)
+    fused = fused_allowed(precision.trainer_precision, precision.lora_dtype, clips, uses_fsdp(config.trainer))
+    optimizer = with_fast_kernels(instantiate_partial(config.optimizer), config.optimizer, fused)
     validation = None
     if run.validation is not None:
         v, loss = config.validation, config.loss
@@ -44,7 +48,7 @@ def make_module(run: Run, components, network):
         run.family,
         components,
         network,
-        optimizer=instantiate_partial(config.optimizer),
+        optimizer=optimizer,
         scheduler=instantiate_partial(config.scheduler),
         learning_rates={
             "default": config.optimizer["lr"],

@@ -6,7 +6,9 @@ one fails there, loudly, instead of somewhere in a run.
   current epoch were processed, and whether the batch that just ended was the epoch's last;
 - ``FSDPStrategy._setup_model`` (where Lightning wraps the model in FSDP), overridden through
   :class:`FSDPModelSetup`, whose subclasses implement the public-named :meth:`FSDPModelSetup.wrap_model`;
-- ``lightning.fabric.utilities.optimizer._optimizer_to_device`` (moving a restored optimizer state to the device).
+- ``lightning.fabric.utilities.optimizer._optimizer_to_device`` (moving a restored optimizer state to the device);
+- the logger connector's ``should_update_logs``: whether the metrics of the current training batch are written
+  (every ``log_every_n_steps`` optimizer steps), so that the module calls ``self.log`` only then.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def batches_processed(trainer: Any) -> int:
 def is_last_batch(trainer: Any) -> bool:
     """Whether the batch that just ended is the last of its epoch."""
     return bool(_batch_progress(trainer).is_last_batch)
+
+
+def logs_this_step(trainer: Any) -> bool:
+    """Whether Lightning's logger writes the metrics logged during the current training batch (checked before the
+    batch's optimizer step: every ``trainer.log_every_n_steps`` steps, and when training stops)."""
+    return bool(trainer._logger_connector.should_update_logs)
 
 
 def optimizer_to_device(optimizer: Any, device: Any) -> None:

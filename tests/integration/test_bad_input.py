@@ -134,5 +134,6 @@ def test_non_finite_loss_names_the_step_and_images(small_dataset, tmp_path):
         loss_weight=torch.ones(1),
         paths=["/data/2_tok/img0.png"],
     )
+    module.training_step(batch, 0)  # the loss is read once backward is queued, before the optimizer step
     with pytest.raises(SdloraError, match=r"the loss became nan in step 1 .*img0.png.*learning rate"):
-        module.training_step(batch, 0)
+        module.on_before_optimizer_step(None)

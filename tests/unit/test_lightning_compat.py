@@ -7,10 +7,17 @@ import inspect
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
-from sdlora.lightning_compat import FSDPModelSetup, batches_processed, is_last_batch, optimizer_to_device
+from sdlora.lightning_compat import (
+    FSDPModelSetup,
+    batches_processed,
+    is_last_batch,
+    logs_this_step,
+    optimizer_to_device,
+)
 
 
 class _Tiny(L.LightningModule):
@@ -57,3 +64,45 @@ def test_optimizer_state_moves_to_a_device():
     optimizer.step()
     optimizer_to_device(optimizer, torch.device("cpu"))
     assert optimizer.state[param]["exp_avg"].device.type == "cpu"
+
+
+class _LogsOnWrittenSteps(_Tiny):
+    """Logs only where ``logs_this_step`` says, from ``on_before_optimizer_step`` (as sdlora's module does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decisions: list[bool] = []
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.decisions.append(logs_this_step(self.trainer))
+        if self.decisions[-1]:
+            self.log("value", float(len(self.decisions)), on_step=True, on_epoch=False)
+
+
+class _Recorder(Logger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[tuple[int, float]] = []
+
+    name, version = "recorder", 0
+
+    @property
+    def experiment(self):
+        return None
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if "value" in metrics:
+            self.steps.append((step, metrics["value"]))
+
+
+def test_logs_this_step_is_true_exactly_on_the_steps_the_logger_writes(tmp_path):
+    module, recorder = _LogsOnWrittenSteps(), _Recorder()
+    trainer = L.Trainer(max_steps=7, accelerator="cpu", logger=recorder, log_every_n_steps=3,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(torch.randn(20, 2)), batch_size=1))
+    assert [i + 1 for i, d in enumerate(module.decisions) if d] == [3, 6]
+    assert recorder.steps == [(2, 3.0), (5, 6.0)]  # Lightning's step of the n-th optimizer step is n - 1

@@ -12,6 +12,13 @@ The logged losses are those of the global batch (the mean over the processes of 
 A non-finite loss stops training (:class:`NonFiniteLoss`, a state is saved first when states are on), or with
 ``trainer.skip_nonfinite`` the batch is skipped: ``training_step`` returns None, so it gives no gradient (the other
 micro-batches of an accumulated step still count), and ``train/nonfinite_skipped`` counts it.
+
+Host syncs (docs/performance.md "Per-step host work"): the loss leaves the device once per batch, copied right
+after the forward pass (pinned, non-blocking on CUDA, an event recorded behind it) and read in
+``on_before_optimizer_step`` — after the backward pass has been queued and before the optimizer step, so a non-finite
+loss still stops the run before it reaches the weights, without draining the GPU's queue. Only
+``trainer.skip_nonfinite`` reads it at once (whether to skip must be known before backward). The scalars are handed
+to Lightning (``self.log``) only on the steps its logger writes (``trainer.log_every_n_steps``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -31,6 +39,7 @@ from sdlora.diffusion.loss import weighted_mean
 from sdlora.diffusion.objective import DiffusionObjective, Noised
 from sdlora.distributed.share import BatchShare
 from sdlora.errors import NonFiniteLoss, SdloraError
+from sdlora.lightning_compat import logs_this_step
 from sdlora.lit.running_mean import RunningMean
 from sdlora.lit.val_loss import ValidationLoss
 from sdlora.models.family import Components, ModelFamily, TextConditioning
@@ -48,6 +57,31 @@ def nonfinite_message(value: float, paths: list[str], step: int, epoch: int) -> 
         "precision=bf16_mixed or precision=fp32; SDXL's VAE needs float32: precision.no_half_vae=true), or a corrupt "
         "image in that batch. trainer.skip_nonfinite=true skips such batches instead of stopping."
     )
+
+
+@dataclass
+class PendingLoss:
+    """A batch's (local, global) loss on its way to the host: read when its event has completed."""
+
+    values: torch.Tensor  # [2] float32: this process's loss, the global batch's
+    event: Any  # a torch.cuda.Event recorded after the copy, or None when the values are on the host
+    paths: list[str]
+
+    @classmethod
+    def copy(cls, local: torch.Tensor, global_: torch.Tensor, paths: list[str]) -> PendingLoss:
+        values = torch.stack([local.float(), global_.float()])  # [2]
+        if values.device.type != "cuda":
+            return cls(values, None, paths)
+        host = values.to("cpu", non_blocking=True)  # into pinned memory, behind the forward pass
+        event = torch.cuda.Event()
+        event.record()
+        return cls(host, event, paths)
+
+    def read(self) -> tuple[float, float]:
+        if self.event is not None:
+            self.event.synchronize()  # waits for the forward pass and the copy only, not for what is queued after
+        local, value = self.values.tolist()
+        return local, value
 
 
 class LoRATrainingModule(L.LightningModule):
@@ -89,6 +123,7 @@ class LoRATrainingModule(L.LightningModule):
         self.skip_nonfinite = skip_nonfinite  # [trainer.skip_nonfinite]
         self.max_skipped = max_skipped  # batches; more skipped ones fail the run [trainer.max_skipped_fraction]
         self.nonfinite_skipped = 0
+        self.pending_losses: list[PendingLoss] = []  # read in on_before_optimizer_step
 
     # ------------------------------------------------------------------------------------------ modes, RNG
     def train(self, mode: bool = True) -> LoRATrainingModule:
@@ -167,18 +202,47 @@ class LoRATrainingModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         per_sample = self.diffusion_loss(batch)
         loss = weighted_mean(per_sample, batch.loss_weight)
+        if not self.skip_nonfinite:  # read in on_before_optimizer_step, without a sync here
+            local = loss.detach()
+            self.pending_losses.append(PendingLoss.copy(local, self.mean_over_processes(local), list(batch.paths)))
+            return loss
         local, value = self.global_loss(loss)
         if not math.isfinite(value):
-            paths = batch.paths if not math.isfinite(local) else ["another process's images of this global batch"]
-            message = nonfinite_message(value, paths, self.global_step + 1, self.current_epoch + 1)
-            if not self.skip_nonfinite:
-                raise NonFiniteLoss(message)
+            message = self._nonfinite(local, value, batch.paths)
             self.count_skipped(1)
             log.warning("trainer.skip_nonfinite: skipped a batch: %s", message.split(". Likely causes")[0])
             self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), on_step=True, on_epoch=False)
             return None
-        self._log_step(value)
+        self._record(value)
         return loss
+
+    def _nonfinite(self, local: float, value: float, paths: list[str]) -> str:
+        paths = paths if not math.isfinite(local) else ["another process's images of this global batch"]
+        return nonfinite_message(value, paths, self.global_step + 1, self.current_epoch + 1)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Read the losses of the step's batches (they are on the host by now); a non-finite one stops the run before
+        the optimizer changes the weights."""
+        self.settle_losses()
+        if self._trainer is None or logs_this_step(self._trainer):
+            self._log_step()
+
+    def settle_losses(self) -> None:
+        """Bring the pending batch losses into the running mean and the epoch's losses, in order; a non-finite loss
+        raises :class:`NonFiniteLoss` naming its step and images."""
+        pending, self.pending_losses = self.pending_losses, []
+        for loss in pending:
+            local, value = loss.read()
+            if not math.isfinite(value):
+                raise NonFiniteLoss(self._nonfinite(local, value, loss.paths))
+            self._record(value)
+
+    def mean_over_processes(self, local: torch.Tensor) -> torch.Tensor:
+        """The global batch's loss (a mean over the processes; queued, not waited for). One process: ``local``."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return local
+        return trainer.strategy.reduce(local.clone(), reduce_op="mean")
 
     def count_skipped(self, batches: int) -> None:
         """Count batches that gave no update (a non-finite loss, a rolled-back step); more than
@@ -219,11 +283,17 @@ class LoRATrainingModule(L.LightningModule):
             self.log("val/loss", value, on_epoch=True, prog_bar=True, sync_dist=True)
 
     # -------------------------------------------------------------------------------------------- logging
-    def _log_step(self, loss: float) -> None:
-        average = self.loss_average.update(loss)
+    def _record(self, loss: float) -> None:
+        self.loss_average.update(loss)
         self.epoch_losses.append(loss)
-        self.log("loss/current", loss, on_step=True, on_epoch=False)
-        self.log("loss/average", average, on_step=True, on_epoch=False, prog_bar=True)
+
+    def _log_step(self) -> None:
+        """The step's scalars, handed to Lightning on the steps its logger writes (each ``self.log`` costs about
+        0.1–0.3 ms of Python)."""
+        if not self.epoch_losses:
+            return
+        self.log("loss/current", self.epoch_losses[-1], on_step=True, on_epoch=False)
+        self.log("loss/average", self.loss_average.mean, on_step=True, on_epoch=False, prog_bar=True)
         if self.nonfinite_skipped:  # cumulative, from the first skipped batch on
             self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), on_step=True, on_epoch=False)
         groups = getattr(self.optimizers(), "param_groups", [])
@@ -233,6 +303,7 @@ class LoRATrainingModule(L.LightningModule):
             self.log("lr/d*lr", float(groups[0]["d"]) * groups[0]["lr"], on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self) -> None:
+        self.settle_losses()
         if self.epoch_losses:
             epoch_loss = sum(self.epoch_losses) / len(self.epoch_losses)  # global-batch losses: equal on every process
             self.log("loss/epoch", epoch_loss, on_epoch=True, sync_dist=True)

@@ -145,3 +145,44 @@ def instantiate_partial(node: Any) -> Any:
 
     plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else thaw(node)
     return instantiate({**plain, "_partial_": True}, _convert_="all")
+
+
+#: torch optimizers with a fused kernel (one kernel per step for all parameters) on CUDA and, since torch 2.4, CPU
+FUSED_CLASSES = (
+    "torch.optim.adam.Adam",
+    "torch.optim.adamw.AdamW",
+    "torch.optim.sgd.SGD",
+    "torch.optim.adagrad.Adagrad",
+)
+
+
+def with_fast_kernels(factory: Any, node: Any, fused_allowed: bool) -> Any:
+    """The optimizer partial ``factory`` building torch's multi-tensor implementation when the class has one and the
+    node chooses neither ``fused`` nor ``foreach``: ``fused=True`` (one kernel per step for all parameters) where
+    ``fused_allowed``, else ``foreach=True`` (one kernel per operation over the list of parameters). The default
+    loops over the parameters in Python on a CPU (hundreds of LoRA tensors). Measured on this project's CPU for AdamW
+    over 384 LoRA tensors (SD1.5, rank 32, 9 M parameters): 1.12 s per step by default, 0.27 s with ``foreach``,
+    0.07 s fused (docs/performance.md "Per-step host work"); on CUDA ``foreach`` is torch's default already.
+
+    ``fused_allowed`` is false under Lightning's mixed-precision plugins when gradients are clipped (Lightning refuses
+    to clip for an optimizer that unscales internally, which the fused ones declare) and with float16 LoRA parameters
+    (``full_fp16``: their gradient scaler unscales them itself). The class's default is built when the parameters do
+    not allow the chosen kernel."""
+    if "fused" in node or "foreach" in node or target_class_name(node) not in FUSED_CLASSES:
+        return factory
+    kernel = {"fused": True} if fused_allowed else {"foreach": True}
+
+    def build(groups: list[dict]) -> Any:
+        try:
+            return factory([dict(group) for group in groups], **kernel)
+        except (RuntimeError, ValueError, TypeError):  # e.g. parameters on a device without the fused kernel
+            return factory(groups)
+
+    return build
+
+
+def fused_allowed(trainer_precision: str, lora_dtype: str, clips_gradients: bool, fsdp: bool) -> bool:
+    """Whether the fused optimizer kernels can run under the run's precision plugin (:func:`with_fast_kernels`)."""
+    if lora_dtype == "float16" or fsdp:
+        return False
+    return trainer_precision == "32-true" or not clips_gradients
