@@ -1,17 +1,22 @@
-"""Data-pipeline benchmark: prints numbers measured in one run (nothing is asserted).
+"""Data-pipeline benchmark on the tiny model: prints numbers measured in one run (nothing is asserted).
 
-1. Planning time for 100k synthetic image headers (target < 5 s): sizes as the scan would read them → buckets,
-   regularisation balance, entries, sampler, training length, data plan, data_plan.json text and the printed table.
-2. Epoch time on a tiny model with latents cached vs encoded every step (same data, same steps), and the ratio.
-3. Latent-cache throughput (images/s) in memory and on disk, and the reuse pass of the disk cache.
+1. Latent-cache throughput (images/s, flips included) with ``data.num_workers`` 0, 1 and 2 decoding threads, in
+   memory, and filling a disk cache.
+2. A complete disk cache verified: the pass that reuses it — how many images were decoded (target 0), how many
+   image files were read (once each: the SHA-256 of the key), and the share of the tensor checksums
+   (:mod:`sdlora.data.cache_files`) in the pass.
+3. A training epoch with ``data.cache_latents=memory``: the data loader's share of the step time (``next(loader)``
+   against the whole step: U-Net forward/backward and AdamW; target ≤ 5 %), and the same epoch encoding every step.
 
-    python benchmarks/data_pipeline.py [--images 100000] [--epoch-images 24] [--cache-images 48]
+Dry-run scaling with the dataset size is measured by ``benchmarks/dataset_scaling.py``.
+
+    python benchmarks/data_pipeline.py [--cache-images 64] [--epoch-images 32] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
 import sys
 import tempfile
@@ -24,51 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def synthetic_scan(n: int, folders: int = 20, seed: int = 0):
-    """A ScanResult of ``n`` images with camera-like sizes spread over ``folders`` folders (no files are read)."""
-    from sdlora.data.folders import Subset
-    from sdlora.data.records import ImageRecord, ScanResult
-
-    rng = np.random.default_rng(seed)
-    subsets = [Subset(Path(f"/data/{i + 1}_concept{i}"), i % 5 + 1, f"concept{i}") for i in range(folders)]
-    ratios = rng.choice([1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3, 16 / 9, 9 / 16, 2.0, 0.5], size=n)
-    areas = rng.uniform(0.3e6, 12e6, size=n)
-    widths = np.sqrt(areas * ratios).astype(int)
-    heights = (areas / np.sqrt(areas * ratios)).astype(int)
-    scan = ScanResult(subsets=subsets)
-    for i in range(n):
-        subset = subsets[i % folders]
-        path = subset.directory / f"{i:06d}.jpg"
-        scan.records.append(ImageRecord(path, (int(widths[i]), int(heights[i])), "a, b, c", subset, True, f"{i:064x}"))
-    for subset in subsets:
-        scan.images_per_subset[subset.directory] = n // folders
-        scan.captions_per_subset[subset.directory] = n // folders
-    return scan
-
-
-def bench_planning(n: int) -> None:
-    from sdlora.data.buckets import BucketSpec
-    from sdlora.data.build import plan_training_data
-
-    scan = synthetic_scan(n)
-    spec = BucketSpec(True, (1024, 1024), 256, 2048, 64, False)
-    start = time.perf_counter()
-    data = plan_training_data(scan, spec, 4, 0, 1, -1, 10)
-    planned = time.perf_counter()
-    text = json.dumps(data.plan.to_json())
-    table = data.plan.format()
-    done = time.perf_counter()
-    print(
-        f"planning {n:,} images ({len(data.plan.entries):,} samples with repeats, {len(data.plan.buckets())} buckets):"
-    )
-    print(f"  buckets + entries + sampler + plan: {planned - start:.2f} s")
-    print(
-        f"  data_plan.json ({len(text) / 1e6:.1f} MB) + table ({len(table.splitlines())} lines): {done - planned:.2f} s"
-    )
-    print(f"  total: {done - start:.2f} s (target < 5 s)")
-
-
-def _dataset(folder: Path, n: int) -> Path:
+def make_images(folder: Path, n: int) -> Path:
+    """``n`` noisy images of 128–192 px in one ``4_bench`` folder, with captions."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -82,7 +44,7 @@ def _dataset(folder: Path, n: int) -> Path:
     return folder
 
 
-def _build(root: Path, **kw):
+def build_data(root: Path, **options):
     from omegaconf import OmegaConf
 
     from sdlora.config.schema import DataConfig
@@ -90,94 +52,155 @@ def _build(root: Path, **kw):
 
     cfg = OmegaConf.merge(
         OmegaConf.structured(DataConfig),
-        {"train_dir": str(root), "caption_extension": ".txt", "min_bucket_reso": 64, "batch_size": 4, **kw},
-    )
-    return build_training_data(cfg, (128, 128), 0, 1, -1, 1, bucket_defaults=(64, 1024))
+        {"train_dir": str(root), "caption_extension": ".txt", "min_bucket_reso": 64, "max_bucket_reso": 1024,
+         "batch_size": 4, **options},
+    )  # fmt: skip
+    return build_training_data(OmegaConf.to_object(cfg), (128, 128), 0, 1, -1, 1)
 
 
-def _epoch_seconds(data, module, optimizer) -> float:
-    import torch
-    from torch.utils.data import DataLoader
+class Counting:
+    """Counts calls of a module attribute while active (decodes, file hashes, checksums) and their time."""
 
-    from sdlora.data.dataset import collate_batch
+    def __init__(self, module, name: str) -> None:
+        self.module, self.name, self.calls, self.seconds = module, name, 0, 0.0
+        self.original = getattr(module, name)
 
-    loader = DataLoader(data.dataset, batch_sampler=data.sampler, collate_fn=collate_batch)
-    start = time.perf_counter()
-    for batch in loader:
-        loss = (module.diffusion_loss(batch) * batch["loss_weight"]).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    torch.cuda.synchronize() if torch.cuda.is_available() else None
-    return time.perf_counter() - start
+    def __enter__(self) -> Counting:
+        def counted(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return self.original(*args, **kwargs)
+            finally:
+                self.calls += 1
+                self.seconds += time.perf_counter() - start
+
+        setattr(self.module, self.name, counted)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        setattr(self.module, self.name, self.original)
 
 
-def bench_epochs(root: Path, repeats: int = 2) -> None:
-    from types import SimpleNamespace
-
-    import torch
-
+def bench_cache(root: Path, folder: Path, vae) -> None:
+    from sdlora.data import cache_files, latent_cache
     from sdlora.data.latent_cache import cache_latents
+
+    images = len(build_data(root).dataset.records)
+    print(f"1. latent cache, tiny VAE, {images} images + flips (vae_batch_size 8):")
+    for workers in (0, 1, 2):
+        data = build_data(root, flip_aug=True)
+        start = time.perf_counter()
+        report = cache_latents(data.dataset, vae, mode="memory", batch_size=8, workers=workers)
+        seconds = time.perf_counter() - start
+        print(f"   memory, data.num_workers={workers}: {report.computed / seconds:7.1f} latents/s ({seconds:.2f} s)")
+    data = build_data(root, flip_aug=True)
+    start = time.perf_counter()
+    report = cache_latents(data.dataset, vae, mode="disk", folder=folder, batch_size=8, workers=2)
+    seconds = time.perf_counter() - start
+    print(f"   disk (filling), data.num_workers=2: {report.computed / seconds:7.1f} latents/s ({seconds:.2f} s)")
+    data = build_data(root, flip_aug=True)
+    with (
+        Counting(latent_cache, "_decode") as decodes,
+        Counting(latent_cache, "file_sha256") as reads,
+        Counting(cache_files, "tensor_checksum") as checksums,
+    ):
+        start = time.perf_counter()
+        report = cache_latents(data.dataset, vae, mode="disk", folder=folder, batch_size=8, workers=2)
+        seconds = time.perf_counter() - start
+    print(f"2. complete disk cache verified: {report.reused} latents reused, {report.computed} computed in "
+          f"{seconds:.2f} s ({report.reused / seconds:.0f}/s); images decoded {decodes.calls}, image files read "
+          f"{reads.calls} (of {images}); tensor checksums {checksums.calls} taking {checksums.seconds:.3f} s "
+          f"({100 * checksums.seconds / seconds:.0f} % of the pass)")  # fmt: skip
+
+
+def tiny_module(components, family, network):
     from sdlora.diffusion.objective import DiffusionObjective
     from sdlora.lit.module import LoRATrainingModule
-    from sdlora.models.tiny import TinySD15Family
-    from sdlora.network.build import build_network
 
-    family = TinySD15Family()
-    components = family.load()
-    net_cfg = SimpleNamespace(rank=4, alpha=4.0, train_unet=True, train_text_encoder=False)
-    network = build_network(family, components, net_cfg)
     module = LoRATrainingModule(
         family, components, network, optimizer=None, scheduler=None, learning_rates={"default": 1e-4},
         total_steps=1, batches_per_epoch=1, objective=DiffusionObjective(components.prediction_type),
     )  # fmt: skip
     module.on_fit_start()
-    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-4)
-    plain, cached = _build(root), _build(root)
-    start = time.perf_counter()
-    cache_latents(cached.dataset, components.vae, mode="memory", batch_size=4)
-    cache_time = time.perf_counter() - start
-    _epoch_seconds(plain, module, optimizer)  # warm-up
-    t_plain = statistics.median(_epoch_seconds(plain, module, optimizer) for _ in range(repeats))
-    t_cached = statistics.median(_epoch_seconds(cached, module, optimizer) for _ in range(repeats))
-    n = len(plain.plan.entries)
-    print(f"tiny SD1.5 epoch of {n} samples ({len(plain.sampler)} batches of 4, 128-px buckets), median of {repeats}:")
-    print(f"  images decoded + VAE every step: {t_plain:.2f} s")
-    print(f"  latents cached in memory:        {t_cached:.2f} s (caching took {cache_time:.2f} s once)")
-    print(f"  ratio uncached / cached: {t_plain / t_cached:.2f}x")
+    return module
 
 
-def bench_cache(root: Path, folder: Path) -> None:
-    from sdlora.data.latent_cache import cache_latents
-    from sdlora.models.tiny import TinySD15Family
+def epoch(data, module, optimizer) -> tuple[float, float]:
+    """(seconds in the data loader, seconds in total) for one epoch of ``data``."""
+    import torch
+    from torch.utils.data import DataLoader
 
-    components = TinySD15Family().load()
-    count = len({e.record for e in _build(root).dataset.entries})
-    for mode in ("memory", "disk", "disk"):
-        data = _build(root, flip_aug=True)
+    from sdlora.data.batch import collate_batch
+
+    loader = iter(DataLoader(data.dataset, batch_sampler=data.sampler, collate_fn=collate_batch))
+    waiting = total = 0.0
+    while True:
         start = time.perf_counter()
-        report = cache_latents(data.dataset, components.vae, mode=mode, folder=folder, batch_size=8, workers=2)
-        seconds = time.perf_counter() - start
-        what = "reuse pass" if report.reused else "computed"
-        done = report.computed + report.reused
-        rate = done / seconds
-        print(f"  {mode:<6} {what:<10}: {done} latents ({count} images + flips) in {seconds:.2f} s = {rate:.0f}/s")
+        try:
+            batch = next(loader)
+        except StopIteration:
+            break
+        loaded = time.perf_counter()
+        loss = (module.diffusion_loss(batch) * batch.loss_weight).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = time.perf_counter()
+        waiting, total = waiting + loaded - start, total + done - start
+    torch.cuda.synchronize() if torch.cuda.is_available() else None
+    return waiting, total
+
+
+def bench_epochs(root: Path, family, components, network, repeats: int) -> None:
+    import torch
+
+    from sdlora.data.latent_cache import cache_latents
+
+    module = tiny_module(components, family, network)
+    optimizer = torch.optim.AdamW(list(network.trainable_parameters()), lr=1e-4, foreach=True)
+    cached, plain = build_data(root), build_data(root)
+    cache_latents(cached.dataset, components.vae, mode="memory", batch_size=8)
+    epoch(cached, module, optimizer)  # warm-up
+    runs = [epoch(cached, module, optimizer) for _ in range(repeats)]
+    plain_runs = [epoch(plain, module, optimizer) for _ in range(repeats)]
+    share = statistics.median(w / t for w, t in runs)
+    steps = len(cached.sampler)
+    step_ms = statistics.median(t for _, t in runs) / steps * 1e3
+    print(
+        f"3. epoch of {len(cached.plan.entries)} samples ({steps} batches of 4, 128-px buckets), median of {repeats}:"
+    )
+    print(
+        f"   latents cached in memory: {step_ms:.1f} ms per step, data loader {100 * share:.1f} % of it (target ≤ 5 %)"
+    )
+    plain_ms = statistics.median(t for _, t in plain_runs) / steps * 1e3
+    plain_share = statistics.median(w / t for w, t in plain_runs)
+    print(f"   decoding + VAE every step:  {plain_ms:.1f} ms per step, data loader {100 * plain_share:.1f} % of it; "
+          f"{plain_ms / step_ms:.2f}x the cached step")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=100_000, help="synthetic image headers to plan")
-    parser.add_argument("--epoch-images", type=int, default=24, help="images of the epoch-time dataset")
-    parser.add_argument("--cache-images", type=int, default=48, help="images of the cache-throughput dataset")
+    parser.add_argument("--cache-images", type=int, default=64, help="images of the cache dataset")
+    parser.add_argument("--epoch-images", type=int, default=32, help="images of the epoch dataset")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    import torch
+
+    from sdlora.config.schema import NetworkConfig
+    from sdlora.models.tiny import TinySD15Family
+    from sdlora.network.build import build_network
     from sdlora.utils.quiet import quiet_third_party
 
     quiet_third_party()
-    bench_planning(args.images)
+    torch.manual_seed(0)
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads {torch.get_num_threads()}")
+    family = TinySD15Family()
+    components = family.load()
+    network = build_network(family, components, NetworkConfig(rank=4, alpha=4.0, train_text_encoder=False))
     with tempfile.TemporaryDirectory() as tmp:
-        bench_epochs(_dataset(Path(tmp) / "epoch", args.epoch_images))
-        print("latent-cache throughput (tiny VAE, 128-px buckets, vae_batch_size 8, 2 decoding threads):")
-        bench_cache(_dataset(Path(tmp) / "cache", args.cache_images), Path(tmp) / "latents")
+        bench_cache(make_images(Path(tmp) / "cache", args.cache_images), Path(tmp) / "latents", components.vae)
+        bench_epochs(make_images(Path(tmp) / "epoch", args.epoch_images), family, components, network, args.repeats)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -160,11 +160,12 @@ def cache_latents(
     channels = int(getattr(getattr(vae, "config", None), "latent_channels", 4))
     todo = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        if disk is not None:
-            hashes = pool.map(lambda job: file_sha256(dataset.records[job.record].path), jobs)
-            digests = dict(zip(jobs, hashes, strict=True))
+        if disk is not None:  # each image's bytes are read once (a flipped job shares its image's hash), not decoded
+            records = sorted({job.record for job in jobs})
+            hashes = pool.map(lambda record: file_sha256(dataset.records[record].path), records)
+            digests = dict(zip(records, hashes, strict=True))
             for job in jobs:
-                key = latent_key(digests[job], job.fit, job.flipped, vae_id, vae_dtype)
+                key = latent_key(digests[job.record], job.fit, job.flipped, vae_id, vae_dtype)
                 w, h = job.fit.bucket
                 shape = (channels, h // 8, w // 8)
                 problem = disk.problem(key, {"mean": shape, "std": shape})
