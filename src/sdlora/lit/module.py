@@ -30,10 +30,11 @@ from sdlora.data.posterior import sample_posterior
 from sdlora.diffusion.loss import weighted_mean
 from sdlora.diffusion.objective import DiffusionObjective, Noised
 from sdlora.distributed.share import BatchShare
-from sdlora.errors import NonFiniteLoss, SdloraError
+from sdlora.errors import NonFiniteLoss, NonFiniteWeights, SdloraError
 from sdlora.lit.running_mean import RunningMean
 from sdlora.lit.val_loss import ValidationLoss
 from sdlora.models.family import Components, ModelFamily, TextConditioning
+from sdlora.network.io import NONFINITE_CAUSES, all_finite
 from sdlora.network.network import LoRANetwork
 from sdlora.optim.factory import build_lr_scheduler
 
@@ -171,6 +172,11 @@ class LoRATrainingModule(L.LightningModule):
         if not math.isfinite(value):
             paths = batch.paths if not math.isfinite(local) else ["another process's images of this global batch"]
             message = nonfinite_message(value, paths, self.global_step + 1, self.current_epoch + 1)
+            if not all_finite(list(self.network.trainable_parameters())):  # the weights, not this batch, are broken
+                raise NonFiniteWeights(
+                    f"the loss became {value} in step {self.global_step + 1} because the LoRA weights hold NaN or "
+                    f"infinite values after step {self.global_step}; {NONFINITE_CAUSES}"
+                )
             if not self.skip_nonfinite:
                 raise NonFiniteLoss(message)
             self.count_skipped(1)
