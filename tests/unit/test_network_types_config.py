@@ -134,3 +134,22 @@ def test_ia3_preset_trains_the_feed_forward_outputs_on_their_input():
     assert ends == {"to_k", "to_v", "net_2", "k_proj", "v_proj", "mlp_fc2"}
     for name, module in network.modules.items():
         assert bool(module.adapter.train_input) == name.endswith(("ff_net_2", "mlp_fc2")), name
+
+
+def test_learning_rate_options_work_for_the_new_types():
+    """LoRA+ speeds up LyCORIS LoCon's lora_up; block lr weights make one group per block (0: no module there) for a
+    LyCORIS type too; unet_lr / text_encoder_lr set their groups."""
+    family = TinySD15Family()
+    network = build_network(family, family.load(), NetworkConfig(name=NetworkType.lycoris_locon, loraplus_lr_ratio=4))
+    groups = {g["name"]: g for g in network.param_groups(1e-4, unet_lr=2e-4, text_encoder_lr=5e-5)}
+    assert groups["unet_plus"]["lr"] == pytest.approx(8e-4) and groups["textencoder_plus"]["lr"] == pytest.approx(2e-4)
+    ups = {id(m.adapter.lora_up.weight) for m in network.modules.values()}
+    assert {id(p) for p in groups["unet_plus"]["params"]} <= ups
+    weights = [1.0] * 25
+    weights[1] = 0.0  # IN01: down_blocks.0 resnet/attention 0
+    family = TinySD15Family()
+    network = build_network(family, family.load(), NetworkConfig(name=NetworkType.ia3, rank=None, alpha=None,
+                                                                 block_lr_weight=weights))  # fmt: skip
+    assert not any("down_blocks_0_attentions_0" in n or "down_blocks_0_resnets_0" in n for n in network.modules)
+    names = [g["name"] for g in network.param_groups(1e-4, unet_lr=None, text_encoder_lr=None)]
+    assert "textencoder" in names and any(n.startswith("unet_block") for n in names)

@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from sdlora.config.schema import LycorisPreset, NetworkConfig, NetworkType
+from sdlora.errors import SdloraError
 from sdlora.models.family import Components, ModelFamily
 from sdlora.network.blocks import BlockOptions
 from sdlora.network.dispatch import build_module
@@ -173,6 +174,8 @@ class _Factory:
         try:
             module = build_module(cfg.name, target.module, spec)
         except ValueError as exc:
+            if from_file:
+                raise SdloraError(f"network.weights={cfg.weights!r}: module {name} (rank {rank}): {exc}") from None
             if cfg.name != NetworkType.boft or "decompose" not in str(exc):
                 raise
             self.unfit.append(f"{name} ({target.module.weight.shape[0]} outputs)")
