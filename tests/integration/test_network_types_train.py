@@ -76,12 +76,12 @@ def runs(request, one_image, tmp_path_factory) -> tuple[str, dict[str, Path]]:
     return model, folders
 
 
-def rebuilt(model: str, network_type: str, one_image: Path):
-    """The run's model and network, rebuilt in this process and loaded from the final file."""
+def rebuilt(model: str, network_type: str, one_image: Path, *extra: str):
+    """The run's model and network (a fresh one), rebuilt in this process."""
     from sdlora.models.family import make_family
     from sdlora.network.build import build_network
 
-    cfg = resolved(*tiny_overrides(one_image, *EXTRA, f"network={network_type}", model=model))
+    cfg = resolved(*tiny_overrides(one_image, *EXTRA, f"network={network_type}", *extra, model=model))
     family = make_family(cfg.model)
     components = family.load()
     return family, components, build_network(family, components, cfg.network)
@@ -184,3 +184,22 @@ def test_lora_fa_keeps_lora_down_and_training_moves_every_type(runs):
         if network_type == "lora_fa":
             downs = [k for k in final if k.endswith("lora_down.weight")]
             assert downs and all(torch.equal(first[k], final[k]) for k in downs)
+
+
+def test_kohya_dylora_file_cut_to_fewer_rows_is_a_working_lora(runs, one_image, tmp_path):
+    """kohya's extract_lora_from_dylora.py: lora_down[:r], lora_up[:, :r], alpha unchanged — a rank-r LoRA that
+    network=lora starts from (network.weights) with ΔW = alpha/r · up[:, :r] · down[:r]."""
+    from sdlora.network.io import save_lora
+
+    model, folders = runs
+    tensors, _ = load_lora(folders["dylora"] / "last.safetensors")
+    rows = {"lora_down.weight": lambda v: v[:4], "lora_up.weight": lambda v: v[:, :4]}
+    cut = {k: rows.get(k.split(".", 1)[1], lambda v: v)(v).contiguous() for k, v in tensors.items()}
+    path = save_lora(tmp_path / "cut.safetensors", cut)
+    _, _, network = rebuilt(model, "lora", one_image, f"network.weights={path}")
+    assert set(network.modules) == set(group_modules(cut))
+    for name, module in network.modules.items():
+        down, up = cut[f"{name}.lora_down.weight"], cut[f"{name}.lora_up.weight"]
+        expected = float(cut[f"{name}.alpha"]) / 4 * (up.flatten(1) @ down.flatten(1))
+        assert module.rank == 4
+        torch.testing.assert_close(module.delta_weight(), expected.reshape(module.base.weight.shape))
