@@ -185,7 +185,10 @@ class TrainingStates(L.Callback):
 
 
 def _generators(pl_module: L.LightningModule) -> dict:
-    return {"module": getattr(pl_module, "generator", None)}
+    """The seeded generators a state keeps: the module's noise/timestep generator and the network's per-step draws
+    (DyLoRA's trainable rows; None for types that draw nothing)."""
+    network = getattr(pl_module, "network", None)
+    return {"module": getattr(pl_module, "generator", None), "network": getattr(network, "generator", None)}
 
 
 def use_config_learning_rates(trainer: L.Trainer, config_lrs: list[list[float]]) -> None:

@@ -70,8 +70,10 @@ def _check_data(cfg: DictConfig, problems: list[str]) -> None:
 
 def _check_network(cfg: DictConfig, problems: list[str]) -> None:
     from sdlora.config.network_checks import check_network
+    from sdlora.config.network_type_checks import check_diffusers_export
 
     check_network(cfg.network, _family_class(cfg, []), problems)
+    check_diffusers_export(cfg, problems)
 
 
 def _check_loss(cfg: DictConfig, problems: list[str]) -> None:
@@ -204,7 +206,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 def _unrepresentable(cfg: DictConfig) -> list[str]:
     """Learning rates and optimizer arguments must be finite and fit a float32 (the optimizers compute in it)."""
-    values = {f"optimizer.{k}": v for k, v in cfg.optimizer.items() if not str(k).startswith("_")}
+    values = {f"optimizer.{k}": cfg.optimizer[k] for k in cfg.optimizer if not str(k).startswith("_")}
     values |= {f"network.{k}": cfg.network[k] for k in ("unet_lr", "text_encoder_lr")}
     problems = []
     for key, value in values.items():

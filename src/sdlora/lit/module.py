@@ -39,6 +39,8 @@ from sdlora.network.network import LoRANetwork
 from sdlora.optim.factory import build_lr_scheduler
 
 log = logging.getLogger("sdlora")
+#: The network's per-step draws (DyLoRA) use seed + this, a stream apart from the noise generator's.
+DRAW_SEED_OFFSET = 1_000_003
 
 
 def nonfinite_message(value: float, paths: list[str], step: int, epoch: int) -> str:
@@ -117,6 +119,7 @@ class LoRATrainingModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.generator is None:
             self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.network.seed_draws(self.seed + DRAW_SEED_OFFSET)
 
     # ----------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -166,6 +169,7 @@ class LoRATrainingModule(L.LightningModule):
         return self.objective.loss(prediction, noised, batch.mask)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        self.network.begin_step()  # DyLoRA: this step's trainable rows
         per_sample = self.diffusion_loss(batch)
         loss = weighted_mean(per_sample, batch.loss_weight)
         local, value = self.global_loss(loss)
