@@ -179,3 +179,15 @@ def test_an_lr_that_float32_cannot_hold_is_a_config_error(small_dataset, tmp_pat
 
     result, run_dir = run_cli(tmp_path, *tiny_overrides(small_dataset, "optimizer.lr=1e39"))
     assert_clean_failure(result, run_dir, "optimizer.lr=1e+39 cannot be used", "float32")
+
+
+def test_killing_a_run_leaves_its_data_workers_quiet(small_dataset, tmp_path):
+    """SIGKILL of the main process: its DataLoader workers end without printing tracebacks, and every file left is
+    whole."""
+    run_dir = tmp_path / "run"
+    process = start_train_py(tiny_overrides(small_dataset, *COMMON, "data.num_workers=2"), run_dir)
+    wait_for(process, run_dir, "last-step00000002.safetensors")
+    process.kill()
+    output = finish(process)  # reads until the workers, which share the output pipe, have gone too
+    assert process.returncode == -signal.SIGKILL and "Error" not in output
+    assert assert_files_finite(run_dir) >= 1
