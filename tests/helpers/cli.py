@@ -3,19 +3,21 @@ distributed run by re-running the command line)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_train_py(args: list[str], run_dir: Path) -> str:
-    """``python train.py <args> hydra.run.dir=<run_dir>`` from the repository root; asserts it succeeded without a
-    traceback and returns its output."""
+def run_train_py(args: list[str], run_dir: Path, env: Mapping[str, str] | None = None) -> str:
+    """``python train.py <args> hydra.run.dir=<run_dir>`` from the repository root (``env``: extra environment
+    variables); asserts it succeeded without a traceback and returns its output."""
     result = subprocess.run(
         [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True,
-        timeout=600,
+        timeout=600, env={**os.environ, **(env or {})},
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -41,3 +43,34 @@ def assert_clean_failure(result: subprocess.CompletedProcess, run_dir: Path, *ex
     assert not list(run_dir.rglob("*.safetensors")), "no LoRA file may be written"
     errors = [line for line in output.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1, output
+
+
+def start_train_py(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start ``python train.py <args> hydra.run.dir=<run_dir>`` in the background (output in ``process.stdout``)."""
+    import os
+
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def wait_for(process: subprocess.Popen, folder: Path, pattern: str, timeout: float = 300) -> None:
+    """Wait until a file matching ``pattern`` appears in ``folder`` (e.g. the first step's LoRA: training runs)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob(pattern)):
+        if process.poll() is not None:
+            raise AssertionError(f"train.py ended before {pattern} appeared:\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{pattern} did not appear in {folder} within {timeout} s")
+        time.sleep(0.1)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    """The output of a background run once it ends (no traceback allowed)."""
+    output, _ = process.communicate(timeout=timeout)
+    assert "Traceback" not in output, output[-4000:]
+    return output

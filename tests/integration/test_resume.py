@@ -72,6 +72,11 @@ def scalars(run_dir: Path, tag: str) -> dict[int, float]:
             ),
             "last-000001-state",
         ),
+        # bf16 LoRA weights with stochastic rounding: its generator is part of the state too
+        (
+            ("precision=full_bf16", "precision.stochastic_rounding=true", "save.every_n_steps=3"),
+            "last-step00000003-state",
+        ),
     ],
 )
 def test_resume_continues_exactly(tagged_dataset, tmp_path, extra, state):

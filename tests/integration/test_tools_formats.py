@@ -85,11 +85,12 @@ def test_fix_turns_a_peft_sdxl_file_into_a_kohya_file_that_loads(tmp_path):
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
     assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
     assert verify_lora(fixed).problems == []
+    from sdlora.config.schema import NetworkConfig
     from sdlora.network.weights import InitialWeights
 
-    initial = InitialWeights(str(fixed))  # sdlora's own reader (network.weights=): every module known, shapes fit
+    initial = InitialWeights(str(fixed), NetworkConfig())  # sdlora's reader (network.weights=): every module known
     initial.check_names(set(targets), set(targets))
-    assert all(m.rank == 4 and m.alpha == 4.0 for m in initial.modules.values())
+    assert all(initial.rank_alpha(name) == (4, 4.0) for name in initial.modules)
 
     fam = family("tiny_sdxl")
     merged = fam.load()

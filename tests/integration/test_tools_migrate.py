@@ -127,14 +127,18 @@ def test_gui_sdxl_locon_config_with_unet_only_and_prodigy(checkpoints, small_dat
     assert train(cfg, tmp_path / "run")["steps"] == 2
 
 
-def test_lycoris_types_are_listed_as_not_yet_available(tmp_path):
-    config = gui_config(tmp_path / "loha.json", LoRA_type="LyCORIS/LoHa", conv_dim=4, use_cp=True,
-                        train_data_dir="/data/x")  # fmt: skip
+def test_lycoris_types_and_their_options_are_mapped(tmp_path):
+    """The GUI keeps every type's fields in its file: only those the chosen type reads are carried over."""
+    config = gui_config(tmp_path / "loha.json", LoRA_type="LyCORIS/LoHa", conv_dim=4, use_cp=True, factor=8,
+                        unit=2, dora_wd=True, train_data_dir="/data/x")  # fmt: skip
     command, notes = migrate(str(config))
-    assert "network=" not in command  # trains a standard LoRA meanwhile
-    assert any(n.startswith("not yet available: network=loha (LoRA type LyCORIS/LoHa)") for n in notes)
-    assert any("use_cp=True" in n for n in notes)
-    compose_config(*overrides(command))
+    cfg = compose_config(*overrides(command))
+    assert cfg.network.name == "loha" and cfg.network.conv_rank == 4
+    assert cfg.network.use_tucker and cfg.network.weight_decompose
+    assert cfg.network.factor == -1 and cfg.network.unit is None  # LoKr's and DyLoRA's fields are not LoHa's
+    assert not any(n.startswith("not yet available") for n in notes)
+    dylora = gui_config(tmp_path / "dylora.json", LoRA_type="LyCORIS/DyLoRA", unit=4, train_data_dir="/data/x")
+    assert compose_config(*overrides(migrate(str(dylora))[0])).network.block_size == 4  # the GUI's "unit"
 
 
 def test_toml_and_command_line(tmp_path):
@@ -167,7 +171,7 @@ def test_toml_and_command_line(tmp_path):
     assert cfg.model._target_.endswith("SD2VFamily") and cfg.trainer.strategy.startswith("ddp")
     assert cfg.trainer.devices == 2
     assert (cfg.network.rank, cfg.network.alpha, cfg.data.train_dir, cfg.save.precision) == (16, 8, "/my data", "fp32")
-    assert any("network=lokr" in n for n in notes)
+    assert cfg.network.name == "lokr"
 
 
 def test_write_experiment_is_the_same_config(small_dataset, tmp_path):

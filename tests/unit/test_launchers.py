@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -35,6 +36,20 @@ def test_the_slurm_example_composes_onto_the_submitit_launcher():
     # the plugin's schema types the file: a misspelt key fails at composition
     with pytest.raises(Exception, match="gpu_per_node"):
         compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.gpu_per_node=4")
+
+
+def test_slurm_jobs_get_sdlora_s_preemption_signal(tmp_path):
+    """The sbatch script asks SLURM for SIGUSR1 before the time limit (trainer.preemption_signal's default), not
+    submitit's USR2: sdlora saves a state and requeues the job itself."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from sdlora.signals import signal_number
+
+    launcher = compose_with_hydra("hydra/launcher=slurm").hydra.launcher
+    extra = OmegaConf.to_container(launcher.additional_parameters)
+    script = _make_sbatch_string(command="python -c pass", folder=tmp_path, additional_parameters=extra)
+    assert "#SBATCH --signal=USR1@120" in script
+    assert signal_number(compose_with_hydra("hydra/launcher=slurm").trainer.preemption_signal) == signal.SIGUSR1
 
 
 def test_joblib_launcher_composes():

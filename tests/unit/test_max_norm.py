@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sdlora.config.schema import NetworkType
 from sdlora.network.functional import delta_weight, delta_weight_norm, max_norm_ratio
 from sdlora.network.lora import LoRAModule
 from sdlora.network.max_norm import apply_max_norm
-from tests.helpers.network import lora
+from tests.helpers.network import lora, randomise_
 
 SHAPES = {
     "linear": lambda: nn.Linear(7, 5),
@@ -123,3 +124,40 @@ def test_same_result_as_kohyas_loop():
 def test_cap_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
         apply_max_norm([], 0.0)
+
+
+LYCORIS_CAPPED = {  # type, rank, alpha, options: LyCORIS's own max-norm (lycoris-lora 4.1 apply_max_norm)
+    "loha": (NetworkType.loha, 4, 2.0, {}),
+    "lokr": (NetworkType.lokr, 2, 2.0, {"factor": 4}),
+    "lokr_full": (NetworkType.lokr, 4, 2.0, {}),
+    "lycoris_locon": (NetworkType.lycoris_locon, 4, 2.0, {}),
+    "lora_fa": (NetworkType.lora_fa, 4, 2.0, {}),
+    "dylora": (NetworkType.dylora, 4, 2.0, {"unit": 2}),
+}
+
+
+@pytest.mark.parametrize("kind", SHAPES)
+@pytest.mark.parametrize("case", LYCORIS_CAPPED)
+def test_max_norm_caps_delta_w_for_every_type_as_for_lora(case, kind):
+    """‖ΔW‖ of a module over the cap lands on it, one under it is untouched, the statistics are kohya's; the file
+    holds the capped values (LyCORIS's scalar is folded in), so a reloaded module has the same ΔW."""
+    network, rank, alpha, options = LYCORIS_CAPPED[case]
+    torch.manual_seed(0)
+    big = lora(SHAPES[kind](), rank, alpha, network, options)
+    small = lora(SHAPES[kind](), rank, alpha, network, options)
+    randomise_(big, seed=1, std=1.0)
+    randomise_(small, seed=2, std=0.01)
+    before, small_before = big.delta_weight().norm().item(), small.delta_weight().clone()
+    cap = 0.5 * before
+    assert small_before.norm().item() < cap
+    keys_scaled, average, maximum = apply_max_norm([big, small], cap)
+    assert keys_scaled == 1
+    assert big.delta_weight().norm().item() == pytest.approx(cap, rel=1e-4)
+    assert maximum == pytest.approx(cap, rel=1e-4)
+    assert average == pytest.approx((cap + small_before.norm().item()) / 2, rel=1e-4)
+    torch.testing.assert_close(small.delta_weight(), small_before)
+    reloaded = lora(big.base, rank, alpha, network, options)
+    reloaded.load_file_tensors({k: v.detach().clone() for k, v in big.file_tensors().items()})
+    torch.testing.assert_close(reloaded.delta_weight(), big.delta_weight(), atol=1e-6, rtol=1e-5)
+    if network == NetworkType.lora_fa:  # only lora_up moves: the frozen lora_down keeps its start
+        assert torch.equal(reloaded.lora_down.weight, big.lora_down.weight)

@@ -15,7 +15,7 @@ from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
 from sdlora.network.build import build_network
 from sdlora.network.export import peft_state_dict
 from sdlora.network.io import save_lora
-from sdlora.network.weights import check_lora_file
+from sdlora.network.weights import check_network_file
 from tests.unit.test_network_invariants import forward, randomise
 
 
@@ -25,22 +25,24 @@ def _network(family_cls=TinySD15Family, **kw):
     return family, components, build_network(family, components, NetworkConfig(**kw))
 
 
-def test_check_lora_file(tmp_path):
-    assert "does not exist" in check_lora_file(str(tmp_path / "missing.safetensors"))
+def test_check_network_file(tmp_path):
+    assert "does not exist" in check_network_file(str(tmp_path / "missing.safetensors"))
     (tmp_path / "lora.bin").write_bytes(b"x")
-    assert ".safetensors, .ckpt, .pt" in check_lora_file(str(tmp_path / "lora.bin"))
+    assert ".safetensors, .ckpt, .pt" in check_network_file(str(tmp_path / "lora.bin"))
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
-    assert "cannot be read" in check_lora_file(str(tmp_path / "junk.safetensors"))
+    assert "cannot be read" in check_network_file(str(tmp_path / "junk.safetensors"))
     save_file({"model.diffusion_model.x": torch.zeros(2)}, str(tmp_path / "ckpt.safetensors"))
-    assert "is not a LoRA file" in check_lora_file(str(tmp_path / "ckpt.safetensors"))
+    assert "is not a LoRA file" in check_network_file(str(tmp_path / "ckpt.safetensors"))
     down = "lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"
     save_file({down: torch.zeros(2, 2)}, str(tmp_path / "half.safetensors"))
-    assert "is not a LoRA file" in check_lora_file(str(tmp_path / "half.safetensors"))
+    assert "has ['lora_down.weight'] without ['lora_up.weight']" in check_network_file(
+        str(tmp_path / "half.safetensors")
+    )
     _, _, network = _network()
     save_lora(tmp_path / "ok.safetensors", network.kohya_tensors())
     save_lora(tmp_path / "ok.ckpt", network.kohya_tensors())
-    assert check_lora_file(str(tmp_path / "ok.safetensors")) is None
-    assert check_lora_file(str(tmp_path / "ok.ckpt")) is None
+    assert check_network_file(str(tmp_path / "ok.safetensors")) is None
+    assert check_network_file(str(tmp_path / "ok.ckpt")) is None
 
 
 @pytest.mark.parametrize("family_cls", [TinySD15Family, TinySDXLFamily])

@@ -21,18 +21,9 @@ import torch
 
 from sdlora.callbacks.steps import OptimizerSteps
 from sdlora.errors import NonFiniteWeights
-from sdlora.network.io import NONFINITE_CAUSES
+from sdlora.network.io import NONFINITE_CAUSES, all_finite
 
 log = logging.getLogger("sdlora")
-
-
-def all_finite(params: list[torch.Tensor]) -> bool:
-    """Whether every value of ``params`` is finite: one fused norm per device, one host sync (a NaN or an infinity
-    anywhere makes the sum of norms non-finite)."""
-    if not params:
-        return True
-    norms = torch._foreach_norm([p.detach() for p in params])
-    return bool(torch.isfinite(torch.stack([n.float() for n in norms]).sum()))
 
 
 class FiniteWeights(L.Callback):

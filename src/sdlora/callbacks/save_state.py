@@ -39,6 +39,7 @@ from sdlora.state.fingerprint import fingerprint_hash
 from sdlora.state.folder import INFO_KEY, LORA_KEY, is_state_folder, remove_state
 from sdlora.state.rng import capture_rng, restore_rng
 from sdlora.state.save_schedule import SaveSchedule
+from sdlora.utils.atomic import low_space_warning
 
 log = logging.getLogger("sdlora")
 
@@ -72,6 +73,11 @@ class TrainingStates(L.Callback):
         """Write the training state ``<run_dir>/<name>-state`` (every rank takes part; rank 0 writes)."""
         path = self.run_dir / retention.state_name(name)
         self._kind = kind
+        if trainer.is_global_zero and self.results.states and self.results.states[-1].is_dir():
+            size = sum(p.stat().st_size for p in self.results.states[-1].iterdir())
+            warning = low_space_warning(self.run_dir, size, path.name)
+            if warning:
+                log.warning("%s", warning)
         trainer.save_checkpoint(path, weights_only=False)
         self.results.state_saved(path)
         if trainer.is_global_zero:
@@ -185,7 +191,10 @@ class TrainingStates(L.Callback):
 
 
 def _generators(pl_module: L.LightningModule) -> dict:
-    return {"module": getattr(pl_module, "generator", None)}
+    """The seeded generators a state keeps: the module's noise/timestep generator and the network's per-step draws
+    (DyLoRA's trainable rows; None for types that draw nothing)."""
+    network = getattr(pl_module, "network", None)
+    return {"module": getattr(pl_module, "generator", None), "network": getattr(network, "generator", None)}
 
 
 def use_config_learning_rates(trainer: L.Trainer, config_lrs: list[list[float]]) -> None:

@@ -70,8 +70,10 @@ def _check_data(cfg: DictConfig, problems: list[str]) -> None:
 
 def _check_network(cfg: DictConfig, problems: list[str]) -> None:
     from sdlora.config.network_checks import check_network
+    from sdlora.config.network_type_checks import check_diffusers_export
 
     check_network(cfg.network, _family_class(cfg, []), problems)
+    check_diffusers_export(cfg, problems)
 
 
 def _check_loss(cfg: DictConfig, problems: list[str]) -> None:

@@ -12,20 +12,17 @@ from omegaconf import DictConfig
 
 from sdlora.config.schema import NetworkType
 
-_CONV_OPTIONS = ("conv_rank", "conv_alpha", "conv_block_dims", "conv_block_alphas")
 _DROPOUTS = ("dropout", "rank_dropout", "module_dropout")
 _LORAPLUS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
 
 
 def check_network(network: DictConfig, family_cls, problems: list[str]) -> None:
     """Append one readable message per problem of the ``network`` node to ``problems``."""
-    if network.rank < 1:
-        problems.append(f"network.rank must be ≥ 1, got {network.rank}")
-    if network.alpha < 0:
-        problems.append(f"network.alpha must be ≥ 0 (0 means alpha = rank), got {network.alpha}")
+    from sdlora.config.network_type_checks import check_type
+
+    check_type(network, problems)
     if not (network.train_unet or network.train_text_encoder):
         problems.append("network.train_unet and network.train_text_encoder are both false: nothing to train")
-    _check_type(network, problems)
     for option in _DROPOUTS:
         if not 0 <= network[option] < 1:
             problems.append(f"network.{option} must be in [0, 1) (a probability; 0 = off), got {network[option]}")
@@ -42,25 +39,11 @@ def check_network(network: DictConfig, family_cls, problems: list[str]) -> None:
     if family_cls is not None:
         _check_blocks(network, family_cls, problems)
     if network.weights is not None:
-        from sdlora.network.weights import check_lora_file
+        from sdlora.network.weights import check_network_file
 
-        problem = check_lora_file(network.weights)
+        problem = check_network_file(network.weights, NetworkType(network.name))
         if problem:
             problems.append(problem)
-
-
-def _check_type(network: DictConfig, problems: list[str]) -> None:
-    if network.name == NetworkType.lora:
-        set_options = [f"network.{o}" for o in _CONV_OPTIONS if network[o] is not None]
-        if set_options:
-            verb = "is" if len(set_options) == 1 else "are"
-            problems.append(f"{', '.join(set_options)} {verb} set, but network=lora trains no 3×3 convs: use "
-                            "network=locon (kohya's LoCon) or leave them null")  # fmt: skip
-        return
-    if network.conv_rank is None or network.conv_rank < 1:
-        problems.append(f"network=locon needs network.conv_rank ≥ 1 (kohya conv_dim), got {network.conv_rank}")
-    if network.conv_alpha is not None and network.conv_alpha < 0:
-        problems.append(f"network.conv_alpha must be ≥ 0 (0 means alpha = conv_rank), got {network.conv_alpha}")
 
 
 def _check_text_encoder_lr(value, encoders: int | None, problems: list[str]) -> None:

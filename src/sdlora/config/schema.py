@@ -80,23 +80,51 @@ class ModelConfig(Freezable):
 
 
 class NetworkType(str, Enum):
-    """Which layers get a LoRA [kohya_ss GUI: LoRA type "Standard" / "Kohya LoCon"]."""
+    """The module type [kohya_ss GUI: "LoRA type"]; what each one runs is in docs/network-types.md."""
 
-    lora = "lora"  # Linear/1×1 layers of the U-Net transformers and the text encoders [networks.lora]
-    locon = "locon"  # also the resnets' and samplers' convs [networks.lora with conv_dim]
+    lora = "lora"  # "Standard": Linear/1×1 layers of the U-Net transformers and the text encoders [networks.lora]
+    locon = "locon"  # "Kohya LoCon": also the resnets' and samplers' convs [networks.lora with conv_dim]
+    lycoris_locon = "lycoris_locon"  # "LyCORIS/LoCon" [lycoris.kohya, algo=lora]
+    loha = "loha"  # "LyCORIS/LoHa" [lycoris.kohya, algo=loha]
+    lokr = "lokr"  # "LyCORIS/LoKr" [lycoris.kohya, algo=lokr]
+    ia3 = "ia3"  # "LyCORIS/iA3" [lycoris.kohya, algo=ia3]
+    lycoris_dylora = "lycoris_dylora"  # "LyCORIS/DyLoRA" [lycoris.kohya, algo=dylora]
+    dylora = "dylora"  # "Kohya DyLoRA" [networks.dylora]
+    lora_fa = "lora_fa"  # "LoRA-FA" [networks.lora_fa]
+    oft = "oft"  # LyCORIS Diag-OFT [lycoris.kohya, algo=diag-oft]
+    boft = "boft"  # LyCORIS BOFT [lycoris.kohya, algo=boft]
+    glora = "glora"  # LyCORIS GLoRA [lycoris.kohya, algo=glora]
+    full = "full"  # LyCORIS full fine-tuning of the targeted layers [lycoris.kohya, algo=full]
+
+
+class LycorisPreset(str, Enum):
+    """Which layers a LyCORIS type targets [lycoris.kohya network_args: preset] (docs/network-types.md §2)."""
+
+    full = "full"
+    full_lin = "full-lin"
+    attn_mlp = "attn-mlp"
+    attn_only = "attn-only"
+    unet_only = "unet-only"
+    unet_transformer_only = "unet-transformer-only"
+    unet_convblock_only = "unet-convblock-only"
+    ia3 = "ia3"
 
 
 @dataclass
 class NetworkConfig(Freezable):
-    """LoRA network [kohya: networks.lora, its --network_args, and the network options of train_network.py]."""
+    """The network [kohya: --network_module, --network_args, and the network options of train_network.py].
 
-    name: NetworkType = NetworkType.lora  # set by the group option network=lora|locon
-    rank: int = 8  # [network_dim]
-    alpha: float = 1.0  # scale = alpha / rank; 0 means alpha = rank [network_alpha]
+    Keys a type does not use are errors naming the type (sdlora.config.network_checks); each type's file in
+    conf/network/ sets only its own.
+    """
+
+    name: NetworkType = NetworkType.lora  # set by the group option network=<type>
+    rank: int | None = 8  # [network_dim]; OFT/BOFT: the block size; null for ia3 and full (no rank)
+    alpha: float | None = 1.0  # scale = alpha / rank; 0 means alpha = rank [network_alpha]; null: no alpha
     alpha_ratio: float | None = None  # set: alpha = alpha_ratio × rank, replacing alpha (no kohya option; sweeps)
-    conv_rank: int | None = None  # rank of the 3×3 convs, network=locon only [conv_dim]
-    conv_alpha: float | None = None  # alpha of the 3×3 convs; null = 1, 0 = conv_rank [conv_alpha]
-    dropout: float = 0.0  # neuron dropout on the rank activations, 0 = off [network_dropout]
+    conv_rank: int | None = None  # rank of the 3×3 convs [conv_dim]
+    conv_alpha: float | None = None  # alpha of the 3×3 convs [conv_alpha]
+    dropout: float = 0.0  # neuron dropout on the rank activations, 0 = off [network_dropout; LyCORIS dropout]
     rank_dropout: float = 0.0  # per-sample rank-channel dropout, 0 = off [rank_dropout]
     module_dropout: float = 0.0  # skip a whole module for a batch, 0 = off [module_dropout]
     scale_weight_norms: float = 0.0  # max-norm of every module's ΔW, 0 = off [scale_weight_norms]
@@ -104,16 +132,34 @@ class NetworkConfig(Freezable):
     train_text_encoder: bool = True  # false = U-Net only [network_train_unet_only]
     unet_lr: float | None = None  # null: optimizer.lr [unet_lr]
     text_encoder_lr: Any = None  # null: optimizer.lr; a number, or [TE1, TE2] for SDXL [text_encoder_lr]
-    weights: str | None = None  # LoRA file to start from; its ranks and alphas are used [network_weights]
+    weights: str | None = None  # a file of this type to start from; its ranks and alphas are used [network_weights]
     block_lr_weight: list[float] | None = None  # U-Net lr factor per block, 25 (SD1/2) or 23 (SDXL) values
     # [down_lr_weight + mid_lr_weight + up_lr_weight]
     block_dims: list[int] | None = None  # rank per U-Net block (Linear/1×1 targets) [block_dims]
     block_alphas: list[float] | None = None  # alpha per U-Net block [block_alphas]
-    conv_block_dims: list[int] | None = None  # rank per U-Net block for 3×3 convs, network=locon [conv_block_dims]
+    conv_block_dims: list[int] | None = None  # rank per U-Net block for 3×3 convs [conv_block_dims]
     conv_block_alphas: list[float] | None = None  # [conv_block_alphas]
     loraplus_lr_ratio: float | None = None  # lora_up weights get lr × ratio [loraplus_lr_ratio]
     loraplus_unet_lr_ratio: float | None = None  # U-Net only, overrides the common ratio [loraplus_unet_lr_ratio]
     loraplus_text_encoder_lr_ratio: float | None = None  # [loraplus_text_encoder_lr_ratio]
+    # --- LyCORIS options (lycoris.kohya network_args of the same names); docs/network-types.md §3
+    preset: LycorisPreset | None = None  # null: full (LyCORIS's default) [preset]
+    use_tucker: bool = False  # Tucker decomposition of k×k convs [use_tucker; kohya_ss GUI: use_cp]
+    use_scalar: bool = False  # a trained scalar on ΔW, both factors random at start [use_scalar]
+    rank_dropout_scale: bool = False  # rescale rank dropout by the kept fraction [rank_dropout_scale]
+    train_norm: bool = False  # also train the norm layers inside the targeted blocks [train_norm]
+    factor: int = -1  # LoKr Kronecker factor, -1 = the most balanced [factor]
+    decompose_both: bool = False  # LoKr: also decompose the smaller Kronecker factor [decompose_both]
+    block_size: int | None = None  # LyCORIS DyLoRA: rows trained per step [block_size; kohya_ss GUI: unit]
+    constraint: float = 0.0  # OFT/BOFT: cap on ‖Q‖ (× out features), 0 = off [constraint]
+    rescaled: bool = False  # OFT/BOFT: a trained per-output scale [rescaled]
+    bypass_mode: bool = False  # compute x·ΔW beside the frozen layer instead of rebuilding W [bypass_mode]
+    rs_lora: bool = False  # scale alpha/√rank instead of alpha/rank [rs_lora]
+    weight_decompose: bool = False  # DoRA: train magnitude and direction apart [dora_wd]
+    wd_on_output: bool = True  # DoRA: the magnitude per output (true) or per input channel [wd_on_output]
+    train_on_input: bool = False  # iA3: scale the layer's input instead of its output [train_on_input]
+    # --- Kohya DyLoRA (networks.dylora)
+    unit: int | None = None  # rows/columns of down/up trained per step; rank must be a multiple [unit]
 
 
 @dataclass

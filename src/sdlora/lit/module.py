@@ -38,15 +38,18 @@ from sdlora.data.posterior import sample_posterior
 from sdlora.diffusion.loss import weighted_mean
 from sdlora.diffusion.objective import DiffusionObjective, Noised
 from sdlora.distributed.share import BatchShare
-from sdlora.errors import NonFiniteLoss, SdloraError
+from sdlora.errors import NonFiniteLoss, NonFiniteWeights, SdloraError
 from sdlora.lightning_compat import logs_this_step
 from sdlora.lit.running_mean import RunningMean
 from sdlora.lit.val_loss import ValidationLoss
 from sdlora.models.family import Components, ModelFamily, TextConditioning
+from sdlora.network.io import NONFINITE_CAUSES, all_finite
 from sdlora.network.network import LoRANetwork
 from sdlora.optim.factory import build_lr_scheduler
 
 log = logging.getLogger("sdlora")
+#: The network's per-step draws (DyLoRA) use seed + this, a stream apart from the noise generator's.
+DRAW_SEED_OFFSET = 1_000_003
 
 
 def nonfinite_message(value: float, paths: list[str], step: int, epoch: int) -> str:
@@ -151,6 +154,7 @@ class LoRATrainingModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.generator is None:
             self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.network.seed_draws(self.seed + DRAW_SEED_OFFSET)
 
     # ----------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -200,6 +204,7 @@ class LoRATrainingModule(L.LightningModule):
         return self.objective.loss(prediction, noised, batch.mask)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        self.network.begin_step()  # DyLoRA: this step's trainable rows
         per_sample = self.diffusion_loss(batch)
         loss = weighted_mean(per_sample, batch.loss_weight)
         if not self.skip_nonfinite:  # read in on_before_optimizer_step, without a sync here
@@ -217,6 +222,13 @@ class LoRATrainingModule(L.LightningModule):
         return loss
 
     def _nonfinite(self, local: float, value: float, paths: list[str]) -> str:
+        """The message for a non-finite loss; raises :class:`NonFiniteWeights` when the LoRA weights, not the batch,
+        are broken (also under ``trainer.skip_nonfinite``: skipping batches would not mend them)."""
+        if not all_finite(list(self.network.trainable_parameters())):
+            raise NonFiniteWeights(
+                f"the loss became {value} in step {self.global_step + 1} because the LoRA weights hold NaN or "
+                f"infinite values after step {self.global_step}; {NONFINITE_CAUSES}"
+            )
         paths = paths if not math.isfinite(local) else ["another process's images of this global batch"]
         return nonfinite_message(value, paths, self.global_step + 1, self.current_epoch + 1)
 

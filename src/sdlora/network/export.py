@@ -6,6 +6,9 @@ paths (text-encoder paths always with ``text_model.``, the usual form; diffusers
 The kohya scale is folded into ``lora_B`` and no alphas are written, so PEFT's convention (alpha = rank, scale 1)
 gives exactly the kohya ΔW for every module, whatever its rank or alpha — also where diffusers reads per-module
 alphas of a kohya file only approximately (it uses one alpha for all attention projections).
+
+Only plain LoRA modules can be written so (:meth:`~sdlora.network.module.NetworkModule.lora_factors`); the config
+refuses ``save.also_diffusers`` for the other types (LoHa, LoKr, iA3, OFT, …), which diffusers cannot load.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ def peft_state_dict(network: LoRANetwork, dtype: torch.dtype | None = None) -> d
     for name, module in network.modules.items():
         injection = network.injections[name]
         key = peft_key(injection.component, injection.path)
-        tensors = {
-            "lora_A.weight": module.lora_down.weight.detach().float(),
-            "lora_B.weight": module.lora_up.weight.detach().float() * module.scale,
-        }
+        factors = module.lora_factors()
+        if factors is None:
+            raise ValueError(f"{name} is not a plain LoRA module: diffusers/PEFT cannot load it")
+        down, up, scale = factors
+        tensors = {"lora_A.weight": down.detach().float(), "lora_B.weight": up.detach().float() * scale}
         for suffix, tensor in tensors.items():
             t = tensor.cpu()
             out[f"{key}.{suffix}"] = (t.to(dtype) if dtype is not None else t).contiguous()

@@ -49,6 +49,15 @@ def nonfinite_count(tensors: dict[str, torch.Tensor]) -> tuple[int, int]:
     return values, modules
 
 
+def all_finite(params: list[torch.Tensor]) -> bool:
+    """Whether every value of ``params`` is finite: one fused norm per device, one host sync (a NaN or an infinity
+    anywhere makes the sum of norms non-finite)."""
+    if not params:
+        return True
+    norms = torch._foreach_norm([p.detach() for p in params])
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms]).sum()))
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Refuse to write non-finite weights: :class:`NonFiniteWeights` naming the file and the likely causes."""
     values, count = nonfinite_count(tensors)

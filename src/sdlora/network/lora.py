@@ -47,8 +47,12 @@ class LoRAModule(NetworkModule):
         self.dropout = spec.dropout  # [network_dropout]
         self.rank_dropout = spec.rank_dropout  # [rank_dropout]
         self.module_dropout = spec.module_dropout  # [module_dropout]
-        init_down_(self.lora_down.weight)
+        self.init_down_(self.lora_down.weight)
         init_up_(self.lora_up.weight)
+
+    def init_down_(self, weight: torch.Tensor) -> None:
+        """lora_down's start: Kaiming-uniform (kohya's networks.lora); LoRA-FA overrides it."""
+        init_down_(weight)
 
     @torch.no_grad()
     def set_alpha(self, alpha: float | None) -> None:
@@ -97,6 +101,12 @@ class LoRAModule(NetworkModule):
 
     def plus_parameters(self) -> list[nn.Parameter]:
         return [self.lora_up.weight]
+
+    def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        return self.lora_down.weight, self.lora_up.weight, self.scale
+
+    def dim_alpha(self) -> tuple[int, float]:
+        return self.rank, float(self.alpha)
 
     # -------------------------------------------------------------------------------------------------- maths
     def delta_weight(self) -> torch.Tensor:

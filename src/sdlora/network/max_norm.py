@@ -2,6 +2,7 @@
 
 Every module caps its own ‖ΔW‖_F at ``max_norm`` (:meth:`~sdlora.network.module.NetworkModule.cap_norm_`; for LoRA,
 ΔW = (alpha/rank) · up∘down and both factors are multiplied by √(max_norm/‖ΔW‖), so ΔW lands exactly on the cap).
+Other types use their own rule (LyCORIS's ``apply_max_norm`` for its modules, docs/network-types.md §4).
 Returns kohya's statistics: how many modules were scaled, and the mean and maximum of the norms after scaling.
 Optimizer moments are not touched (as kohya).
 """
@@ -22,9 +23,11 @@ def apply_max_norm(modules: Iterable[NetworkModule], max_norm: float) -> tuple[i
         raise ValueError(f"max_norm must be positive, got {max_norm}")
     keys_scaled, norms = 0, []
     for module in modules:
-        scaled, norm = module.cap_norm_(max_norm)
-        keys_scaled += scaled
-        norms.append(norm)
+        capped = module.cap_norm_(max_norm)
+        if capped is None:  # a module without max-norm (LyCORIS's norm layers): not counted, as LyCORIS
+            continue
+        keys_scaled += capped[0]
+        norms.append(capped[1])
     if not norms:
         return 0, 0.0, 0.0
     return keys_scaled, sum(norms) / len(norms), max(norms)

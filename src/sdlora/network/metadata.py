@@ -21,7 +21,6 @@ from sdlora.optim.rules import ADAFACTOR_SCHEDULER, uses_relative_step_schedule
 if TYPE_CHECKING:
     from sdlora.assemble import Run, RunFacts
 
-NETWORK_MODULE = "networks.lora"
 SAI_MODEL_SPEC = "1.0.0"
 
 
@@ -154,11 +153,12 @@ def scheduler_name(node: Any) -> str:
 def _network_keys(cfg: TrainConfig, lora: Any = None) -> dict[str, Any]:
     """Network type, rank/alpha used, dropouts, network_args and max-norm (``lora``: the built network, if any)."""
     from sdlora.network.network_args import network_args, used_dim_alpha
+    from sdlora.network.types import type_info
 
     network = cfg.network
     dim, alpha = used_dim_alpha(network, lora)
     return {
-        "ss_network_module": NETWORK_MODULE,
+        "ss_network_module": type_info(network.name).module,  # networks.lora, lycoris.kohya, networks.dylora, …
         "ss_network_dim": dim,
         "ss_network_alpha": alpha,
         "ss_network_dropout": network.dropout or None,

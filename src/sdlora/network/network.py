@@ -52,6 +52,9 @@ class LoRANetwork:
     block_options: BlockOptions = field(default_factory=BlockOptions)
     #: LoRA+ ratios [loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio].
     loraplus: dict[str, float | None] = field(default_factory=dict)
+    #: The seeded generator of the modules' per-step draws (DyLoRA); None until :meth:`seed_draws`, and for types
+    #: that draw nothing. Training states keep its state.
+    generator: torch.Generator | None = field(default=None, repr=False)
 
     def inject(
         self,
@@ -112,6 +115,21 @@ class LoRANetwork:
         """Train/eval mode of the adapters only (their dropouts), independent of the frozen model's mode."""
         for module in self.modules.values():
             module.set_training(mode)
+
+    def seed_draws(self, seed: int) -> torch.Generator | None:
+        """Create the generator of the per-step draws (a CPU generator seeded with ``seed``; the same on every
+        process, so DDP ranks train the same rows), if any module draws."""
+        if self.generator is None and any(m.draws_per_step for m in self.modules.values()):
+            self.generator = torch.Generator().manual_seed(seed)
+        return self.generator
+
+    def begin_step(self) -> None:
+        """Before a training step's forward: every module draws what it needs (DyLoRA: its trainable rows), in
+        module order, from :attr:`generator`."""
+        if self.generator is None:
+            return
+        for module in self.modules.values():
+            module.begin_step(self.generator)
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[LoRANetwork]:

@@ -3,6 +3,10 @@
 kohya records ``--network_args`` as a JSON object of strings (``{"conv_dim": "4", "rank_dropout": "0.1"}``); we write
 the same names for the options that are set, so kohya's tools and the web UIs read our files as theirs. The U-Net
 block lr weights are written as kohya's three lists ``down_lr_weight``, ``mid_lr_weight``, ``up_lr_weight``.
+
+A LyCORIS type (``lycoris.kohya``) writes ``algo`` and every option of its type under LyCORIS's names (``dora_wd``
+for ``network.weight_decompose``, ``dropout`` for ``network.dropout``), as a kohya_ss run passes them; Kohya DyLoRA
+writes ``unit``.
 """
 
 from __future__ import annotations
@@ -26,14 +30,35 @@ def split_block_lr_weight(weights) -> dict[str, str]:
     return {"down_lr_weight": _csv(down), "mid_lr_weight": _csv(mid), "up_lr_weight": _csv(up)}
 
 
+#: sdlora key → the network_args name kohya_ss passes to lycoris.kohya.
+_ARG_NAMES = {"weight_decompose": "dora_wd"}
+
+
+def _type_args(network: NetworkConfig) -> dict[str, str]:
+    """``algo``/``conv_dim``/``conv_alpha`` and the type's own options (LyCORIS's names), as strings."""
+    from sdlora.network.build import conv_alpha, conv_rank
+    from sdlora.network.types import trains_convs, type_info
+
+    info, args = type_info(network.name), {}
+    if info.algo is not None:
+        args["algo"] = info.algo
+    if trains_convs(network.name, network.conv_rank) is not False and info.has_rank:
+        args["conv_dim"] = str(conv_rank(network))
+        if info.has_alpha:
+            args["conv_alpha"] = str(conv_alpha(network))
+    for option in sorted(info.options):
+        value = getattr(network, option)
+        if option == "preset" and value is None:
+            value = "full"
+        args[_ARG_NAMES.get(option, option)] = str(value.value if hasattr(value, "value") else value)
+    if info.lycoris and network.dropout:
+        args["dropout"] = str(network.dropout)
+    return args
+
+
 def network_args(network: NetworkConfig) -> dict[str, str]:
     """kohya's network_args for the ``network`` options (only what is set)."""
-    from sdlora.network.build import CONV_NETWORKS, conv_alpha
-
-    args: dict[str, str] = {}
-    if network.name in CONV_NETWORKS:
-        args["conv_dim"] = str(network.conv_rank)
-        args["conv_alpha"] = str(conv_alpha(network))
+    args = _type_args(network)
     for option in ("rank_dropout", "module_dropout"):
         if getattr(network, option):
             args[option] = str(getattr(network, option))
@@ -54,10 +79,14 @@ def used_dim_alpha(network: NetworkConfig, lora: Any = None) -> tuple[Any, Any]:
     from sdlora.network.functional import effective_alpha
 
     if network.weights is None or lora is None:
+        if network.rank is None or network.alpha is None:
+            return network.rank, network.alpha
         return network.rank, effective_alpha(network.alpha, network.rank)
-    base = [m for m in lora.modules.values() if tuple(m.lora_down.weight.shape[2:]) in ((), (1, 1))]
-    ranks = {m.rank for m in base}
-    alphas = {float(m.alpha) for m in base}
+    base = [
+        m for m in lora.modules.values() if m.base.weight.dim() >= 2 and tuple(m.base.weight.shape[2:]) in ((), (1, 1))
+    ]
+    ranks = {m.dim_alpha()[0] for m in base}
+    alphas = {m.dim_alpha()[1] for m in base}
     rank = ranks.pop() if len(ranks) == 1 else "Dynamic"
     alpha = alphas.pop() if len(alphas) == 1 else "Dynamic"
     return rank, alpha

@@ -59,9 +59,35 @@ class StochasticRounding(Callback):
         self.generator: torch.Generator | None = None
         self._handles: list = []
         self._upcast: list[torch.nn.Parameter] = []  # parameters running the current step in float32
+        self._restored: torch.Tensor | None = None  # the generator state of a resumed training state
+        self._optimizer_states: list[dict] | None = None  # a resumed state's (float32) optimizer states
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Keep the state's optimizer states: Lightning loads them into the optimizer cast to the parameters' dtype
+        (bfloat16 between steps), but this optimizer's state is float32 (it steps on float32 copies)."""
+        self._optimizer_states = checkpoint.get("optimizer_states")
+
+    def state_dict(self) -> dict:
+        """Kept in training states (Lightning stores callback states), so a resumed run rounds as the full run."""
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = state.get("generator")
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        if self._restored is not None:
+            self.generator.set_state(self._restored)
+            self._restored = None
+        if self._optimizer_states is not None:  # reload them while the parameters are float32: nothing is rounded
+            for optimizer, state in zip(trainer.optimizers, self._optimizer_states, strict=True):
+                upcast = [p for p in _params(optimizer) if p.dtype == torch.bfloat16]
+                for param in upcast:
+                    _set_dtype(param, param.data.float(), torch.float32)
+                optimizer.load_state_dict(state)
+                for param in upcast:
+                    _set_dtype(param, param.data.to(torch.bfloat16), torch.bfloat16)
+            self._optimizer_states = None
         self._handles = [opt.register_step_post_hook(self._round_back) for opt in trainer.optimizers]
 
     def on_train_end(self, trainer, pl_module) -> None:

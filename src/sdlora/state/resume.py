@@ -34,12 +34,13 @@ LATEST_ROOT = Path("outputs")
 MAX_DEPTH = 4
 
 
-def _saved_at(folder: Path) -> tuple[float, int]:
+def _saved_at(folder: Path) -> tuple[float, int] | None:
+    """(time saved, step) from state.json; None when it cannot be read (a damaged state)."""
     try:
         info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
         return float(info.get("saved_at", 0.0)), int(info.get("global_step", 0))
-    except (OSError, ValueError):
-        return 0.0, 0
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def state_folders(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
@@ -54,8 +55,11 @@ def state_folders(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
 def newest_state(root: Path) -> tuple[Path | None, list[str]]:
     """The most recently saved *intact* state folder under ``root`` (ties: the higher step), and one line for each
     newer state that was skipped because it is damaged (:func:`sdlora.state.folder.state_problem`)."""
-    skipped = []
-    for folder in sorted(state_folders(root), key=_saved_at, reverse=True):
+    dated = {folder: _saved_at(folder) for folder in state_folders(root)}
+    skipped = [
+        f"{f.name}: {state_problem(f) or 'its state.json cannot be read'}" for f, at in dated.items() if at is None
+    ]
+    for folder in sorted((f for f, at in dated.items() if at is not None), key=dated.get, reverse=True):
         problem = state_problem(folder)
         if problem is None:
             return folder, skipped

@@ -24,8 +24,6 @@ def R(kohya: str, sdlora: str, notes: str = "", **maps: str) -> Row:
     return Row(kohya, sdlora, notes, maps)
 
 
-NOT_YET = "`network=lycoris_locon`, `loha`, `lokr`, `ia3`, `lycoris_dylora`, `dylora`, `lora_fa`"
-
 ROWS: tuple[Row, ...] = (
     R("`pretrained_model_name_or_path`", "`model.pretrained`", "file, diffusers folder or hub id",
       pretrained_model_name_or_path="model.pretrained"),
@@ -51,11 +49,38 @@ ROWS: tuple[Row, ...] = (
     R('GUI LoRA type (`LoRA_type`) "Standard" / "Kohya LoCon"; `network_module`', "`network=lora` / `network=locon`",
       "",
       LoRA_type="@network_type", network_module="@network_type"),
-    R('GUI LoRA types "LyCORIS/LoCon", "LyCORIS/LoHa", "LyCORIS/LoKr", "LyCORIS/iA3", "LyCORIS/DyLoRA", '
-      '"Kohya DyLoRA", "LoRA-FA"', NOT_YET,
-      "not yet available (planned): `sdlora-migrate` lists them by name; the LyCORIS tools read their files"),
+    R('GUI LoRA type "LyCORIS/LoCon", "LyCORIS/LoHa", "LyCORIS/LoKr", "LyCORIS/iA3", "LyCORIS/DyLoRA" '
+      '(`--network_module lycoris.kohya`, `algo=lora\\|loha\\|lokr\\|ia3\\|dylora`)',
+      "`network=lycoris_locon`, `loha`, `lokr`, `ia3`, `lycoris_dylora`",
+      "LyCORIS's modules (the `lycoris-lora` package, a dependency); see *Network types*",
+      LoRA_type="@network_type", network_module="@network_type"),
+    R('GUI LoRA type "Kohya DyLoRA" (`networks.dylora`), "LoRA-FA" (`networks.lora_fa`)',
+      "`network=dylora`, `network=lora_fa`", "kohya's own code, reproduced"),
+    R("LyCORIS `algo=diag-oft\\|boft\\|glora\\|full` (beyond v21.8.8)",
+      "`network=oft`, `boft`, `glora`, `full`", ""),
     R("`conv_dim`, `conv_alpha` (network_args)", "`network.conv_rank`, `network.conv_alpha`",
-      "`network=locon` only; defaults 4 and 1", conv_dim="@conv", conv_alpha="@conv"),
+      "`locon` (defaults 4 and 1); optional for `lora_fa`, `dylora` (= rank); LyCORIS types: null = `network.rank` / "
+      "`network.alpha`", conv_dim="@conv", conv_alpha="@conv"),
+    R("`unit` (network_args, Kohya DyLoRA)", "`network.unit`", "default 1; rank a multiple of it",
+      unit="@network_options"),
+    R("`preset` (LyCORIS network_args; GUI `LyCORIS_preset`)", "`network.preset`",
+      "`full` (default), `full-lin`, `attn-mlp`, `attn-only`, `unet-only`, `unet-transformer-only`, "
+      "`unet-convblock-only`, `ia3`", preset="@network_options", LyCORIS_preset="@network_options"),
+    R("`use_tucker` / `use_cp`, `use_scalar`, `rank_dropout_scale`, `train_norm`, `bypass_mode`, `rs_lora` (LyCORIS)",
+      "same names under `network.`", "where the type reads them; else an error naming the type",
+      use_tucker="@network_options", use_cp="@network_options", use_scalar="@network_options",
+      rank_dropout_scale="@network_options", train_norm="@network_options", bypass_mode="@network_options",
+      rs_lora="@network_options"),
+    R("`dora_wd`, `wd_on_output` (LyCORIS)", "`network.weight_decompose`, `network.wd_on_output`",
+      "DoRA on `lycoris_locon`, `loha`, `lokr`", dora_wd="@network_options", wd_on_output="@network_options"),
+    R("`factor`, `decompose_both` (LyCORIS LoKr)", "`network.factor`, `network.decompose_both`", "`lokr`",
+      factor="@network_options", decompose_both="@network_options"),
+    R("`block_size` (LyCORIS DyLoRA; the GUI's \"unit\")", "`network.block_size`", "`lycoris_dylora`; default 1",
+      block_size="@network_options"),
+    R("`constraint` (GUI `constrain`), `rescaled` (LyCORIS OFT/BOFT)", "`network.constraint`, `network.rescaled`",
+      "`oft`, `boft`",
+      constraint="@network_options", constrain="@network_options", rescaled="@network_options"),
+    R("`train_on_input` (LyCORIS iA3)", "`network.train_on_input`", "`ia3`", train_on_input="@network_options"),
     R("`network_dropout`", "`network.dropout`", "0 = off; in [0, 1)", network_dropout="network.dropout"),
     R("`rank_dropout`, `module_dropout` (network_args)", "`network.rank_dropout`, `network.module_dropout`",
       "0 = off; in [0, 1)", rank_dropout="network.rank_dropout", module_dropout="network.module_dropout"),
@@ -222,12 +247,20 @@ ROWS: tuple[Row, ...] = (
     R("`save_last_n_steps_state`, `save_last_n_epochs_state`", "`save.last_n_steps_state`, `save.last_n_epochs_state`",
       "N counts steps (kohya)", save_last_n_steps_state="save.last_n_steps_state",
       save_last_n_epochs_state="save.last_n_epochs_state"),
-    R("`resume`", "`resume=<state folder>\\|<run folder>\\|latest`",
-      "exact: same step, epoch, data order, RNGs, schedule",
+    R("`resume`", "`resume=<state folder>\\|<run folder>\\|latest\\|auto`",
+      "exact: same step, epoch, data order, RNGs, schedule; only intact states (manifest); `auto`: the run's own "
+      "folder",
       resume="resume"),
     R("(no kohya option)", "`resume_allow_changes=true`",
       "resume although batch size, data, seed, optimizer or schedule changed"),
     R("(no kohya option)", "`trainer.skip_nonfinite=true`", "skip batches with a NaN/inf loss instead of stopping"),
+    R("(no kohya option)", "`trainer.max_skipped_fraction`",
+      "default 0.1: a run that skipped more of its batches fails"),
+    R("(no kohya option)", "`trainer.check_finite_every_n_steps`",
+      "check the LoRA weights are finite every N steps (default: every step with `skip_nonfinite`)"),
+    R("(no kohya option)", "`trainer.preemption_signal`",
+      "default `SIGUSR1`: save a state, requeue on SLURM (see *Faults and clusters*)"),
+    R("(no kohya option)", "`data.max_caption_bytes`", "default 65536: longer caption files are cut (warning)"),
     R("`sample_prompts`", "`sample.prompts`", ".txt with `--n --w --h --s --l --d --ss`, or .toml / .json",
       sample_prompts="@sample_prompts"),
     R("`sample_every_n_steps`, `sample_every_n_epochs`", "`sample.every_n_steps`, `sample.every_n_epochs`",
@@ -283,7 +316,7 @@ OPTIMIZERS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
      "any class taking the parameter groups first", {}),
 )  # fmt: skip
 
-#: GUI LoRA type / sd-scripts network → the ``network=`` option (issue 15 adds the LyCORIS ones).
+#: GUI LoRA type / sd-scripts network → the ``network=`` option.
 NETWORK_TYPES: dict[str, str] = {
     "Standard": "lora", "Kohya LoCon": "locon", "LyCORIS/LoCon": "lycoris_locon", "LoCon": "lycoris_locon",
     "LyCORIS/LoHa": "loha", "LyCORIS/LoKr": "lokr", "LyCORIS/iA3": "ia3", "LyCORIS/DyLoRA": "lycoris_dylora",

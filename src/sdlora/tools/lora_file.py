@@ -96,11 +96,15 @@ _HINTS = {
 
 def read_lora(value: str | Path, option: str = "--model") -> LoraFile:
     """Read a kohya-format LoRA file (``.safetensors``/``.ckpt``/``.pt``); one-line errors for anything else."""
+    from sdlora.config.schema import NetworkType
     from sdlora.network.io import load_lora
-    from sdlora.network.weights import check_lora_file
+    from sdlora.network.weights import check_network_file
 
     path = existing_file(value, option, LORA_SUFFIXES)
-    problem = check_lora_file(str(path), option)
+    problem = check_network_file(str(path), NetworkType.lora, option)
+    if problem and ", but network=lora writes" in problem:  # another type's file (LoHa, LoKr, …)
+        problem = (problem.split(", but network=lora writes")[0] + ": this tool reads kohya LoRA/LoCon files "
+                   "(LyCORIS files: sdlora-merge-lycoris)")  # fmt: skip
     if problem:
         hint = ""
         if "not a LoRA file" in problem:

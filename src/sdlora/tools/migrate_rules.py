@@ -147,14 +147,62 @@ def network(ctx: Context) -> list[Override]:
     return [Override("network", ctx.network, group=True)] if ctx.network != "lora" else []
 
 
+def _type_info(ctx: Context):
+    """The network type's facts (:mod:`sdlora.network.types`), or None for a type sdlora does not have."""
+    from sdlora.config.schema import NetworkType
+    from sdlora.network.types import TYPES
+
+    return TYPES[NetworkType(ctx.network)] if ctx.network in {t.value for t in NetworkType} else None
+
+
 @rule("conv")
 def conv(ctx: Context) -> list[Override]:
-    if ctx.network != "locon":
+    """``conv_dim``/``conv_alpha``: Kohya LoCon's (default 4 and 1), or the optional conv rank of the other types that
+    train 3×3 convs (Kohya DyLoRA, LoRA-FA, the LyCORIS types)."""
+    info = _type_info(ctx)
+    if info is None or info.conv == "never" or (ctx.network != "locon" and not is_set(ctx.get("conv_dim"))):
         return []
     out = [Override("network.conv_rank", int(number(ctx.get("conv_dim") or 4)))]
-    if ctx.get("conv_alpha") is not None:
+    if is_set(ctx.get("conv_alpha")) or (ctx.network == "locon" and ctx.get("conv_alpha") is not None):
         out.append(Override("network.conv_alpha", float(number(ctx.get("conv_alpha")))))
     return out
+
+
+#: kohya (network_args) and kohya_ss GUI names of the per-type network options → sdlora's ``network.`` keys.
+NETWORK_OPTIONS = {
+    "unit": "unit", "block_size": "block_size", "use_cp": "use_tucker", "use_tucker": "use_tucker",
+    "LyCORIS_preset": "preset", "preset": "preset", "use_scalar": "use_scalar",
+    "rank_dropout_scale": "rank_dropout_scale", "train_norm": "train_norm", "bypass_mode": "bypass_mode",
+    "rs_lora": "rs_lora", "dora_wd": "weight_decompose", "wd_on_output": "wd_on_output", "factor": "factor",
+    "decompose_both": "decompose_both", "constrain": "constraint", "constraint": "constraint",
+    "rescaled": "rescaled", "train_on_input": "train_on_input",
+}  # fmt: skip
+
+
+@rule("network_options")
+def network_options(ctx: Context) -> list[Override]:
+    """The options of the chosen type (LyCORIS's network_args, Kohya DyLoRA's unit) that differ from sdlora's
+    defaults; the GUI keeps every type's fields in its file, so only those the type reads are carried over (the
+    GUI's "unit" is LyCORIS DyLoRA's ``block_size``)."""
+    from sdlora.config.frozen import thaw
+    from sdlora.config.schema import NetworkConfig
+
+    info = _type_info(ctx)
+    if info is None:
+        return []
+    defaults, out = NetworkConfig(), {}
+    for name, key in NETWORK_OPTIONS.items():
+        if name == "unit" and ctx.network == "lycoris_dylora":
+            key = "block_size"
+        value = ctx.get(name)
+        if key not in info.options or value is None or str(value).strip() == "":
+            continue
+        value = number(value)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if value != thaw(getattr(defaults, key)):
+            out[key] = Override(f"network.{key}", value)
+    return list(out.values())
 
 
 @rule("unet_only")

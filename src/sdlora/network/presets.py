@@ -1,0 +1,90 @@
+"""Which layers each network type targets: kohya's rules for its own types, LyCORIS's presets for the others.
+
+kohya (``networks.lora``, ``networks.dylora``, ``networks.lora_fa``): every Linear/1×1 conv inside the U-Net's
+``Transformer2DModel``\\ s and the text encoders' attention and MLP; with convs (LoCon, or ``conv_dim`` for DyLoRA and
+LoRA-FA) also every Linear/conv of the resnets and samplers (docs/kohya.md §1.1).
+
+LyCORIS (``lycoris.kohya``, ``preset=`` in its network_args; docs/network-types.md §2): a preset lists U-Net container
+classes, U-Net layers by name, text-encoder containers, and whether k×k convs are trained. Inside a container every
+Linear and Conv2d is a target (and with ``train_norm`` every GroupNorm/LayerNorm). The layers it names (``conv_in``,
+``conv_out``, ``time_embedding.linear_1/2``) are matched on kohya's module paths: kohya's SDXL U-Net names them
+``input_blocks.0.0``, ``out.2``, ``time_embed.0/2``, so under kohya LyCORIS targets them for SD1/2 only — as sdlora
+does. The ``ia3`` preset names leaves (``to_k``, ``to_v``, ``ff.net.2``; ``k_proj``, ``v_proj``, ``mlp.fc2``) and trains
+the feed-forward outputs on their input; sdlora matches those names as path endings (LyCORIS 1.x's reading; 4.x
+matches them from the start of the path and so finds none in an SD model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdlora.config.schema import LycorisPreset
+from sdlora.network.targets import Target
+
+_TRANSFORMER, _RESNET, _SAMPLERS = "Transformer2DModel", "ResnetBlock2D", frozenset({"Downsample2D", "Upsample2D"})
+_ATTENTION = (".attn1.", ".attn2.")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One LyCORIS preset, in terms of sdlora's targets."""
+
+    unet_containers: frozenset[str]  # class names; "Attention" = the attn1/attn2 layers only
+    unet_names: bool  # the top-level layers conv_in, conv_out, time_embedding.linear_1/2 (SD1/2)
+    text_encoder: str  # "all" (attention + MLP), "attn", "none"
+    enable_conv: bool  # k×k convs get conv_rank (else they are left out)
+    leaf_endings: tuple[str, ...] = ()  # only leaves whose path ends so (ia3)
+    on_input_endings: tuple[str, ...] = ()  # these train_on_input (ia3)
+
+
+_FULL_CONTAINERS = frozenset({_TRANSFORMER, _RESNET, *_SAMPLERS})
+PRESETS: dict[LycorisPreset, Preset] = {
+    LycorisPreset.full: Preset(_FULL_CONTAINERS, True, "all", True),
+    LycorisPreset.full_lin: Preset(frozenset({_TRANSFORMER, _RESNET}), True, "all", False),
+    LycorisPreset.attn_mlp: Preset(frozenset({_TRANSFORMER}), False, "all", False),
+    LycorisPreset.attn_only: Preset(frozenset({"Attention"}), False, "attn", False),
+    LycorisPreset.unet_only: Preset(_FULL_CONTAINERS, True, "none", True),
+    LycorisPreset.unet_transformer_only: Preset(frozenset({_TRANSFORMER}), False, "none", False),
+    LycorisPreset.unet_convblock_only: Preset(frozenset({_RESNET, *_SAMPLERS}), True, "none", True),
+    LycorisPreset.ia3: Preset(
+        frozenset({_TRANSFORMER}), False, "all", False,
+        leaf_endings=(".to_k", ".to_v", ".ff.net.2", ".k_proj", ".v_proj", ".mlp.fc2"),
+        on_input_endings=(".ff.net.2", ".mlp.fc2"),
+    ),
+}  # fmt: skip
+#: The top-level layers a preset names, by diffusers path (conv_in/conv_out are convs, the time embedding Linear).
+_NAMED = ("conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2")
+
+
+def kohya_selects(target: Target, unet: bool, convs: bool) -> bool:
+    """kohya's ``networks.*`` rule: transformer leaves (and with ``convs`` resnet/sampler leaves); never norms or the
+    top-level layers. Text-encoder targets are all taken."""
+    if target.kind == "norm":
+        return False
+    if not unet:
+        return True
+    return target.container == _TRANSFORMER or (convs and target.container in (_RESNET, *_SAMPLERS))
+
+
+def lycoris_selects(preset: Preset, target: Target, unet: bool, sgm_names: bool, train_norm: bool) -> bool:
+    """LyCORIS's rule for ``preset`` (see the module docstring). ``sgm_names``: the U-Net is named as kohya's SDXL
+    U-Net (its top-level layers are not found by name)."""
+    if target.kind == "norm" and not train_norm:
+        return False
+    if target.kind == "conv" and not preset.enable_conv:
+        return False
+    if preset.leaf_endings and not target.path.endswith(preset.leaf_endings):
+        return False
+    if not unet:
+        mode = preset.text_encoder
+        return mode == "all" or (mode == "attn" and ".self_attn." in f".{target.path}")
+    if target.container == "":
+        return preset.unet_names and not sgm_names and target.path in _NAMED
+    if "Attention" in preset.unet_containers:
+        return target.container == _TRANSFORMER and any(a in f".{target.path}" for a in _ATTENTION)
+    return target.container in preset.unet_containers
+
+
+def on_input(preset: Preset, target: Target) -> bool:
+    """Whether ``preset`` trains iA3 on this layer's input (ia3: the feed-forward outputs)."""
+    return bool(preset.on_input_endings) and target.path.endswith(preset.on_input_endings)
