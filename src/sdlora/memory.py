@@ -29,7 +29,8 @@ target sums and the U-Net's stages); the run's options give dtypes, batch and th
 Peak = weights + LoRA (parameters, gradients, optimizer) + max(activations + the first-stage gradient, encoding,
 sampling). What it leaves out: the CUDA context (~0.3–0.5 GB, not counted by ``torch.cuda.max_memory_allocated``),
 allocator fragmentation, cuDNN/cuBLAS workspaces and ``torch.compile``'s buffers. Cached latents
-(``data.cache_latents=memory``) live in host memory, reported separately. Block-wise ranks are taken as the base rank.
+(``data.cache_latents=memory``) live in host memory, reported separately. Block-wise ranks are taken as the base
+rank; the LyCORIS types, LoRA-FA and OFT are counted as a LoRA of the same rank (a note says so).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ COEFFICIENTS_BY_KIND = {
 }
 FULL_16BIT_FACTOR = 0.87  # full_bf16 / full_fp16 against bf16_mixed (measured 0.85–0.90)
 COEFFICIENTS = COEFFICIENTS_BY_KIND["fp32"]
+EXACT_NETWORKS = ("lora", "locon", "dylora")  # the types whose trainable parameters the LoRA sums count exactly
 A_TEXT_ENCODER = 12.0  # per layer and token, × (4·hidden + intermediate) / 4 (not measured: small next to the U-Net)
 
 
@@ -273,6 +275,10 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     latents = size.vae.extra.get("latent_channels", 4) * (w // 8) * (h // 8) * 2 * vb  # mean and std
     host = shape.cached_images * latents if shape.cache_latents == "memory" else 0.0
     notes = []
+    if shape.network not in EXACT_NETWORKS:
+        notes.append(f"network={shape.network}: its trainable parameters are counted as a rank-{shape.rank} LoRA on "
+                     "the same layers (its module form and preset targets differ); weights and activations do not "
+                     "depend on it")  # fmt: skip
     if opt_note == "2 states assumed":
         notes.append(f"optimizer {shape.optimizer} is not in the estimate's table: 2 states per parameter assumed")
     return MemoryEstimate(

@@ -153,3 +153,10 @@ def test_the_budget_option_is_checked():
 
     with pytest.raises(SdloraError, match="trainer.memory_budget_gb must be a positive number"):
         check_config(compose_config("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "trainer.memory_budget_gb=-1"))
+
+
+def test_types_the_lora_sums_do_not_count_exactly_are_noted():
+    assert not estimate(SD15, RunShape(rank=16)).notes
+    loha = estimate(SD15, RunShape(rank=16, network="loha"))
+    assert loha.lora_params == estimate(SD15, RunShape(rank=16)).lora_params
+    assert any("network=loha" in note for note in loha.notes) and "note: network=loha" in loha.format()
