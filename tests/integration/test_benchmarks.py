@@ -62,3 +62,31 @@ def test_gpu_benchmark_runs_one_case_end_to_end_on_a_cpu(tmp_path):
     assert row["case"] == "sd15-base" and row["ratio"] > 0 and row["tflop_per_step"] > 0
     assert row["sdlora"]["estimate_gb"] > 0 and row["mfu"] is None  # no GPU peak on a CPU
     assert "| sd15-base |" in (tmp_path / "table.md").read_text()
+
+
+def _run(*args: str, timeout: int = 600) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result.stdout
+
+
+def test_dataset_scaling_benchmark_makes_datasets_and_reports_the_ratio(tmp_path):
+    out = _run("benchmarks/dataset_scaling.py", "--sizes", "20", "40", "--repeat", "1", "--root", str(tmp_path))
+    assert "ratio 40/20: time" in out
+    assert (tmp_path / "20" / ".complete").is_file() and (tmp_path / "40" / "reg").is_dir()
+
+
+def test_startup_benchmark_reports_ratios_to_import_hydra():
+    out = _run("benchmarks/startup.py", "--repeat", "1")
+    assert "× import hydra" in out and "dry_run=true" in out and "config error" in out
+
+
+def test_data_pipeline_benchmark_runs_its_three_parts():
+    out = _run("benchmarks/data_pipeline.py", "--cache-images", "4", "--epoch-images", "4", "--repeats", "1")
+    assert "data loader" in out and "target ≤ 5 %" in out
+
+
+def test_memory_estimate_benchmark_reads_the_peak_of_its_own_process():
+    memory = _module("memory_estimate")
+    assert 0 < memory.status_mb("VmRSS") <= memory.status_mb("VmHWM")
+    assert "--part" in _run("benchmarks/memory_estimate.py", "--help")
