@@ -90,3 +90,8 @@ def test_memory_estimate_benchmark_reads_the_peak_of_its_own_process():
     memory = _module("memory_estimate")
     assert 0 < memory.status_mb("VmRSS") <= memory.status_mb("VmHWM")
     assert "--part" in _run("benchmarks/memory_estimate.py", "--help")
+
+
+def test_optimizer_kernels_benchmark_times_the_three_adamw_implementations():
+    out = _run("benchmarks/optimizer_kernels.py", "--tensors", "4", "--steps", "1")
+    assert "foreach=False" in out and "foreach=True" in out and "fused=True" in out
