@@ -8,7 +8,7 @@ import math
 import pytest
 
 from sdlora.lit.running_mean import RunningMean
-from sdlora.utils.atomic import atomic_path, atomic_write, atomic_write_json, atomic_write_text
+from sdlora.utils.atomic import atomic_path, atomic_write, atomic_write_json, atomic_write_text, readable_json
 
 # --- RunningMean ------------------------------------------------------------------------------------------------------
 
@@ -106,6 +106,8 @@ def test_atomic_write_json_round_trip(tmp_path):
     text = target.read_text(encoding="utf-8")
     assert json.loads(text) == data
     assert text.endswith("\n") and "/é/a.png" in text  # not ASCII-escaped
+    assert '\n        {"path": "/é/a.png", "repeats": 3}\n' in text  # an image per line, the levels above indented
+    assert json.loads(readable_json({"a": [], "b": {}, "c": [[[[[1]]]]]})) == {"a": [], "b": {}, "c": [[[[[1]]]]]}
 
 
 def test_atomic_path_writes_to_a_temporary_sibling(tmp_path):

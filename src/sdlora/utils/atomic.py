@@ -90,8 +90,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def readable_json(value: object, levels: int = 4, _depth: int = 0) -> str:
+    """JSON indented by two spaces for its first ``levels`` levels of containers; deeper values on one line each (a
+    data plan's images: one line per image). ``json.dumps(indent=...)`` runs the pure-Python encoder over every value
+    (about 0.6 s for 100k images); one-line values go through the C encoder, which halves that."""
+    if _depth >= levels or not isinstance(value, dict | list) or not value:
+        return json.dumps(value, ensure_ascii=False)
+    pad, end = "  " * (_depth + 1), "  " * _depth
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {readable_json(v, levels, _depth + 1)}"
+                 for k, v in value.items()]  # fmt: skip
+        return "{\n" + ",\n".join(items) + f"\n{end}}}"
+    items = [pad + readable_json(v, levels, _depth + 1) for v in value]
+    return "[\n" + ",\n".join(items) + f"\n{end}]"
+
+
 def atomic_write_json(path: str | Path, data: object) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return atomic_write_text(path, readable_json(data) + "\n")
 
 
 @contextlib.contextmanager
