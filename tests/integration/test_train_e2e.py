@@ -72,6 +72,7 @@ def test_tiny_training_writes_lora_events_and_plan(example_data, tmp_path):
     assert plan["total_steps"] == 4 and plan["num_images"] == 12 and plan["num_reg_images"] == 0
     assert plan["buckets"][0]["resolution"] == [64, 64] and plan["buckets"][0]["count_with_repeats"] == 120
     assert all(Path(img["path"]).is_absolute() and img["repeats"] == 10 for img in plan["buckets"][0]["images"])
+    assert plan["memory"]["training_peak_gb"] > 0  # the memory estimate, made before training
 
 
 def test_tiny_sdxl_training(small_dataset, tmp_path):
