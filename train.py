@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 import sdlora.config  # noqa: F401  (registers the typed schemas before Hydra composes)
+from sdlora.config.help_speed import share_help_repository
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -14,4 +15,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    share_help_repository()  # --help: one config repository for Hydra's group listing
     main()

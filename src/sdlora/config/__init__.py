@@ -1,11 +1,9 @@
 """Config schemas (registered in Hydra's ConfigStore on import) and the validation pass."""
 
-from sdlora.config.help_speed import share_help_repository
 from sdlora.config.resolvers import register_resolvers
 from sdlora.config.schema import TrainConfig, register
 
 register()
 register_resolvers()
-share_help_repository()
 
 __all__ = ["TrainConfig", "register"]

@@ -3,7 +3,7 @@
 Hydra's help page lists every config group and its options; for each of its look-ups (131 for sdlora's ``conf/``)
 ``ConfigLoaderImpl.get_group_options`` builds a new caching repository, deep-copying the whole config repository (the
 config store with sdlora's typed schemas included): about 2 s of a 2.6 s ``--help``. Those look-ups all pass no
-config name and no overrides, so one repository serves them all; this module makes them share it, for ``--help`` and
+config name and no overrides, so one repository serves them all; ``train.py`` makes them share it, for ``--help`` and
 ``--hydra-help`` only (composing a config is untouched). When Hydra's private method is not there (another Hydra
 version), nothing is changed and help is only slower.
 """
