@@ -1,4 +1,4 @@
-"""``python train.py --help`` without Hydra's quadratic group listing (docs/performance.md, "Start-up").
+"""``python train.py --help`` without the deep copies of Hydra's group listing (docs/performance.md, "Start-up").
 
 Hydra's help page lists every config group and its options; for each of its look-ups (131 for sdlora's ``conf/``)
 ``ConfigLoaderImpl.get_group_options`` builds a new caching repository, deep-copying the whole config repository (the
