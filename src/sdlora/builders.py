@@ -96,8 +96,20 @@ def make_callbacks(run: Run, results: RunResults, signals: StopSignals) -> list:
     states = TrainingStates(run.run_dir, schedule, run.fingerprint, run.facts.session(), results, stop=stop)
     t = config.trainer
     finite = FiniteWeights(t.check_finite_every_n_steps, t.skip_nonfinite, t.accumulate_grad_batches)
-    return [*_network_callbacks(run), finite, *_sample_callbacks(run), stop, files, states,
-            SamplerEpoch(run.data.sampler), *_precision_callbacks(run), LogDataPlan(plan)]  # fmt: skip
+    return [*_optimizer_callbacks(run), *_network_callbacks(run), finite, *_sample_callbacks(run), stop, files,
+            states, SamplerEpoch(run.data.sampler), *_precision_callbacks(run), LogDataPlan(plan)]  # fmt: skip
+
+
+def _optimizer_callbacks(run: Run) -> list:
+    """A schedule-free optimizer's training and evaluation modes (first: it acts before sample images at the start)."""
+    from sdlora.optim.factory import target_class_name
+    from sdlora.optim.schedule_free import is_schedule_free_class
+
+    if not is_schedule_free_class(target_class_name(run.config.optimizer)):
+        return []
+    from sdlora.callbacks.schedule_free import ScheduleFreeMode
+
+    return [ScheduleFreeMode()]
 
 
 def _network_callbacks(run: Run) -> list:

@@ -19,6 +19,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from sdlora.callbacks.eval_weights import evaluation_weights
 from sdlora.callbacks.steps import OptimizerSteps
 from sdlora.sampling.prompts import SamplePrompt, load_prompts
 from sdlora.state.rng import preserved_rng
@@ -111,6 +112,7 @@ class SampleImages(L.Callback):
             generators = {"module": getattr(pl_module, "generator", None)}
             with (
                 preserved_rng(generators),
+                evaluation_weights(trainer, pl_module),  # schedule-free evaluation point, EMA weights
                 pl_module.network.evaluating(),
                 torch.no_grad(),
                 trainer.precision_plugin.forward_context(),

@@ -26,6 +26,7 @@ from sdlora.lightning_compat import is_last_batch
 from sdlora.network.io import SUFFIXES, save_lora
 from sdlora.network.metadata import LoRAMetadata
 from sdlora.network.network import LoRANetwork
+from sdlora.optim.schedule_free import evaluation_point
 from sdlora.results import RunResults
 from sdlora.state import retention
 from sdlora.state.save_schedule import SaveSchedule
@@ -90,7 +91,8 @@ class SaveLoRAFiles(L.Callback):
                 self.results.file_removed(path)
 
     def _save_now(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str, epoch: int) -> None:
-        self.save(pl_module.network, pl_module.components.prediction_type, name, trainer.global_step, epoch)
+        with evaluation_point(trainer.optimizers):  # a schedule-free optimizer's evaluation point x
+            self.save(pl_module.network, pl_module.components.prediction_type, name, trainer.global_step, epoch)
 
     # ------------------------------------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -120,7 +122,7 @@ class SaveLoRAFiles(L.Callback):
                 self._save_now(trainer, pl_module, retention.step_name(s.output_name, step), trainer.current_epoch)
             return
         path = self.run_dir / f"{retention.interrupted_name(s.output_name)}{self.suffix}"
-        self.save(pl_module.network, pl_module.components.prediction_type, path.stem, step, trainer.current_epoch)
+        self._save_now(trainer, pl_module, path.stem, trainer.current_epoch)
         self.results.interrupted = path
         log.warning("Stopped by %s after step %d; the LoRA so far is %s (save.state=true also saves a state to "
                     "resume from)", self.stop.signal_name, step, path)  # fmt: skip

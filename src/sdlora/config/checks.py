@@ -178,11 +178,11 @@ def _check_validation_and_masks(cfg: DictConfig, problems: list[str]) -> None:
 def _check_optimization_and_precision(cfg: DictConfig, problems: list[str]) -> None:
     """Optimizer, scheduler and precision nodes (keys, values, combinations) and the model's compile option."""
     from sdlora.optim.checks import check_optimization
-    from sdlora.optim.rules import adaptive_lr_problems
+    from sdlora.optim.rules import adaptive_lr_problems, combination_problems
     from sdlora.precision.policy import check_precision
 
     found = _unrepresentable(cfg) or check_optimization(cfg)
-    problems += found or adaptive_lr_problems(cfg)
+    problems += found or (adaptive_lr_problems(cfg) + combination_problems(cfg))
     problems += check_precision(cfg.precision)
     if cfg.model.compile and not str(cfg.model.compile_backend).strip():
         problems.append("model.compile_backend must name a torch.compile backend (e.g. inductor)")

@@ -23,6 +23,9 @@ PACKAGES = {
     "prodigyopt": "prodigyopt",
     "transformers": "transformers",
     "schedulefree": "schedulefree",
+    "prodigyplus": "prodigy-plus-schedule-free",
+    "pytorch_optimizer": "pytorch-optimizer",
+    "optimi": "torch-optimi",
 }
 
 
