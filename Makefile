@@ -8,11 +8,12 @@ STAMP := $(VENV)/.sdlora-installed
 .PHONY: install demo test test-all bench lint format clean
 
 # torch first (pinned: a CPU build where one is on disk; set TORCH=... for another build), then the package with the
-# test tools and the sweep extra (Optuna sweeper, SLURM/joblib launchers, matplotlib), which the tests use.
+# test tools, the sweep extra (Optuna sweeper, SLURM/joblib launchers, matplotlib) and the wandb extra (logger=wandb),
+# which the tests use.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,sweep]"
+	$(PY) -m pip install --quiet -e ".[dev,sweep,wandb]"
 	touch $(STAMP)
 
 install: $(STAMP)

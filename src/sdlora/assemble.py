@@ -73,7 +73,7 @@ def assemble(config: TrainConfig, run_dir: str | Path) -> Run:
     from sdlora.models.family import make_family
     from sdlora.state.fingerprint import fingerprint
 
-    family = make_family(config.model)
+    family = make_family(config.model, config.data.weighted_captions)
     resolution = parse_resolution(config.data.resolution)
     t = config.trainer
     world_size = planned_world_size(t)

@@ -89,8 +89,9 @@ def fit(run, callbacks: list, signals: StopSignals) -> dict[str, Any]:
     module = builders.make_module(run, components, network)
     caches = DataCaches(config.data, run.data.dataset, run.family, components, run.run_dir)  # filled in hooks
     datamodule = LoRADataModule(
-        run.data, config.data.num_workers, run.validation, config.validation.every_n_steps is not None, caches=caches
-    )
+        run.data, config.data.num_workers, run.validation, config.validation.every_n_steps is not None, caches=caches,
+        persistent_workers=config.data.persistent_workers,
+    )  # fmt: skip
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.resume.path) if run.resume else None)
     summary: dict[str, Any] = {
         "steps": trainer.global_step, "loss": module.loss_average.mean, "files": [str(p) for p in results.files],

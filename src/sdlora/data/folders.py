@@ -31,6 +31,7 @@ class SubsetOptions:
     flip_aug: bool = False
     color_aug: bool = False
     random_crop: bool = False
+    weighted_captions: bool = False  # [data.weighted_captions]: tags are split outside ( ) and [ ] only
 
     @property
     def augments_tags(self) -> bool:
