@@ -31,15 +31,11 @@ def make_objective(run: Run, prediction_type: str):
 
 def make_module(run: Run, components, network):
     from sdlora.lit.module import LoRATrainingModule
-    from sdlora.lit.val_loss import ValidationLoss
     from sdlora.optim.factory import instantiate_partial
 
     config = run.config
     batches = run.total_steps * config.trainer.accumulate_grad_batches
-    validation = None
-    if run.validation is not None:
-        v, loss = config.validation, config.loss
-        validation = ValidationLoss(loss.min_timestep, loss.max_timestep, v.num_timesteps, v.seed)
+    validation = validation_loss(run)
     return LoRATrainingModule(
         run.family,
         components,
@@ -62,11 +58,17 @@ def make_module(run: Run, components, network):
 
 
 def final_validation(trainer, module, datamodule) -> dict[str, float]:
-    """val/loss after the last step (evaluated now unless the last step was just evaluated), and the best one."""
+    """val/loss after the last step (evaluated now unless the last step was just evaluated), and the best one; the
+    same for val/loss_ema with an EMA."""
     history = module.validation.history
     if not history or history[-1][0] != trainer.global_step:
         trainer.validate(module, dataloaders=datamodule.validation_loader(), verbose=False)
-    return {"val_loss": history[-1][1], "best_val_loss": min(value for _, value in history)}
+    out = {"val_loss": history[-1][1], "best_val_loss": min(value for _, value in history)}
+    for callback in trainer.callbacks:
+        ema_history = getattr(getattr(callback, "validation", None), "history", None)
+        if getattr(callback, "evaluation_swap", None) is not None and ema_history:
+            out |= {"val_loss_ema": ema_history[-1][1], "best_val_loss_ema": min(v for _, v in ema_history)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- callbacks
@@ -96,8 +98,48 @@ def make_callbacks(run: Run, results: RunResults, signals: StopSignals) -> list:
     states = TrainingStates(run.run_dir, schedule, run.fingerprint, run.facts.session(), results, stop=stop)
     t = config.trainer
     finite = FiniteWeights(t.check_finite_every_n_steps, t.skip_nonfinite, t.accumulate_grad_batches)
-    return [*_optimizer_callbacks(run), *_network_callbacks(run), finite, *_sample_callbacks(run), stop, files,
-            states, SamplerEpoch(run.data.sampler), *_precision_callbacks(run), LogDataPlan(plan)]  # fmt: skip
+    ema = _ema_callbacks(run, files)
+    return [*_optimizer_callbacks(run), *_network_callbacks(run), finite, *ema, *_sample_callbacks(run), stop, files,
+            states, *_best_callbacks(run, files, results, ema), SamplerEpoch(run.data.sampler),
+            *_precision_callbacks(run), LogDataPlan(plan)]  # fmt: skip
+
+
+def validation_loss(run: Run):
+    """A :class:`~sdlora.lit.val_loss.ValidationLoss` of the run's settings (None without validation images)."""
+    from sdlora.lit.val_loss import ValidationLoss
+
+    if run.validation is None:
+        return None
+    v, loss = run.config.validation, run.config.loss
+    return ValidationLoss(loss.min_timestep, loss.max_timestep, v.num_timesteps, v.seed, v.timestep_bands)
+
+
+def _ema_callbacks(run: Run, files) -> list:
+    """The EMA of the LoRA (``ema=default``): its files beside every LoRA file, val/loss_ema, post-hoc snapshots."""
+    config = run.config.ema
+    if config is None:
+        return []
+    from sdlora.callbacks.ema import LoRAEMA
+    from sdlora.callbacks.save_lora import FileVariant
+
+    ema = LoRAEMA(
+        config, validation=validation_loss(run) if config.use_for_eval else None, metadata=files.metadata,
+        run_dir=run.run_dir, resumed_from=run.resume.path if run.resume is not None else None,
+    )  # fmt: skip
+    files.add_variant(FileVariant("-ema", ema.swapped, ema.file_metadata))
+    return [ema]
+
+
+def _best_callbacks(run: Run, files, results: RunResults, ema: list) -> list:
+    """``<name>-best.<ext>`` by ``save.best_by``."""
+    metric = run.config.save.best_by
+    if metric is None or run.validation is None:
+        return []
+    from sdlora.callbacks.best import BestLoRA
+
+    if metric == "val/loss_ema":
+        return [BestLoRA(files, results, metric, lambda module: ema[0].validation.history, ema[0].swapped)]
+    return [BestLoRA(files, results, metric, lambda module: module.validation.history)]
 
 
 def _optimizer_callbacks(run: Run) -> list:

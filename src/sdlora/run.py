@@ -101,6 +101,8 @@ def fit(run, callbacks: list, signals: StopSignals) -> dict[str, Any]:
         return {**summary, "stopped_by": results.stopped_by, "interrupted": str(results.interrupted)}
     if run.validation is not None:
         summary.update(builders.final_validation(trainer, module, datamodule))
+    if results.best is not None:  # save.best_by
+        summary["best"] = results.best.to_json()
     log_run_hparams(trainer, config, summary)
     return summary
 

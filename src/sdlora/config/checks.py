@@ -222,9 +222,12 @@ def _unrepresentable(cfg: DictConfig) -> list[str]:
 
 
 def _check_saving_sampling_resume(cfg: DictConfig, problems: list[str]) -> None:
+    from sdlora.config.ema_checks import check_best, check_ema
     from sdlora.config.save_checks import check_resume_option, check_sample, check_save
 
     check_save(cfg.save, problems)
+    check_ema(cfg, problems)
+    check_best(cfg, problems)
     check_sample(cfg.sample, problems)
     check_resume_option(cfg, problems)
 

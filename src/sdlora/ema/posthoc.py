@@ -18,7 +18,7 @@ are used. :func:`fit` also returns the relative error of the profile fit, ‖Σ 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,18 +63,23 @@ def fit(snapshots: Sequence[tuple[int, float]], updates: int, gamma: float) -> F
     return Fit(x, used, float(np.sqrt(squared / norm)))
 
 
-def combine(tensors: Sequence[Mapping[str, torch.Tensor]], coefficients: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Σ_i x_i·tensors_i per key (in float64, returned as float32); a tensor equal in every snapshot (a LoRA's
-    ``alpha``) is copied as it is."""
-    first = tensors[0]
-    out: dict[str, torch.Tensor] = {}
-    for key, value in first.items():
-        values = [t[key] for t in tensors]
-        if all(torch.equal(value, v) for v in values[1:]) or not value.is_floating_point():
-            out[key] = value.clone()
-            continue
-        total = torch.zeros(value.shape, dtype=torch.float64)
-        for x, v in zip(coefficients, values, strict=True):
-            total += float(x) * v.to(torch.float64)
-        out[key] = total.to(torch.float32)
-    return out
+def combine(weighted: Iterable[tuple[float, Mapping[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """Σ_i x_i·tensors_i per key over ``(x_i, tensors_i)`` pairs, one snapshot in memory at a time (summed in float64,
+    returned as float32); a tensor equal in every snapshot (a LoRA's ``alpha``) is kept as it is."""
+    first: dict[str, torch.Tensor] | None = None
+    totals: dict[str, torch.Tensor] = {}
+    constant: dict[str, bool] = {}
+    for x, tensors in weighted:
+        if first is None:
+            first = {k: v.clone() for k, v in tensors.items()}
+            constant = dict.fromkeys(first, True)
+            totals = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in first.items() if v.is_floating_point()}
+        if tensors.keys() != first.keys():
+            raise ValueError("the snapshots hold different tensors (another network?)")
+        for key, value in tensors.items():
+            constant[key] = constant[key] and torch.equal(value, first[key])
+            if key in totals:
+                totals[key] += float(x) * value.to(torch.float64)
+    if first is None:
+        raise ValueError("no snapshots to combine")
+    return {k: first[k] if constant[k] or k not in totals else totals[k].to(torch.float32) for k in first}
