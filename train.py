@@ -1,5 +1,7 @@
 """Train a LoRA: ``python train.py [group=option ...] [key=value ...]`` (``-m`` for a sweep). See README.md."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -14,4 +16,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if "--version" in sys.argv[1:]:  # before Hydra, which has no such flag
+        from sdlora.versions import version_text
+
+        print(version_text())
+        raise SystemExit(0)
     main()
