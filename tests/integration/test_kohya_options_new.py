@@ -61,8 +61,13 @@ def test_plain_attention_and_persistent_workers(small_dataset, tmp_path):
 
 def test_block_lr_presets_are_config_values():
     base = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
-    weights = resolved(*base, "network.down_lr_weight=linear+0.5", "network.mid_lr_weight=2",
-                       "network.up_lr_weight=zeros", "network.block_lr_zero_threshold=0.6").network.block_lr_weight
+    weights = resolved(
+        *base,
+        "network.down_lr_weight=linear+0.5",
+        "network.mid_lr_weight=2",
+        "network.up_lr_weight=zeros",
+        "network.block_lr_zero_threshold=0.6",
+    ).network.block_lr_weight
     assert len(weights) == 25 and weights[0] == 0.0 and weights[11] == pytest.approx(1.5)  # 0.5 ≤ 0.6 → 0
     assert weights[12] == 2.0 and weights[13:] == (0.0,) * 12
     sdxl = resolved("model=tiny_sdxl", f"data.train_dir={EXAMPLE_DATA}", "network.up_lr_weight=sine").network
@@ -93,3 +98,24 @@ def test_version_on_the_command_line():
                             timeout=120)  # fmt: skip
     assert result.returncode == 0 and result.stdout.startswith(f"sdlora {__version__} (torch ")
     assert not Path(ROOT / "outputs").joinpath("--version").exists()
+
+
+def test_migrate_carries_the_new_options_over():
+    from sdlora.tools.migrate import migrate
+    from tests.integration.test_tools_migrate import overrides
+
+    command, _ = migrate(
+        "accelerate launch train_network.py --optimizer_type AdamWScheduleFree --weighted_captions "
+        "--persistent_data_loader_workers --log_with wandb --wandb_run_name r1 --log_tracker_name proj "
+        '--metadata_title T --metadata_author A --training_comment "a comment" --mem_eff_attn '
+        "--network_args down_lr_weight=sine+.5 block_lr_zero_threshold=0.6 --train_data_dir /data/x",
+        model="tiny",
+    )
+    cfg = compose_config(*overrides(command))
+    assert cfg.optimizer._target_ == "schedulefree.AdamWScheduleFree" and cfg.logger._target_.endswith("WandbLogger")
+    assert (cfg.logger.name, cfg.logger.project) == ("r1", "proj")
+    assert cfg.data.weighted_captions and cfg.data.persistent_workers and cfg.model.attention == "sdpa"
+    assert (cfg.save.metadata.title, cfg.save.metadata.author, cfg.save.training_comment) == ("T", "A", "a comment")
+    assert cfg.network.block_lr_weight[0] == 0.0 and len(cfg.network.block_lr_weight) == 25
+    plain, _ = migrate("accelerate launch train_network.py --train_data_dir /data/x", model="tiny")
+    assert not compose_config(*overrides(plain)).data.persistent_workers  # kohya's default: off

@@ -51,8 +51,8 @@ def test_posthoc_reconstruction_matches_a_tracked_ema():
     rng = np.random.default_rng(0)
     steps, every, width = 1000, 25, 64
     t = np.arange(1, steps + 1)[:, None]
-    trajectory = (np.cumsum(rng.normal(size=(steps, width)) * 0.05, axis=0)
-                  + np.sin(t / 60.0 * (1 + np.arange(width) / width)) + 0.3 * rng.normal(size=(steps, width)))  # fmt: skip
+    drift = np.cumsum(rng.normal(size=(steps, width)) * 0.05, axis=0)
+    trajectory = drift + np.sin(t / 60.0 * (1 + np.arange(width) / width)) + 0.3 * rng.normal(size=(steps, width))
     gammas, target = [gamma_for(0.05), gamma_for(0.10)], gamma_for(0.07)
     tracked = [np.zeros(width) for _ in range(3)]
     snapshots, values = [], []
@@ -90,7 +90,9 @@ def test_shadow_weights_update_swap_and_state():
         params[0].fill_(3.0)
         params[1].fill_(1.0)
     ema.update(params, 0.75)
-    assert torch.allclose(ema.shadow[0], torch.full((3,), 1.5)) and torch.allclose(ema.shadow[1], torch.full((2,), 0.25))
+    assert torch.allclose(ema.shadow[0], torch.full((3,), 1.5)) and torch.allclose(
+        ema.shadow[1], torch.full((2,), 0.25)
+    )
     trained = [p.detach().clone() for p in params]
     with ema.swapped(params):
         assert torch.equal(params[1], torch.full((2,), 0.25))
@@ -118,8 +120,9 @@ def test_evaluation_weights_use_the_callbacks_swap():
             return swap()
 
     class Trainer:
-        optimizers = [torch.optim.SGD([param], lr=0.1)]
-        callbacks = [Swapper()]
+        def __init__(self) -> None:
+            self.optimizers = [torch.optim.SGD([param], lr=0.1)]
+            self.callbacks = [Swapper()]
 
     with evaluation_weights(Trainer(), None):
         assert torch.equal(param, torch.full((2,), 7.0))
