@@ -26,6 +26,7 @@ PACKAGES = {
     "prodigyplus": "prodigy-plus-schedule-free",
     "pytorch_optimizer": "pytorch-optimizer",
     "optimi": "torch-optimi",
+    "came_pytorch": "came-pytorch",  # kohya users' CAME; sdlora's optimizer=came is pytorch-optimizer's
 }
 
 
