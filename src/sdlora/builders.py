@@ -117,7 +117,7 @@ def validation_loss(run: Run):
 def _ema_callbacks(run: Run, files) -> list:
     """The EMA of the LoRA (``ema=default``): its files beside every LoRA file, val/loss_ema, post-hoc snapshots."""
     config = run.config.ema
-    if config is None:
+    if not config.enabled:
         return []
     from sdlora.callbacks.ema import LoRAEMA
     from sdlora.callbacks.save_lora import FileVariant

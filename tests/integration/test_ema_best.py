@@ -94,6 +94,8 @@ def test_ema_and_best_options_are_checked():
     assert "ema.decay" in text and "posthoc_sigma_rels" in text and "needs validation images" in text
     assert any("ema=default" in p for p in _problems("save.best_by=val/loss_ema", "validation.split=0.25"))
     assert any("schedule-free" in p for p in _problems("ema=default", "optimizer=adamw_schedulefree"))
+    assert any("add ema=default" in p for p in _problems("ema.decay=0.5"))  # an ema.* option without the EMA
+    check_config(compose_config("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "ema=default", "ema.decay=0.5"))
 
 
 def test_ema_posthoc_and_best_resume_exactly_through_train_py(small_dataset, tmp_path):

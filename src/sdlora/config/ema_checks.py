@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sdlora.config.schema import EMAConfig
 
 BEST_METRICS = ("val/loss", "val/loss_ema")
 MAX_SIGMA_REL = (1 / 12) ** 0.5  # σ_rel of the flattest power-function profile (γ → −1)
 
 
 def check_ema(cfg: DictConfig, problems: list[str]) -> None:
-    ema = cfg.get("ema")
-    if ema is None:
+    ema = cfg.ema
+    if not ema.enabled:
+        values, defaults = (OmegaConf.to_container(c) for c in (ema, OmegaConf.structured(EMAConfig)))
+        changed = [key for key, value in values.items() if key != "enabled" and value != defaults[key]]
+        if changed:
+            problems.append(f"ema.{changed[0]} is set but the EMA is off: add ema=default (the EMA's config group)")
         return
     if not 0 <= ema.decay < 1:
         problems.append(f"ema.decay must be in [0, 1) (e.g. 0.999), got {ema.decay}")
@@ -40,6 +46,6 @@ def check_best(cfg: DictConfig, problems: list[str]) -> None:
     if not (cfg.validation.dir or cfg.validation.split):
         problems.append(f"save.best_by={best} needs validation images: set validation.dir or validation.split (and "
                         "validation.every_n_steps to compare during training)")  # fmt: skip
-    ema = cfg.get("ema")
-    if best == "val/loss_ema" and (ema is None or not ema.use_for_eval):
+    ema = cfg.ema
+    if best == "val/loss_ema" and not (ema.enabled and ema.use_for_eval):
         problems.append("save.best_by=val/loss_ema needs ema=default with ema.use_for_eval=true (which logs it)")

@@ -394,6 +394,7 @@ class EMAConfig(Freezable):
     Formulas: :mod:`sdlora.ema.decay`; the callback: :mod:`sdlora.callbacks.ema`.
     """
 
+    enabled: bool = False  # set by ema=default
     decay: float = 0.999  # β per update; with power: its upper limit
     power: float | None = None  # warm-up form β = 1 − (1 + n/inv_gamma)^−power (diffusers' EMAModel); null: constant
     inv_gamma: float = 1.0  # the warm-up form's γ
@@ -421,7 +422,7 @@ class TrainConfig(Freezable):
     save: SaveConfig = field(default_factory=SaveConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    ema: EMAConfig | None = None  # ema=default: an EMA of the LoRA (off by default)
+    ema: EMAConfig = field(default_factory=EMAConfig)  # ema=default turns it on (off by default)
     seed: int = 42  # [seed]
     dry_run: bool = False  # print the data plan and exit
     resume: str | None = None  # a state folder, a folder of runs (its newest state), "latest", "auto" [resume]

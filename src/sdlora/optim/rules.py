@@ -202,7 +202,7 @@ def combination_problems(cfg: Any) -> list[str]:
                 f"{str(cfg.scheduler['_target_']).rsplit('.', 1)[-1]} cannot be used with it; use scheduler=constant "
                 "(warm up with optimizer.warmup_steps)"
             )
-        if cfg.get("ema") is not None:
+        if cfg.ema.enabled:
             problems.append(
                 f"{short} is schedule-free: the weights it evaluates and saves are already an average of its "
                 "iterates; ema=… cannot be combined with it (choose one)"
