@@ -59,6 +59,29 @@ def test_plain_attention_and_persistent_workers(small_dataset, tmp_path):
     assert seen.processors == {"AttnProcessor"} and seen.persistent is False
 
 
+@pytest.mark.parametrize("model", ["tiny", "tiny_sdxl"])
+def test_weighted_captions_train_and_sample(model, small_dataset, tmp_path):
+    """Emphasis in captions and sample prompts: "(red:1.0)" is "red" (the syntax is read, not tokenised), while
+    "(red:1.9)" changes the image of the same seed."""
+    from PIL import Image
+
+    for caption in (small_dataset / "2_tok").glob("*.txt"):
+        caption.write_text("tok, (red:1.3), [square], (big, round:0.8)", encoding="utf-8")
+    prompts = tmp_path / "prompts.txt"
+    lines = ("tok, red square", "tok, (red:1.0) square", "tok, (red:1.9) square")
+    prompts.write_text("".join(f"{line} --w 64 --h 64 --s 2 --d 7\n" for line in lines), encoding="utf-8")
+    overrides = tiny_overrides(small_dataset, "trainer.max_steps=2", "data.weighted_captions=true",
+                               "data.shuffle_caption=true", f"sample.prompts={prompts}", "sample.at_start=true",
+                               model=model)  # fmt: skip
+    summary = train(compose_config(*overrides), tmp_path / "run")
+    assert summary["steps"] == 2 and (tmp_path / "run" / "last.safetensors").is_file()
+    images = []
+    for i in range(3):
+        with Image.open(tmp_path / "run" / "sample" / f"last_000000_{i:02d}_7.png") as image:
+            images.append(image.tobytes())
+    assert images[0] == images[1] and images[0] != images[2]
+
+
 def test_block_lr_presets_are_config_values():
     base = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
     weights = resolved(
