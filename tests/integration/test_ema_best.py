@@ -27,6 +27,7 @@ class Trajectory(Callback):
     """The LoRA's file tensors at the start and after every optimizer step."""
 
     def on_train_start(self, trainer, pl_module):
+        self.trainer = trainer
         self.start = {k: v.clone() for k, v in pl_module.network.kohya_tensors().items()}
         self.steps: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -64,6 +65,30 @@ def test_ema_file_is_the_ema_of_the_weights_and_kept_like_the_saves(small_datase
     mean = sum(logged[b][-1] for b in bands) / 4
     assert mean == pytest.approx(logged["val/loss"][-1], rel=1e-5)
     assert summary["val_loss_ema"] == pytest.approx(logged["val/loss_ema"][-1], rel=1e-6)
+
+
+def test_warmup_ema_in_float32_under_full_bf16_on_the_cpu(small_dataset, tmp_path):
+    """ema.power: β_n = min(decay, 1 − n^−power) (the first update copies); float32 shadows in CPU memory whatever
+    the training precision (ema.device=cpu); ema.use_for_eval=false logs no val/loss_ema."""
+    from sdlora.callbacks.ema import LoRAEMA
+
+    trajectory = Trajectory()
+    _run(tmp_path, small_dataset, "precision=full_bf16", "ema=default", "ema.decay=0.6", "ema.power=0.75",
+         "ema.device=cpu", "ema.use_for_eval=false", "save.precision=float", *VALIDATION,
+         callbacks=[trajectory])  # fmt: skip
+    ema = {k: v.float() for k, v in trajectory.steps[1].items()}
+    for n in (2, 3, 4):
+        beta = min(0.6, 1 - n**-0.75)
+        ema = {k: beta * ema[k] + (1 - beta) * trajectory.steps[n][k].float() for k in ema}
+    saved, metadata = load_lora(tmp_path / "run" / "last-ema.safetensors")
+    # the float32 EMA goes through the bf16 LoRA when it is saved: equal up to bf16 rounding (2⁻⁸ relative)
+    assert all(saved[k].dtype == torch.float32 and torch.allclose(saved[k], ema[k], rtol=2**-8, atol=1e-9) for k in ema)
+    assert metadata["ss_ema_power"] == "0.75" and metadata["ss_ema_updates"] == "4"
+    assert {v.dtype for k, v in trajectory.steps[4].items() if not k.endswith(".alpha")} == {torch.bfloat16}
+    logged = scalars(tmp_path / "run")
+    assert "val/loss" in logged and "val/loss_ema" not in logged
+    callback = next(c for c in trajectory.trainer.callbacks if isinstance(c, LoRAEMA))
+    assert all(s.dtype == torch.float32 and s.device.type == "cpu" for s in callback.ema.shadow)
 
 
 def test_best_checkpoint_is_the_lowest_validation_loss(small_dataset, tmp_path):
