@@ -126,7 +126,7 @@ def _ema_callbacks(run: Run, files) -> list:
         config, validation=validation_loss(run) if config.use_for_eval else None, metadata=files.metadata,
         run_dir=run.run_dir, resumed_from=run.resume.path if run.resume is not None else None,
     )  # fmt: skip
-    files.add_variant(FileVariant("-ema", ema.swapped, ema.file_metadata))
+    files.add_variant(FileVariant("-ema", ema.file_weights, ema.file_metadata))
     return [ema]
 
 
@@ -138,7 +138,7 @@ def _best_callbacks(run: Run, files, results: RunResults, ema: list) -> list:
     from sdlora.callbacks.best import BestLoRA
 
     if metric == "val/loss_ema":
-        return [BestLoRA(files, results, metric, lambda module: ema[0].validation.history, ema[0].swapped)]
+        return [BestLoRA(files, results, metric, lambda module: ema[0].validation.history, ema[0].file_weights)]
     return [BestLoRA(files, results, metric, lambda module: module.validation.history)]
 
 

@@ -127,3 +127,45 @@ def test_evaluation_weights_use_the_callbacks_swap():
     with evaluation_weights(Trainer(), None):
         assert torch.equal(param, torch.full((2,), 7.0))
     assert torch.equal(param, torch.zeros(2))
+
+
+def test_exact_weights_keep_float32_for_files():
+    """exact(): the float32 shadows themselves inside a bf16 parameter (for files), which swapped() rounds; the bf16
+    tensor (same storage, dtype and values) afterwards."""
+    params = [torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16)), torch.nn.Parameter(torch.zeros(2))]
+    ema = ShadowWeights(params)
+    ema.shadow[0].fill_(1 / 3)
+    ema.shadow[1].fill_(0.25)
+    storage = params[0].data_ptr()
+    with ema.swapped(params):
+        assert params[0].dtype == torch.bfloat16 and params[0][0].item() != 1 / 3
+    with ema.exact(params):
+        assert params[0].dtype == torch.float32 and torch.equal(params[0].detach(), ema.shadow[0])
+        assert torch.equal(params[1].detach(), ema.shadow[1])
+    assert params[0].data_ptr() == storage and params[0].dtype == torch.bfloat16 and not params[0].any()
+    assert torch.equal(params[1].detach(), torch.zeros(2))
+
+
+@pytest.mark.parametrize("case", ["lora", "dylora", "lycoris_locon_tucker", "dora_on_input", "loha", "lokr_both",
+                                  "ia3", "lycoris_dylora", "boft_rescaled", "glora", "full"])  # fmt: skip
+def test_exact_weights_give_the_file_tensors_of_every_type(case):
+    """A bf16 module of each kind of file tensors (factors, products with a scalar, concatenated rows, differences from
+    the base weight): under exact() its file tensors are computed from the float32 EMA, close to the bf16 ones and
+    float32 where they carry trained values; the module is the same afterwards."""
+    from tests.unit.test_network_types import trained
+
+    _, module, _ = trained(case, "conv3x3")
+    module.to(torch.bfloat16)
+    params = [p for p in module.parameters() if p.requires_grad]
+    before = {k: v.detach().clone() for k, v in module.file_tensors().items()}
+    ema = ShadowWeights(params)
+    for shadow in ema.shadow:
+        shadow.add_(1e-3 * torch.randn(shadow.shape, generator=torch.Generator().manual_seed(1)))
+    with ema.exact(params):
+        exact = {k: v.detach().clone() for k, v in module.file_tensors().items()}
+    with ema.swapped(params):
+        rounded = {k: v.detach().clone() for k, v in module.file_tensors().items()}
+    assert any(v.dtype == torch.float32 and not torch.equal(v, rounded[k].float()) for k, v in exact.items())
+    assert all(torch.allclose(v.float(), rounded[k].float(), rtol=2**-7, atol=1e-6) for k, v in exact.items())
+    after = module.file_tensors()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())

@@ -7,7 +7,8 @@ offer it to the rest of the run.
   images and saves, θ̄ ← β·θ̄ + (1 − β)·θ with β from :func:`sdlora.ema.decay.ema_decay` (constant ``ema.decay``, or
   the warm-up form with ``ema.power``). θ̄ starts as the weights at the start of training.
 - Files: ``<name>-ema.<ext>`` beside every LoRA file (a :class:`~sdlora.callbacks.save_lora.FileVariant`: the same
-  steps, epochs and retention), with ``ss_ema_decay`` (and ``ss_ema_power``, ``ss_ema_every_n_steps``).
+  steps, epochs and retention), with ``ss_ema_decay`` (and ``ss_ema_power``, ``ss_ema_every_n_steps``); written from
+  the float32 θ̄ (:meth:`file_weights`), cast to ``save.precision`` if set — not rounded through a bf16/fp16 LoRA.
 - Evaluation (``ema.use_for_eval``): sample images are made with θ̄ (:meth:`evaluation_swap`), and every validation
   also computes the loss with θ̄ on the same images, timesteps and noise — ``val/loss_ema`` (and per timestep band)
   beside ``val/loss``.
@@ -108,6 +109,10 @@ class LoRAEMA(L.Callback):
         """θ̄ inside the network for the block (the trained weights afterwards, bit for bit)."""
         return self.ema.swapped(list(network.trainable_parameters()))
 
+    def file_weights(self, network) -> contextlib.AbstractContextManager:
+        """θ̄ inside the network for writing its files: float32 values even when the LoRA trains in bf16/fp16."""
+        return self.ema.exact(list(network.trainable_parameters()))
+
     def evaluation_swap(self, pl_module: L.LightningModule) -> contextlib.AbstractContextManager:
         """What sample images are made with (:mod:`sdlora.callbacks.eval_weights`): θ̄ with ``ema.use_for_eval``."""
         if not self.config.use_for_eval or self.ema is None:
@@ -153,7 +158,7 @@ class LoRAEMA(L.Callback):
         base = self.metadata.for_save(network, pl_module.components.prediction_type, step, trainer.current_epoch)
         for profile, sigma, gamma in zip(self.profiles, self.config.posthoc_sigma_rels, self.gammas, strict=True):
             extra = {"ss_ema_sigma_rel": str(sigma), "ss_ema_gamma": repr(gamma), "ss_ema_updates": str(self.updates)}
-            with profile.swapped(params):
+            with profile.exact(params):
                 path = self.run_dir / POSTHOC_DIR / f"{snapshot_name(sigma, step)}.safetensors"
                 save_lora(path, network.kohya_tensors(), {**base, **extra})
         log.info("Post-hoc EMA snapshots of step %d in %s", step, self.run_dir / POSTHOC_DIR)

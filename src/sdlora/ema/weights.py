@@ -43,6 +43,24 @@ class ShadowWeights:
                 for param, value in zip(params, kept, strict=True):
                     param.copy_(value)
 
+    @contextlib.contextmanager
+    def exact(self, params: Sequence[torch.Tensor]) -> Iterator[None]:
+        """For writing files: the float32 shadows themselves as the parameters' values (``.data``) inside the block,
+        where :meth:`swapped` would round them to a bf16/fp16 LoRA's dtype; the previous tensors afterwards. Not for
+        forward passes (a float32 LoRA on a half-precision model)."""
+        if all(p.dtype == s.dtype for p, s in zip(params, self.shadow, strict=True)):
+            with self.swapped(params):
+                yield
+            return
+        kept = [p.data for p in params]
+        try:
+            for param, shadow in zip(params, self.shadow, strict=True):
+                param.data = shadow.to(param.device)
+            yield
+        finally:
+            for param, value in zip(params, kept, strict=True):
+                param.data = value
+
     def state_dict(self) -> list[torch.Tensor]:
         return [s.detach().to("cpu", copy=True) for s in self.shadow]
 
