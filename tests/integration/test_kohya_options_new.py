@@ -123,6 +123,22 @@ def test_version_on_the_command_line():
     assert not Path(ROOT / "outputs").joinpath("--version").exists()
 
 
+def test_version_of_every_tool(capsys):
+    import importlib
+
+    import tomllib
+
+    from sdlora import __version__
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        with pytest.raises(SystemExit) as exit_info:
+            getattr(importlib.import_module(module), function)(["--version"])
+        assert exit_info.value.code == 0, name
+        assert capsys.readouterr().out.startswith(f"sdlora {__version__} (torch "), name
+
+
 def test_migrate_carries_the_new_options_over():
     from sdlora.tools.migrate import migrate
     from tests.integration.test_tools_migrate import overrides

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from sdlora.data.folders import list_images
 from sdlora.errors import SdloraError
+from sdlora.versions import version_text
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Copy instance (and regularisation) images into kohya's <out>/img, <out>/reg layout."
     )
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("--out", type=Path, required=True, help="destination folder (img/, reg/, log/, model/)")
     parser.add_argument("--instance-dir", type=Path, required=True, help="folder with the training images")
     parser.add_argument("--instance-prompt", required=True, help="instance token, e.g. 'sks'")

@@ -26,6 +26,7 @@ from typing import Any
 from sdlora.errors import SdloraError
 from sdlora.sweep.record import RECORD_NAME, read_record
 from sdlora.utils.atomic import atomic_write_text
+from sdlora.versions import version_text
 
 COLUMNS = ("job", "overrides", "status", "train_loss", "val_loss", "best_val_loss", "steps", "time_s", "lora",
            "best_lora")  # fmt: skip
@@ -270,6 +271,7 @@ def write_outputs(summary: SweepSummary, out_dir: Path, plot: bool = True) -> li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Summarise a Hydra sweep of sdlora runs in one table.")
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("sweep", type=Path, help="the sweep folder (multirun/<date>/<time>, or hydra.sweep.dir)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: the sweep folder)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw sweep.png")
