@@ -53,10 +53,10 @@ def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(examp
 
 
 def test_ema_under_ddp_equals_one_process(example_data, tmp_path):
-    """The EMA (and its post-hoc snapshots) of a two-process run is the one-process EMA with the same global batch;
-    rank 0 alone writes the -ema files and snapshots."""
+    """The EMA (its post-hoc snapshots, val/loss_ema) of a two-process run is the one-process EMA with the same global
+    batch; rank 0 alone writes the -ema files and snapshots."""
     common = ["optimizer.lr=1e-2", "trainer.max_steps=4", "ema=default", "ema.decay=0.5", "ema.posthoc=true",
-              "ema.snapshot_every=2"]  # fmt: skip
+              "ema.snapshot_every=2", "validation.split=0.25", "validation.every_n_steps=2"]  # fmt: skip
     ddp_dir = tmp_path / "ddp"
     run_train_py(
         tiny_overrides(example_data, "data.batch_size=1", *common, "trainer=ddp", "trainer.devices=2"), ddp_dir
@@ -71,3 +71,4 @@ def test_ema_under_ddp_equals_one_process(example_data, tmp_path):
     trained, _ = load_lora(tmp_path / "single" / "last.safetensors")
     close = _relative_difference(ddp, same)
     assert close < 2e-3 and _relative_difference(trained, same) > 20 * close  # an EMA, not the trained weights
+    assert read_record(ddp_dir)["val_loss_ema"] == pytest.approx(single["val_loss_ema"], rel=1e-3)  # every rank's
