@@ -133,8 +133,7 @@ class NetworkConfig(Freezable):
     unet_lr: float | None = None  # null: optimizer.lr [unet_lr]
     text_encoder_lr: Any = None  # null: optimizer.lr; a number, or [TE1, TE2] for SDXL [text_encoder_lr]
     weights: str | None = None  # a file of this type to start from; its ranks and alphas are used [network_weights]
-    block_lr_weight: list[float] | None = None  # U-Net lr factor per block, 25 (SD1/2) or 23 (SDXL) values
-    # [down_lr_weight + mid_lr_weight + up_lr_weight]
+    block_lr_weight: list[float] | None = None  # lr factor per U-Net block (25 SD1/2, 23 SDXL) [up/mid/down_lr_weight]
     block_dims: list[int] | None = None  # rank per U-Net block (Linear/1×1 targets) [block_dims]
     block_alphas: list[float] | None = None  # alpha per U-Net block [block_alphas]
     conv_block_dims: list[int] | None = None  # rank per U-Net block for 3×3 convs [conv_block_dims]
