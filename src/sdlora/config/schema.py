@@ -301,7 +301,7 @@ class TrainerConfig(Freezable):
     max_epochs: int | None = None  # upper limit on epochs; null = none [max_train_epochs]
     accumulate_grad_batches: int = 1  # [gradient_accumulation_steps]
     gradient_clip_val: float | None = 1.0  # max norm of the LoRA gradients; null or 0 disables [max_grad_norm]
-    log_every_n_steps: int = 10  # scalars are written every n steps (1 = every step, as kohya)
+    log_every_n_steps: int | None = None  # scalars every n steps; null: every step up to 200 steps, at most every 10
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"  # auto, ddp, ddp_find_unused_parameters_true, fsdp (trainer=ddp / trainer=fsdp)
@@ -372,7 +372,8 @@ class TrainConfig(Freezable):
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     seed: int = 42  # [seed]
-    dry_run: bool = False  # print the data plan and exit
+    dry_run: bool = False  # print the data plan and exit (no model needed)
+    verbose: bool = False  # also Lightning's model summary and device lines
     resume: str | None = None  # a state folder, a folder of runs (its newest state), "latest", "auto" [resume]
     resume_allow_changes: bool = False  # resume although the data order or the schedule changed (no kohya option)
 
