@@ -36,7 +36,9 @@ KEY_TABS = {
             "network.conv_rank",
             "network.conv_alpha",
             "network.weights",
+            "optimizer",
             "optimizer.lr",
+            "scheduler",
             "network.unet_lr",
             "network.text_encoder_lr",
             "data.batch_size",
@@ -75,5 +77,8 @@ def group_tab(group: str) -> str:
 
 
 def most_used() -> list[str]:
-    """The keys of the Source model, Folders and Basic tabs, in that order (``train.py --help`` lists them)."""
-    return [key for tab in (SOURCE, FOLDERS, BASIC) for key in KEY_TABS if KEY_TABS[key] == tab]
+    """The keys of the Source model, Folders and Basic tabs, in that order (``train.py --help`` lists them; open
+    nodes such as ``optimizer`` are groups there)."""
+    return [
+        key for tab in (SOURCE, FOLDERS, BASIC) for key in KEY_TABS if KEY_TABS[key] == tab and key not in GROUP_TABS
+    ]
