@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sdlora-ui", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--listen", nargs="?", const="0.0.0.0", default=None, metavar="ADDRESS",
-                   help="listen on ADDRESS (default with --listen: 0.0.0.0) instead of 127.0.0.1; needs --auth")  # fmt: skip
+                   help="listen on ADDRESS (0.0.0.0 without one) instead of 127.0.0.1; needs --auth")  # fmt: skip
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--auth", default=None, help="user:password (several: comma-separated)")
     p.add_argument("--auth-file", default=None, help="a file with one user:password per line")

@@ -67,7 +67,8 @@ class TrainingTab:
                 self._fields(self._tab_indices(SOURCE), values)
             with gr.Tab(FOLDERS, id="tab-folders"):
                 self.run_dir = gr.Textbox(value=DEFAULT_RUN_DIR, label="output folder of the run (hydra.run.dir)",
-                                          info="kohya's output_dir; ${now:...} is the start time", elem_id="run-dir")  # fmt: skip
+                                          info="kohya's output_dir; ${now:…} is the start time",
+                                          elem_id="run-dir")  # fmt: skip
                 self._fields(self._tab_indices(FOLDERS), values)
             with gr.Tab("Parameters", id="tab-parameters"), gr.Tabs():
                 with gr.Tab(BASIC, id="tab-basic"):
