@@ -202,10 +202,15 @@ def test_paths_must_lie_under_the_named_folders(tmp_path):
     roots = Roots.of([tmp_path], tmp_path)
     (tmp_path / "data").mkdir()
     values = {"data.train_dir": str(tmp_path / "data"), "data.reg_dir": "/etc", "model.pretrained": "org/model-id",
-              "data.subsets": [{"dir": f"{tmp_path}/../elsewhere"}], "model._target_": "a.b.C", "network.rank": 4}
+              "data.subsets": [{"dir": f"{tmp_path}/../elsewhere"}], "model._target_": "a.b.C", "network.rank": 4,
+              "data.caption_extension": ".txt"}  # fmt: skip
     problems = path_problems(roots, values)
     assert set(problems) == {"data.reg_dir", "data.subsets"}
     assert not roots.allows(tmp_path / ".." / "x") and roots.allows("data")
+    elsewhere = Roots.of([tmp_path / "data"], tmp_path.parent)  # the server runs outside the folders it may use
+    assert path_problems(elsewhere, {"data.caption_extension": ".txt", "data.reg_dir": ".."}) == {
+        "data.reg_dir": [f"data.reg_dir: '..' is outside the folders this server may use ({elsewhere.describe()})"]
+    }
 
 
 def test_tool_forms_come_from_the_tools_parsers():
@@ -222,3 +227,27 @@ def test_tool_forms_come_from_the_tools_parsers():
                     "out.safetensors", "--concat"]  # fmt: skip
     argv, problems = argv_for(merge, [False if a.kind == "flag" else "" for a in merge.arguments])
     assert any("--models is required" in p for p in problems)
+
+
+# -------------------------------------------------------------------------------------------------------------- plan
+def test_the_plan_shows_buckets_steps_and_the_estimate_of_sdlora_memory(monkeypatch):
+    import sys
+    import types
+
+    from sdlora.ui.plan import make_plan
+
+    cfg = compose_config(f"data.train_dir={EXAMPLE_DATA}", "data.caption_extension=.txt", "data.resolution=64",
+                         "trainer.max_steps=4", "model=tiny")  # fmt: skip
+    seen = []
+
+    def estimate_run(config, plan, family):
+        seen.append((config.trainer.max_steps, type(plan).__name__, family.name))
+        return types.SimpleNamespace(estimate=types.SimpleNamespace(format=lambda: "Memory estimate: 1.0 GB peak"))
+
+    monkeypatch.setitem(sys.modules, "sdlora.memory", types.SimpleNamespace(estimate_run=estimate_run))
+    view = make_plan(cfg)
+    assert view.memory == "Memory estimate: 1.0 GB peak" and seen == [(4, "DataPlan", "tiny")]
+    assert view.rows and any("64" in str(cell) for row in view.rows for cell in row)
+    assert "4" in view.text
+    monkeypatch.setitem(sys.modules, "sdlora.memory", None)  # a version of sdlora without the estimate
+    assert "not available" in make_plan(cfg).memory

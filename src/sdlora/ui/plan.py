@@ -2,9 +2,9 @@
 (:func:`sdlora.config.resolve.resolve`) and the typed run (:func:`sdlora.assemble.assemble`): folders, repeats,
 buckets, steps per epoch and total steps, a bucket histogram picture, and the memory estimate.
 
-The memory estimate comes from ``sdlora.memory`` when that module exists (it is planned separately): it is imported
-lazily, and its panel says so when it is absent; its ``estimate_memory(run)`` (or ``estimate(run)``) result is shown
-with its ``format()`` (or ``str``).
+The memory estimate is the one ``train.py`` prints with its plan: ``sdlora.memory.estimate_run(config, plan, family)``
+shown with its ``format()``. It is imported lazily, and the panel says so when this version of sdlora has no such
+module or the estimate does not know the model's architecture.
 """
 
 from __future__ import annotations
@@ -77,22 +77,20 @@ def histogram(rows: list[list[Any]]):
     return Image.open(buffer).convert("RGB")
 
 
-def memory_estimate(run) -> str:
+def memory_estimate(config, run) -> str:
     """The memory estimate of ``sdlora.memory`` for the run, or a line saying why there is none."""
     try:
         module = importlib.import_module("sdlora.memory")
     except ModuleNotFoundError:
-        return "Memory estimate: not available in this version of sdlora (sdlora.memory is not installed)."
-    for name in ("estimate_memory", "estimate"):
-        function = getattr(module, name, None)
-        if callable(function):
-            try:
-                result = function(run)
-            except Exception as exc:  # shown, not raised: the plan itself is fine
-                return f"Memory estimate failed: {type(exc).__name__}: {exc}"
-            formatted = getattr(result, "format", None)
-            return formatted() if callable(formatted) else str(result)
-    return "Memory estimate: sdlora.memory has no estimate_memory(run)."
+        return "Memory estimate: not available in this version of sdlora (no sdlora.memory)."
+    estimate_run = getattr(module, "estimate_run", None)
+    if not callable(estimate_run):
+        return "Memory estimate: sdlora.memory has no estimate_run(config, plan, family)."
+    try:
+        memory = estimate_run(config, run.data.plan, run.family)
+    except Exception as exc:  # shown, not raised: the plan itself is fine
+        return f"Memory estimate failed: {type(exc).__name__}: {exc}"
+    return "Memory estimate: not available for this model" if memory is None else memory.estimate.format()
 
 
 def make_plan(cfg: DictConfig) -> PlanView:
@@ -109,7 +107,7 @@ def make_plan(cfg: DictConfig) -> PlanView:
             plan = run.data.plan
             record = plan.to_json()
             validation = validation_summary(run)["text"]
-            memory = memory_estimate(run)
+            memory = memory_estimate(config, run)
     finally:
         log.removeHandler(collect)
     rows = bucket_rows(record)

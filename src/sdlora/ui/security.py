@@ -22,6 +22,7 @@ from typing import Any
 from sdlora.errors import SdloraError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_EXTENSION = re.compile(r"^\.[A-Za-z0-9]+$")  # .txt, .caption
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def _strings(value: Any) -> Iterable[str]:
 
 def path_problems(roots: Roots, values: dict[str, Any]) -> dict[str, list[str]]:
     """By key: the path values (also inside lists and dicts, e.g. ``data.subsets``) that lie outside the roots.
-    Class names (``_target_``) and hub ids that are no local path are not paths."""
+    Class names (``_target_``), and hub ids and file extensions (``data.caption_extension=.txt``) that name nothing
+    on disk, are not paths."""
     problems: dict[str, list[str]] = {}
     for key, value in values.items():
         if key.endswith("_target_"):
@@ -87,7 +89,7 @@ def path_problems(roots: Roots, values: dict[str, Any]) -> dict[str, list[str]]:
         for text in _strings(value):
             if not looks_like_path(text) or "${" in text:
                 continue
-            if _HUB_ID.match(text) and not roots.path(text).exists():
+            if (_HUB_ID.match(text) or _EXTENSION.match(text)) and not roots.path(text).exists():
                 continue
             if not roots.allows(text):
                 problems.setdefault(key, []).append(
