@@ -24,13 +24,23 @@ def _number(value: Any) -> str:
     return "" if value is None else f"{value:.5g}"
 
 
+def all_runs(app: App) -> list[Path]:
+    """The runs under ``outputs/`` and ``multirun/`` of the project and of every folder the server may use."""
+    found = {run: None for base in dict.fromkeys([app.roots.base, *app.roots.folders]) for run in find_runs(base)}
+    return sorted(found, key=lambda p: (p / "summary.json").stat().st_mtime, reverse=True)
+
+
+def _shown(app: App, folder: Path) -> str:
+    return str(folder.relative_to(app.roots.base)) if app.roots.base in folder.parents else str(folder)
+
+
 def run_rows(app: App) -> list[list[Any]]:
     rows = []
-    for folder in find_runs(app.roots.base):
+    for folder in all_runs(app):
         view = read_run(folder, app.launcher.alive(folder))
         record = view.record
         lora = Path(record["lora"]).name if record.get("lora") else ""
-        rows.append([str(folder.relative_to(app.roots.base)), view.status, view.step, _number(record.get("loss")),
+        rows.append([_shown(app, folder), view.status, view.step, _number(record.get("loss")),
                      _number(record.get("val_loss")), record.get("started_at", ""), lora])  # fmt: skip
     return rows
 
@@ -76,7 +86,8 @@ class RunsTab:
 
     def on_refresh(self) -> list[Any]:
         rows = run_rows(self.app)
-        sweeps = [str(p.relative_to(self.app.roots.base)) for p in find_sweeps(self.app.roots.base)]
+        bases = dict.fromkeys([self.app.roots.base, *self.app.roots.folders])
+        sweeps = [_shown(self.app, p) for base in bases for p in find_sweeps(base)]
         return [rows, gr.update(choices=[r[0] for r in rows]), gr.update(choices=sweeps)]
 
     def on_select(self, selected: str) -> list[Any]:
@@ -90,17 +101,17 @@ class RunsTab:
         return [command_line(overrides_of(folder)), *panel(view).values()]
 
     def on_resume(self, selected: str) -> list[Any]:
-        """``python train.py <the run's overrides> resume=<run folder>`` in a new run folder."""
+        """``python train.py <the run's overrides> resume=<run folder>`` in a new run folder beside it."""
         try:
             folder = self._folder(selected)
             if self.app.launcher.alive(folder):
                 raise SdloraError(f"{folder} is still running: stop it first")
-            new = self.app.launcher.new_run_dir(DEFAULT_RUN_DIR, self.app.roots.base)
+            new = self.app.launcher.new_run_dir(f"{folder}-resumed", self.app.roots.base)  # beside it
             overrides = [*overrides_of(folder), f"resume={folder}"]
             process = self.app.launcher.start(overrides, new)
         except SdloraError as exc:
             return [f"⚠ {exc}", gr.update()]
-        relative = str(new.relative_to(self.app.roots.base))
+        relative = _shown(self.app, new)
         message = f"Resumed `{folder}` as `{command_line(overrides)}` (process {process.pid}) in `{new}`"
         return [message, gr.update(choices=[relative], value=relative)]
 
