@@ -55,6 +55,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sdlora.network.naming import RESNET_TO_SGM
+
 __all__ = [
     "LAYOUTS",
     "Slot",
@@ -81,14 +83,7 @@ _UNET_TOP = {
     "class_embedding.linear_1": "label_emb.0.0",
     "class_embedding.linear_2": "label_emb.0.2",
 }
-_UNET_RESNET = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "time_emb_proj": "emb_layers.1",
-    "conv_shortcut": "skip_connection",
-}
+_UNET_RESNET = RESNET_TO_SGM  # the same children in both checkpoint layouts
 _VAE_TOP = {
     "quant_conv": "quant_conv",
     "post_quant_conv": "post_quant_conv",

@@ -38,7 +38,7 @@ def draw_trainable_row(rank: int, unit: int, generator: torch.Generator) -> int:
 
 def dylora_scale(alpha: float, rank: int, b: int, unit: int) -> float:
     """(alpha/rank) · √(rank / (b + unit)): kohya's scale while rows b … b+unit−1 train."""
-    return alpha / rank * math.sqrt(rank / (b + unit))
+    return lora_scale(alpha, rank) * math.sqrt(rank / (b + unit))
 
 
 class DyLoRAModule(NetworkModule):

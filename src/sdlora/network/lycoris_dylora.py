@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from sdlora.network.functional import lora_scale
 from sdlora.network.lycoris import LycorisModule
 from sdlora.network.module import ModuleSpec
 from sdlora.network.naming import ALPHA, LORA_DOWN, LORA_UP
@@ -86,7 +87,7 @@ class LycorisDyLoRA(LycorisModule):
     # -------------------------------------------------------------------------------------------------- maths
     @property
     def file_scale(self) -> float:
-        return float(self.adapter.alpha) / self.adapter.lora_dim
+        return lora_scale(float(self.adapter.alpha), self.adapter.lora_dim)
 
     @torch.no_grad()
     def delta_weight(self) -> torch.Tensor:

@@ -18,7 +18,6 @@ non-finite LoRA weights is never written. :class:`sdlora.state.checkpoint_io.Sta
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 
 from sdlora.errors import SdloraError
 from sdlora.utils.atomic import atomic_folder
+from sdlora.utils.hashing import file_sha256
 
 INFO_FILE = "state.json"
 LORA_FILE = "lora.safetensors"
@@ -45,16 +45,8 @@ def is_state_folder(path: Path) -> bool:
     return (Path(path) / INFO_FILE).is_file() and (Path(path) / TRAINING_FILE).is_file()
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _manifest(folder: Path) -> dict[str, Any]:
-    files = {name: {"sha256": _digest(folder / name), "bytes": (folder / name).stat().st_size} for name in FILES}
+    files = {name: {"sha256": file_sha256(folder / name), "bytes": (folder / name).stat().st_size} for name in FILES}
     return {"format": FORMAT, "version": VERSION, "files": files}
 
 
@@ -84,7 +76,7 @@ def _state_problem(location: str, stamps: tuple[int, ...]) -> str | None:
         size = (path / name).stat().st_size
         if entry.get("bytes") != size:
             return f"{path / name} has {size} bytes, the manifest says {entry.get('bytes')} (truncated or replaced)"
-        if entry.get("sha256") != _digest(path / name):
+        if entry.get("sha256") != file_sha256(path / name):
             return f"{path / name} does not match its SHA-256 in {MANIFEST_FILE} (the file was changed or damaged)"
     return None
 

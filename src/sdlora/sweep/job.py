@@ -80,21 +80,11 @@ def _stop_signals(cfg: DictConfig):
     return StopSignals(preemption)
 
 
-def run_hydra_job(cfg: DictConfig, train: Callable[..., dict[str, Any]]) -> float | None:
-    """Run ``train(cfg, <Hydra output folder>, signals=...)`` as one Hydra job (see the module docstring)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from sdlora.distributed.world import is_rank_zero
-    from sdlora.signals import RunStopped
+def _before_the_job(cfg: DictConfig, hydra_cfg, run_dir: Path, multirun: bool, signals) -> None:
+    """Refuse a run folder inside the dataset (undoing Hydra's files there); in a sweep, take this job's GPU."""
     from sdlora.sweep.gpus import assign_job_gpu
     from sdlora.sweep.run_dir import refuse_run_dir_in_dataset
 
-    signals = _stop_signals(cfg)
-    signals.install()
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     refusal = refuse_run_dir_in_dataset(cfg, run_dir)
     if refusal is not None:
         log.error("%s", refusal)
@@ -110,10 +100,31 @@ def run_hydra_job(cfg: DictConfig, train: Callable[..., dict[str, Any]]) -> floa
             raise SweepJobError(str(exc)) from None
         if gpu is not None:
             log.info("Job %s runs on GPU %s (CUDA_VISIBLE_DEVICES)", hydra_cfg.job.get("num"), gpu)
+
+
+def _rank_zero(cfg: DictConfig) -> bool:
+    from sdlora.distributed.world import is_rank_zero
+
     try:
-        rank_zero = is_rank_zero(cfg.trainer)
+        return is_rank_zero(cfg.trainer)
     except SdloraError:
-        rank_zero = True  # a bad trainer.devices is reported by the validation pass
+        return True  # a bad trainer.devices is reported by the validation pass
+
+
+def run_hydra_job(cfg: DictConfig, train: Callable[..., dict[str, Any]]) -> float | None:
+    """Run ``train(cfg, <Hydra output folder>, signals=...)`` as one Hydra job (see the module docstring)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from sdlora.signals import RunStopped
+
+    signals = _stop_signals(cfg)
+    signals.install()
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    _before_the_job(cfg, hydra_cfg, run_dir, multirun, signals)
+    rank_zero = _rank_zero(cfg)
     record = RunRecord(run_dir, list(hydra_cfg.overrides.task), _job_num(hydra_cfg) if multirun else None, rank_zero)
     record.start()
     try:
