@@ -216,8 +216,15 @@ def test_paths_must_lie_under_the_named_folders(tmp_path):
 def test_tool_forms_come_from_the_tools_parsers():
     from sdlora.ui.tools import argv_for, tool_named, tools
 
-    names = {t.name for t in tools()}
-    assert {"sdlora-merge-lora", "sdlora-resize-lora", "sdlora-prepare-dataset", "sdlora-balance-dataset"} <= names
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the toml package (a dependency of lycoris-lora) reads it the same
+        import toml as tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    expected = {name for name, target in scripts.items() if target.startswith("sdlora.tools.")}
+    assert {t.name for t in tools()} == expected  # every tool is a form (a new one too: no UI code)
+    assert all(t.arguments for t in tools())
     merge = tool_named("sdlora-merge-lora")
     shown = {a.dest: "" for a in merge.arguments}
     shown.update(models="a.safetensors b.safetensors", ratios="0.5 0.5", save_to="out.safetensors", concat=True)
