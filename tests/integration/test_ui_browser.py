@@ -117,6 +117,8 @@ def test_plan_and_train_the_tiny_model_to_the_end(page, workspace):
     assert state == {"step": "4", "total": "4", "status": "completed"}, page.locator("#run-log textarea").input_value()
     expect(page.locator("#run-files")).to_contain_text("last.safetensors", timeout=30_000)
     expect(page.locator("#run-samples img").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#run-loss img")).to_be_visible(timeout=30_000)  # the loss and learning-rate charts
+    expect(page.locator("#run-lr img")).to_be_visible(timeout=30_000)
     screenshot(page, "3-trained")
     run = next((workspace / "outputs").iterdir())
     assert (run / "last.safetensors").is_file() and list((run / "sample").glob("*.png"))

@@ -258,3 +258,18 @@ def test_the_plan_shows_buckets_steps_and_the_estimate_of_sdlora_memory(monkeypa
     assert "4" in view.text
     monkeypatch.setitem(sys.modules, "sdlora.memory", None)  # a version of sdlora without the estimate
     assert "not available" in make_plan(cfg).memory
+
+
+def test_the_run_charts_draw_a_line_per_tag():
+    from sdlora.ui.charts import chart, series
+
+    scalars = {
+        "loss/current": [(1, 0.9, 0.0), (0, 1.0, 0.0)],
+        "loss/epoch": [(1, 0.95, 0.0)],
+        "lr/unet": [(0, 1e-4, 0.0)],
+    }
+    loss = series(scalars, "loss/")
+    assert loss == (("loss/current", ((1, 1.0), (2, 0.9))),)  # steps from 1, in order; not the per-epoch loss
+    picture = chart("loss", loss)
+    assert picture.size[0] > 100 and chart("loss", loss) is picture  # drawn once while nothing changes
+    assert chart("learning rate", series({}, "lr/")) is None

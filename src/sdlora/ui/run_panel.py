@@ -1,6 +1,7 @@
 """What the page shows of a run as it trains (the Training tab's panel and the Runs tab's details): a progress bar
 (step / total, it/s, time left), loss and learning-rate charts, the sample images as they are written, the LoRA files
-and states, the log tail and the TensorBoard command. Plain values; :mod:`sdlora.ui.app` puts them into components.
+and states, the log tail and the TensorBoard command. Plain values (the charts: pictures, :mod:`sdlora.ui.charts`);
+:mod:`sdlora.ui.widgets` holds the components.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlora.callbacks.progress import format_duration
+from sdlora.ui.charts import chart, series
 from sdlora.ui.runs import RunView
 
 FINISHED = ("completed", "failed", "interrupted", "preempted", "stopped")
@@ -35,19 +37,6 @@ def progress_html(view: RunView | None) -> str:
         f'<div style="width:{percent}%;background:{color};height:18px"></div></div>'
         f'<div style="margin-top:4px">{html.escape(" · ".join(parts))}</div></div>'
     )
-
-
-def chart_rows(view: RunView, prefix: str) -> Any:
-    """A table (pandas) of the scalars whose tag starts with ``prefix`` (``loss/``, ``lr/``): step, value, tag."""
-    import pandas as pd
-
-    rows = [
-        {"step": step + 1, "value": value, "tag": tag}
-        for tag, points in view.scalars.items()
-        if tag.startswith(prefix) and tag != "loss/epoch"
-        for step, value, _ in sorted(points)
-    ]
-    return pd.DataFrame(rows or [{"step": 0, "value": 0.0, "tag": prefix.rstrip("/")}])
 
 
 def files_markdown(view: RunView) -> str:
@@ -99,10 +88,8 @@ class Panel:
 
 def panel(view: RunView | None) -> Panel:
     if view is None:
-        import pandas as pd
-
-        empty = pd.DataFrame([{"step": 0, "value": 0.0, "tag": ""}])
-        return Panel("", progress_html(None), empty, empty, [], "", "", "")
+        return Panel("", progress_html(None), None, None, [], "", "", "")
     samples = [str(p) for p in view.samples[-12:]]
-    return Panel(status_markdown(view), progress_html(view), chart_rows(view, "loss/"), chart_rows(view, "lr/"),
-                 samples, files_markdown(view), view.log_tail, tensorboard_markdown(view.path))  # fmt: skip
+    loss, lr = chart("loss", series(view.scalars, "loss/")), chart("learning rate", series(view.scalars, "lr/"))
+    return Panel(status_markdown(view), progress_html(view), loss, lr, samples, files_markdown(view), view.log_tail,
+                 tensorboard_markdown(view.path))  # fmt: skip

@@ -51,8 +51,8 @@ class RunPanelWidgets:
         self.status = gr.Markdown(elem_id=f"{prefix}-status")
         self.progress = gr.HTML(elem_id=f"{prefix}-progress")
         with gr.Row():
-            self.loss = gr.LinePlot(x="step", y="value", color="tag", title="loss", elem_id=f"{prefix}-loss")
-            self.lr = gr.LinePlot(x="step", y="value", color="tag", title="learning rate", elem_id=f"{prefix}-lr")
+            self.loss = gr.Image(label="loss", interactive=False, elem_id=f"{prefix}-loss")
+            self.lr = gr.Image(label="learning rate", interactive=False, elem_id=f"{prefix}-lr")
         self.samples = gr.Gallery(label="sample images", columns=6, height=220, elem_id=f"{prefix}-samples")
         self.files = gr.Markdown(elem_id=f"{prefix}-files")
         self.log = gr.Textbox(label="log (tail)", lines=10, max_lines=10, elem_id=f"{prefix}-log", autoscroll=True)
