@@ -167,3 +167,25 @@ def test_stop_leaves_a_state_the_runs_tab_says_interrupted_and_resume_continues(
     _wait_progress(page, "runs", lambda s: s.get("status") == "interrupted", timeout=120)
     resumed = sorted((workspace / "outputs").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
     assert resumed.name == f"{stopped.name}-resumed" and list(resumed.glob("*-state"))
+
+
+def test_the_tools_tab_merges_two_loras_and_refuses_a_path_outside_the_folders(page, workspace):
+    from tests.helpers.lora_files import random_lora
+
+    first = random_lora(workspace / "loras" / "a.safetensors", "tiny", rank=4, seed=1)
+    second = random_lora(workspace / "loras" / "b.safetensors", "tiny", rank=4, seed=2)
+    merged = workspace / "loras" / "merged.safetensors"
+    page.get_by_role("tab", name="Tools", exact=True).click()
+    page.get_by_role("tab", name="sdlora-merge-lora", exact=True).click()
+    type_into(page, "tool-merge-lora-models", f"{first} /etc/passwd")
+    type_into(page, "tool-merge-lora-save_to", str(merged))
+    page.locator("#tool-merge-lora-run").click()
+    output = page.locator("#tool-merge-lora-output textarea")
+    expect(output).to_have_value(re.compile("nothing was run.*'/etc/passwd' is outside", re.S), timeout=60_000)
+    type_into(page, "tool-merge-lora-models", f"{first} {second}")
+    type_into(page, "tool-merge-lora-ratios", "0.5 0.5")
+    page.locator("#tool-merge-lora-concat input").check()
+    page.locator("#tool-merge-lora-run").click()
+    expect(output).to_have_value(re.compile(r"done$"), timeout=120_000)
+    screenshot(page, "8-tools-merge")
+    assert merged.is_file()

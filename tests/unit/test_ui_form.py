@@ -273,3 +273,9 @@ def test_the_run_charts_draw_a_line_per_tag():
     picture = chart("loss", loss)
     assert picture.size[0] > 100 and chart("loss", loss) is picture  # drawn once while nothing changes
     assert chart("learning rate", series({}, "lr/")) is None
+
+
+def test_help_lines_make_no_markdown_italics():
+    from sdlora.ui.widgets import plain
+
+    assert plain("no modelspec.* (the ss_* minimum stays)") == "no modelspec.∗ (the ss_∗ minimum stays)"

@@ -12,6 +12,7 @@ from sdlora.errors import SdloraError
 from sdlora.ui.actions import App
 from sdlora.ui.security import looks_like_path
 from sdlora.ui.tools import DATASET, LORA, Argument, Tool, argv_for, shown_default, tools
+from sdlora.ui.widgets import plain
 
 
 def argument_component(tool: Tool, argument: Argument):
@@ -19,13 +20,13 @@ def argument_component(tool: Tool, argument: Argument):
     label = f"{argument.label}{' (required)' if argument.required else ''}"
     value = shown_default(argument)
     if argument.kind == "flag":
-        return gr.Checkbox(value=value, label=label, info=argument.help, elem_id=elem_id)
+        return gr.Checkbox(value=value, label=label, info=plain(argument.help), elem_id=elem_id)
     if argument.kind == "choice":
         choices = ([] if argument.required else [("(default)", "")]) + [(c, c) for c in argument.choices]
         return gr.Dropdown(choices=choices, value=value if value in argument.choices else "", label=label,
-                           info=argument.help, elem_id=elem_id)  # fmt: skip
+                           info=plain(argument.help), elem_id=elem_id)  # fmt: skip
     info = argument.help + (" (several values, separated by spaces)" if argument.kind == "list" else "")
-    return gr.Textbox(value=value, label=label, info=info, elem_id=elem_id)
+    return gr.Textbox(value=value, label=label, info=plain(info), elem_id=elem_id)
 
 
 class ToolsTab:

@@ -15,9 +15,15 @@ def _choices(values: tuple[str, ...]) -> list[tuple[str, str]]:
     return [("(null)" if v == "" else v, v) for v in values]
 
 
+def plain(text: str) -> str:
+    """``text`` for a control's help line. Gradio reads it as Markdown without escapes, so two asterisks
+    (``modelspec.* (the ss_* minimum)``) made italics; "∗" (U+2217) looks the same and is not markup."""
+    return text.replace("*", "\u2217")
+
+
 def field_component(field: FormField, value: Any):
     """The control of a form field."""
-    common = {"label": field.key, "info": field.info, "elem_id": field.elem_id}
+    common = {"label": field.key, "info": plain(field.info), "elem_id": field.elem_id}
     if field.kind == "group":
         choices = [("(none)" if v == "" else v, v) for v in field.choices]
         return gr.Dropdown(choices=choices, value=value, **common)
