@@ -2,6 +2,12 @@
 
 import sys
 
+if __name__ == "__main__" and any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+    # sdlora's own page, generated from the schema, before Hydra composes anything (sdlora.config.help)
+    from sdlora.config.help import print_help
+
+    raise SystemExit(print_help(sys.argv[1:]))
+
 import hydra
 from omegaconf import DictConfig
 

@@ -203,11 +203,21 @@ def logger_for(run: Run):
     return instantiate(options)
 
 
-def make_trainer(run: Run, callbacks: list, extra_kwargs: dict):
-    """The Lightning Trainer; its limits are the plan's (steps and epochs, whichever the config makes first)."""
-    import lightning as L
-    from lightning.pytorch.callbacks import TQDMProgressBar
+def log_interval(configured: int | None, total_steps: int) -> int:
+    """``trainer.log_every_n_steps``, or where it is null one that adapts to the run: every step for runs of up to
+    200 steps, then every total/100 steps, at most every 10 (so a short run logs every step, its first and last)."""
+    if configured:
+        return int(configured)
+    return max(1, min(10, total_steps // 100))
 
+
+def make_trainer(run: Run, callbacks: list, extra_kwargs: dict):
+    """The Lightning Trainer; its limits are the plan's (steps and epochs, whichever the config makes first). One
+    progress bar for the run (:mod:`sdlora.callbacks.progress`); Lightning's model summary only with
+    ``verbose=true``."""
+    import lightning as L
+
+    from sdlora.callbacks.progress import RunProgressBar
     from sdlora.distributed.world import make_strategy
     from sdlora.state.checkpoint_io import StateFolderIO
 
@@ -222,11 +232,12 @@ def make_trainer(run: Run, callbacks: list, extra_kwargs: dict):
         max_epochs=length.epochs,
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val or None,
-        log_every_n_steps=t.log_every_n_steps,
+        log_every_n_steps=log_interval(t.log_every_n_steps, length.total_steps),
         enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=run.config.verbose,
         fast_dev_run=t.fast_dev_run,
         logger=logger_for(run),
-        callbacks=[TQDMProgressBar(), *callbacks] if t.enable_progress_bar else callbacks,
+        callbacks=[RunProgressBar(length.total_steps), *callbacks] if t.enable_progress_bar else callbacks,
         enable_checkpointing=False,
         default_root_dir=str(run.run_dir),
         use_distributed_sampler=False,

@@ -74,7 +74,7 @@ def fit(run, callbacks: list, signals: StopSignals) -> dict[str, Any]:
     from sdlora.sweep.hparams import log_run_hparams
 
     config, precision = run.config, run.config.precision
-    tidy_lightning_logging()
+    tidy_lightning_logging(config.verbose)
     L.seed_everything(config.seed, workers=True, verbose=False)
     _check_deferred_optimizer(config)
     check_optimizer_runs(config.optimizer, config.trainer.accelerator)

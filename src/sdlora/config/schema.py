@@ -134,8 +134,7 @@ class NetworkConfig(Freezable):
     unet_lr: float | None = None  # null: optimizer.lr [unet_lr]
     text_encoder_lr: Any = None  # null: optimizer.lr; a number, or [TE1, TE2] for SDXL [text_encoder_lr]
     weights: str | None = None  # a file of this type to start from; its ranks and alphas are used [network_weights]
-    block_lr_weight: list[float] | None = None  # U-Net lr factor per block, 25 (SD1/2) or 23 (SDXL) values
-    # [down_lr_weight + mid_lr_weight + up_lr_weight]
+    block_lr_weight: list[float] | None = None  # lr factor per U-Net block (25 SD1/2, 23 SDXL) [up/mid/down_lr_weight]
     block_dims: list[int] | None = None  # rank per U-Net block (Linear/1×1 targets) [block_dims]
     block_alphas: list[float] | None = None  # alpha per U-Net block [block_alphas]
     conv_block_dims: list[int] | None = None  # rank per U-Net block for 3×3 convs [conv_block_dims]
@@ -311,7 +310,7 @@ class TrainerConfig(Freezable):
     max_epochs: int | None = None  # upper limit on epochs; null = none [max_train_epochs]
     accumulate_grad_batches: int = 1  # [gradient_accumulation_steps]
     gradient_clip_val: float | None = 1.0  # max norm of the LoRA gradients; null or 0 disables [max_grad_norm]
-    log_every_n_steps: int = 10  # scalars are written every n steps (1 = every step, as kohya)
+    log_every_n_steps: int | None = None  # scalars every n steps; null: every step up to 200 steps, at most every 10
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"  # auto, ddp, ddp_find_unused_parameters_true, fsdp (trainer=ddp / trainer=fsdp)
@@ -424,7 +423,8 @@ class TrainConfig(Freezable):
     sample: SampleConfig = field(default_factory=SampleConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)  # ema=default turns it on (off by default)
     seed: int = 42  # [seed]
-    dry_run: bool = False  # print the data plan and exit
+    dry_run: bool = False  # print the data plan and exit (no model needed)
+    verbose: bool = False  # also Lightning's model summary and device lines
     resume: str | None = None  # a state folder, a folder of runs (its newest state), "latest", "auto" [resume]
     resume_allow_changes: bool = False  # resume although the data order or the schedule changed (no kohya option)
 

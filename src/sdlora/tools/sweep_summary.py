@@ -269,13 +269,17 @@ def write_outputs(summary: SweepSummary, out_dir: Path, plot: bool = True) -> li
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Summarise a Hydra sweep of sdlora runs in one table.")
     parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("sweep", type=Path, help="the sweep folder (multirun/<date>/<time>, or hydra.sweep.dir)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: the sweep folder)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw sweep.png")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         summary = summarize(args.sweep)
         print(to_markdown(summary), end="")
