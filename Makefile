@@ -5,20 +5,24 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sdlora-installed
 
-.PHONY: install demo test test-all bench lint format clean
+.PHONY: install demo ui test test-all bench lint format clean
 
 # torch first (pinned: a CPU build where one is on disk; set TORCH=... for another build), then the package with the
-# test tools and the sweep extra (Optuna sweeper, SLURM/joblib launchers, matplotlib), which the tests use.
+# test tools, the sweep extra (Optuna sweeper, SLURM/joblib launchers, matplotlib), the wandb extra (logger=wandb) and
+# the ui extra (Gradio), which the tests use.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,sweep]"
+	$(PY) -m pip install --quiet -e ".[dev,sweep,wandb,ui]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)  ## train a LoRA on the tiny model and the bundled example dataset (CPU, about a minute)
 	$(PY) train.py experiment=demo
+
+ui: $(STAMP)  ## the web UI on http://127.0.0.1:7860 (sdlora-ui; README "The web UI")
+	$(VENV)/bin/sdlora-ui
 
 test: $(STAMP)  ## the test suite (CPU, offline)
 	$(PY) -m pytest -q

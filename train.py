@@ -1,10 +1,17 @@
 """Train a LoRA: ``python train.py [group=option ...] [key=value ...]`` (``-m`` for a sweep). See README.md."""
 
+import sys
+
+if __name__ == "__main__" and any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+    # sdlora's own page, generated from the schema, before Hydra composes anything (sdlora.config.help)
+    from sdlora.config.help import print_help
+
+    raise SystemExit(print_help(sys.argv[1:]))
+
 import hydra
 from omegaconf import DictConfig
 
 import sdlora.config  # noqa: F401  (registers the typed schemas before Hydra composes)
-from sdlora.config.help_speed import share_help_repository
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -15,5 +22,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    share_help_repository()  # --help: one config repository for Hydra's group listing
+    if "--version" in sys.argv[1:]:  # before Hydra, which has no such flag
+        from sdlora.versions import version_text
+
+        print(version_text())
+        raise SystemExit(0)
     main()

@@ -64,8 +64,9 @@ class Run:
         return self.data.plan.length.total_steps
 
 
-def assemble(config: TrainConfig, run_dir: str | Path) -> Run:
-    """The typed run for a resolved ``config`` writing into ``run_dir`` (see the module docstring)."""
+def assemble(config: TrainConfig, run_dir: str | Path, hash_model: bool = True) -> Run:
+    """The typed run for a resolved ``config`` writing into ``run_dir`` (see the module docstring);
+    ``hash_model=False`` skips hashing a single-file base model (a plan that never trains: the web UI's "Plan")."""
     from sdlora.data.build import build_training_data
     from sdlora.data.held_out import validation_from_config
     from sdlora.data.resolution import parse_resolution
@@ -73,7 +74,7 @@ def assemble(config: TrainConfig, run_dir: str | Path) -> Run:
     from sdlora.models.family import make_family
     from sdlora.state.fingerprint import fingerprint
 
-    family = make_family(config.model)
+    family = make_family(config.model, config.data.weighted_captions)
     resolution = parse_resolution(config.data.resolution)
     t = config.trainer
     world_size = planned_world_size(t)
@@ -86,7 +87,7 @@ def assemble(config: TrainConfig, run_dir: str | Path) -> Run:
     _check_schedule(config, data.plan.length.total_steps)
     prints = fingerprint(config, data.plan)
     resume = _resume_point(config, prints, Path(run_dir))
-    facts = _facts(config, world_size, resume)
+    facts = _facts(config, world_size, resume, hash_model)
     return Run(config, Path(run_dir), family, resolution, data, validation, prints, resume, facts)
 
 
@@ -118,13 +119,13 @@ def _resume_point(config: TrainConfig, prints: dict[str, Any], run_dir: Path) ->
     return resume_point(path, prints, config.resume_allow_changes)
 
 
-def _facts(config: TrainConfig, world_size: int, resume: ResumePoint | None) -> RunFacts:
+def _facts(config: TrainConfig, world_size: int, resume: ResumePoint | None, hash_model: bool = True) -> RunFacts:
     from sdlora.utils.hashing import file_sha256
 
     session = resume.info.get("session", {}) if resume is not None else {}
     session_id = int(session.get("session_id", random.randint(0, 2**32)))
     started_at = float(session.get("training_started_at", time.time()))
-    model_hash = _hash_in_background(config.model.pretrained, file_sha256)
+    model_hash = _hash_in_background(config.model.pretrained, file_sha256) if hash_model else None
     return RunFacts(session_id, started_at, __version__, world_size, model_hash)
 
 

@@ -32,7 +32,6 @@ def make_objective(run: Run, prediction_type: str):
 def make_module(run: Run, components, network):
     from sdlora.distributed.world import uses_fsdp
     from sdlora.lit.module import LoRATrainingModule
-    from sdlora.lit.val_loss import ValidationLoss
     from sdlora.optim.factory import fused_allowed, instantiate_partial, with_fast_kernels
 
     config = run.config
@@ -40,10 +39,7 @@ def make_module(run: Run, components, network):
     precision, clips = config.precision, bool(config.trainer.gradient_clip_val)
     fused = fused_allowed(precision.trainer_precision, precision.lora_dtype, clips, uses_fsdp(config.trainer))
     optimizer = with_fast_kernels(instantiate_partial(config.optimizer), config.optimizer, fused)
-    validation = None
-    if run.validation is not None:
-        v, loss = config.validation, config.loss
-        validation = ValidationLoss(loss.min_timestep, loss.max_timestep, v.num_timesteps, v.seed)
+    validation = validation_loss(run)
     return LoRATrainingModule(
         run.family,
         components,
@@ -66,11 +62,17 @@ def make_module(run: Run, components, network):
 
 
 def final_validation(trainer, module, datamodule) -> dict[str, float]:
-    """val/loss after the last step (evaluated now unless the last step was just evaluated), and the best one."""
+    """val/loss after the last step (evaluated now unless the last step was just evaluated), and the best one; the
+    same for val/loss_ema with an EMA."""
     history = module.validation.history
     if not history or history[-1][0] != trainer.global_step:
         trainer.validate(module, dataloaders=datamodule.validation_loader(), verbose=False)
-    return {"val_loss": history[-1][1], "best_val_loss": min(value for _, value in history)}
+    out = {"val_loss": history[-1][1], "best_val_loss": min(value for _, value in history)}
+    for callback in trainer.callbacks:
+        ema_history = getattr(getattr(callback, "validation", None), "history", None)
+        if getattr(callback, "evaluation_swap", None) is not None and ema_history:
+            out |= {"val_loss_ema": ema_history[-1][1], "best_val_loss_ema": min(v for _, v in ema_history)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- callbacks
@@ -100,8 +102,60 @@ def make_callbacks(run: Run, results: RunResults, signals: StopSignals) -> list:
     states = TrainingStates(run.run_dir, schedule, run.fingerprint, run.facts.session(), results, stop=stop)
     t = config.trainer
     finite = FiniteWeights(t.check_finite_every_n_steps, t.skip_nonfinite, t.accumulate_grad_batches)
-    return [*_network_callbacks(run), finite, *_sample_callbacks(run), stop, files, states,
-            SamplerEpoch(run.data.sampler), *_precision_callbacks(run), LogDataPlan(plan)]  # fmt: skip
+    ema = _ema_callbacks(run, files)
+    return [*_optimizer_callbacks(run), *_network_callbacks(run), finite, *ema, *_sample_callbacks(run), stop, files,
+            states, *_best_callbacks(run, files, results, ema), SamplerEpoch(run.data.sampler),
+            *_precision_callbacks(run), LogDataPlan(plan)]  # fmt: skip
+
+
+def validation_loss(run: Run):
+    """A :class:`~sdlora.lit.val_loss.ValidationLoss` of the run's settings (None without validation images)."""
+    from sdlora.lit.val_loss import ValidationLoss
+
+    if run.validation is None:
+        return None
+    v, loss = run.config.validation, run.config.loss
+    return ValidationLoss(loss.min_timestep, loss.max_timestep, v.num_timesteps, v.seed, v.timestep_bands)
+
+
+def _ema_callbacks(run: Run, files) -> list:
+    """The EMA of the LoRA (``ema=default``): its files beside every LoRA file, val/loss_ema, post-hoc snapshots."""
+    config = run.config.ema
+    if not config.enabled:
+        return []
+    from sdlora.callbacks.ema import LoRAEMA
+    from sdlora.callbacks.save_lora import FileVariant
+
+    ema = LoRAEMA(
+        config, validation=validation_loss(run) if config.use_for_eval else None, metadata=files.metadata,
+        run_dir=run.run_dir, resumed_from=run.resume.path if run.resume is not None else None,
+    )  # fmt: skip
+    files.add_variant(FileVariant("-ema", ema.file_weights, ema.file_metadata))
+    return [ema]
+
+
+def _best_callbacks(run: Run, files, results: RunResults, ema: list) -> list:
+    """``<name>-best.<ext>`` by ``save.best_by``."""
+    metric = run.config.save.best_by
+    if metric is None or run.validation is None:
+        return []
+    from sdlora.callbacks.best import BestLoRA
+
+    if metric == "val/loss_ema":
+        return [BestLoRA(files, results, metric, lambda module: ema[0].validation.history, ema[0].file_weights)]
+    return [BestLoRA(files, results, metric, lambda module: module.validation.history)]
+
+
+def _optimizer_callbacks(run: Run) -> list:
+    """A schedule-free optimizer's training and evaluation modes (first: it acts before sample images at the start)."""
+    from sdlora.optim.factory import target_class_name
+    from sdlora.optim.schedule_free import is_schedule_free_class
+
+    if not is_schedule_free_class(target_class_name(run.config.optimizer)):
+        return []
+    from sdlora.callbacks.schedule_free import ScheduleFreeMode
+
+    return [ScheduleFreeMode()]
 
 
 def _network_callbacks(run: Run) -> list:
@@ -153,11 +207,21 @@ def logger_for(run: Run):
     return instantiate(options)
 
 
-def make_trainer(run: Run, callbacks: list, extra_kwargs: dict):
-    """The Lightning Trainer; its limits are the plan's (steps and epochs, whichever the config makes first)."""
-    import lightning as L
-    from lightning.pytorch.callbacks import TQDMProgressBar
+def log_interval(configured: int | None, total_steps: int) -> int:
+    """``trainer.log_every_n_steps``, or where it is null one that adapts to the run: every step for runs of up to
+    200 steps, then every total/100 steps, at most every 10 (so a short run logs every step, its first and last)."""
+    if configured:
+        return int(configured)
+    return max(1, min(10, total_steps // 100))
 
+
+def make_trainer(run: Run, callbacks: list, extra_kwargs: dict):
+    """The Lightning Trainer; its limits are the plan's (steps and epochs, whichever the config makes first). One
+    progress bar for the run (:mod:`sdlora.callbacks.progress`); Lightning's model summary only with
+    ``verbose=true``."""
+    import lightning as L
+
+    from sdlora.callbacks.progress import RunProgressBar
     from sdlora.distributed.world import make_strategy
     from sdlora.state.checkpoint_io import StateFolderIO
 
@@ -172,11 +236,12 @@ def make_trainer(run: Run, callbacks: list, extra_kwargs: dict):
         max_epochs=length.epochs,
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val or None,
-        log_every_n_steps=t.log_every_n_steps,
+        log_every_n_steps=log_interval(t.log_every_n_steps, length.total_steps),
         enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=run.config.verbose,
         fast_dev_run=t.fast_dev_run,
         logger=logger_for(run),
-        callbacks=[TQDMProgressBar(), *callbacks] if t.enable_progress_bar else callbacks,
+        callbacks=[RunProgressBar(length.total_steps), *callbacks] if t.enable_progress_bar else callbacks,
         enable_checkpointing=False,
         default_root_dir=str(run.run_dir),
         use_distributed_sampler=False,

@@ -84,7 +84,7 @@ def fit(run, callbacks: list, signals: StopSignals) -> dict[str, Any]:
     from sdlora.sweep.hparams import log_run_hparams
 
     config, precision = run.config, run.config.precision
-    tidy_lightning_logging()
+    tidy_lightning_logging(config.verbose)
     L.seed_everything(config.seed, workers=True, verbose=False)
     _check_deferred_optimizer(config)
     check_optimizer_runs(config.optimizer, config.trainer.accelerator)
@@ -99,8 +99,9 @@ def fit(run, callbacks: list, signals: StopSignals) -> dict[str, Any]:
     module = builders.make_module(run, components, network)
     caches = DataCaches(config.data, run.data.dataset, run.family, components, run.run_dir)  # filled in hooks
     datamodule = LoRADataModule(
-        run.data, config.data.num_workers, run.validation, config.validation.every_n_steps is not None, caches=caches
-    )
+        run.data, config.data.num_workers, run.validation, config.validation.every_n_steps is not None, caches=caches,
+        persistent_workers=config.data.persistent_workers,
+    )  # fmt: skip
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.resume.path) if run.resume else None)
     summary: dict[str, Any] = {
         "steps": trainer.global_step, "loss": module.loss_average.mean, "files": [str(p) for p in results.files],
@@ -110,6 +111,8 @@ def fit(run, callbacks: list, signals: StopSignals) -> dict[str, Any]:
         return {**summary, "stopped_by": results.stopped_by, "interrupted": str(results.interrupted)}
     if run.validation is not None:
         summary.update(builders.final_validation(trainer, module, datamodule))
+    if results.best is not None:  # save.best_by
+        summary["best"] = results.best.to_json()
     log_run_hparams(trainer, config, summary)
     return summary
 

@@ -50,3 +50,25 @@ def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(examp
     assert max(float(v.abs().max()) for k, v in same.items() if "lora_up" in k) > 1e-3, "training must move it"
     close, far = _relative_difference(ddp, same), _relative_difference(different, same)
     assert close < 2e-3 and far > 20 * close, (close, far)
+
+
+def test_ema_under_ddp_equals_one_process(example_data, tmp_path):
+    """The EMA (its post-hoc snapshots, val/loss_ema) of a two-process run is the one-process EMA with the same global
+    batch; rank 0 alone writes the -ema files and snapshots."""
+    common = ["optimizer.lr=1e-2", "trainer.max_steps=4", "ema=default", "ema.decay=0.5", "ema.posthoc=true",
+              "ema.snapshot_every=2", "validation.split=0.25", "validation.every_n_steps=2"]  # fmt: skip
+    ddp_dir = tmp_path / "ddp"
+    run_train_py(
+        tiny_overrides(example_data, "data.batch_size=1", *common, "trainer=ddp", "trainer.devices=2"), ddp_dir
+    )
+    assert sorted(p.name for p in ddp_dir.glob("*.safetensors")) == ["last-ema.safetensors", "last.safetensors"]
+    snapshots = sorted(p.name for p in (ddp_dir / "posthoc_ema").iterdir())
+    assert snapshots == [f"sigma{s}-step0000000{n}.safetensors" for s in ("0.050", "0.100") for n in (2, 4)]
+    single = train(compose_config(*tiny_overrides(example_data, "data.batch_size=2", *common)), tmp_path / "single")
+    assert single["steps"] == 4
+    ddp, _ = load_lora(ddp_dir / "last-ema.safetensors")
+    same, _ = load_lora(tmp_path / "single" / "last-ema.safetensors")
+    trained, _ = load_lora(tmp_path / "single" / "last.safetensors")
+    close = _relative_difference(ddp, same)
+    assert close < 2e-3 and _relative_difference(trained, same) > 20 * close  # an EMA, not the trained weights
+    assert read_record(ddp_dir)["val_loss_ema"] == pytest.approx(single["val_loss_ema"], rel=1e-3)  # every rank's

@@ -17,9 +17,10 @@ from sdlora.run import train
 from tests.helpers.config import CONF_DIR, compose_config, tiny_overrides
 from tests.integration.test_train_e2e import scalars
 
-NEEDS = {"custom": ["optimizer._target_=torch.optim.RAdam"]}
+# RAdamScheduleFree makes no update in its first steps (silent_sgd_phase: RAdam's variance estimate is unreliable)
+NEEDS = {"custom": ["optimizer._target_=torch.optim.RAdam"], "radam_schedulefree": ["trainer.max_steps=6"]}
 ADAPTIVE = {"prodigy", "dadapt_adam", "dadapt_adagrad", "dadapt_adan", "dadapt_adan_ip", "dadapt_adam_preprint"}
-ADAPTIVE |= {"dadapt_lion", "dadapt_sgd"}
+ADAPTIVE |= {"dadapt_lion", "dadapt_sgd", "prodigy_schedulefree"}
 
 
 def options(group: str) -> list[str]:
@@ -58,7 +59,7 @@ def run(tmp_path: Path, train_dir: Path, *extra: str, model: str = "tiny", callb
 def test_every_optimizer_trains_only_lora_parameters(option, small_dataset, tmp_path):
     probe = Probe()
     summary, run_dir = run(tmp_path, small_dataset, f"optimizer={option}", *NEEDS.get(option, []), callbacks=[probe])
-    assert summary["steps"] == 2 and math.isfinite(summary["loss"])
+    assert summary["steps"] == (6 if option == "radam_schedulefree" else 2) and math.isfinite(summary["loss"])
     lora = {n for n in probe.before if "lora_" in n}
     assert lora and probe.trainable == lora  # only LoRA parameters are trainable
     changed = {n for n in probe.before if not torch.equal(probe.before[n], probe.after[n])}

@@ -54,7 +54,7 @@ def test_rules_and_family_defaults_are_applied_once(small_dataset):
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("+save.training_comment=x", "save.training_comment"), ("+network.rnak=4", "network.rnak")],
+    [("+save.comment=x", "save.comment"), ("+network.rnak=4", "network.rnak")],
 )
 def test_an_unknown_key_is_an_error_also_with_plus(small_dataset, tmp_path, override, key):
     result, run_dir = run_cli(tmp_path, *tiny_overrides(small_dataset), override)

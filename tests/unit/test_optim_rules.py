@@ -139,7 +139,7 @@ def test_bitsandbytes_optimizer_that_cannot_step_is_one_readable_error():
         (["scheduler=cosine_with_restarts", "scheduler.num_cycles=0"], "scheduler.num_cycles must be ≥ 1"),
         (["scheduler=polynomial", "scheduler.lr_end=0.01"], "scheduler.lr_end (0.01) must be smaller"),
         (["scheduler=warmup_stable_decay", "scheduler.decay_type=steps"], "scheduler.decay_type='steps'"),
-        (["optimizer._target_=schedulefree.AdamWScheduleFree"], "needs the Python package 'schedulefree'"),
+        (["optimizer._target_=came_pytorch.CAME"], "needs the Python package 'came-pytorch'"),
         (["optimizer=custom"], "no _target_"),
     ],
 )

@@ -145,8 +145,9 @@ def sweep(tmp_path):
     common = "model=tiny"
     a = _job(root, 0, [common, "network.rank=4"], {"steps": 4, "loss": 0.5, "val_loss": 0.41, "best_val_loss": 0.40,
              "files": [str(root / "0_x" / "last.safetensors")]}, metric=0.41)  # fmt: skip
+    best = {"path": str(root / "1_x" / "last-best.safetensors"), "step": 3, "metric": "val/loss", "value": 0.33}
     _job(root, 1, [common, "network.rank=8"], {"steps": 4, "loss": 0.45, "val_loss": 0.35, "best_val_loss": 0.33,
-         "files": []}, metric=0.35)  # fmt: skip
+         "files": [], "best": best}, metric=0.35)  # fmt: skip
     _job(root, 2, [common, "network.rank=0"], error="the configuration has 1 problem(s):\n  - network.rank must be ≥ 1")
     running = _job(root, 3, [common, "network.rank=32"])  # killed: events only
     writer = SummaryWriter(str(running / "tensorboard"))
@@ -173,6 +174,10 @@ def test_summary_rows_best_and_failures(sweep):
     markdown = sweep_summary.to_markdown(summary)
     assert "| **1** ★ | network.rank=8 | completed | 0.45 | 0.35 | 0.33 | 4 |" in markdown
     assert "failed: the configuration has 1 problem(s): network.rank must be ≥ 1" in markdown
+    # the best LoRA (save.best_by) is named: its file name in the table, its path in the CSV and the run record
+    assert rows[1].best_lora.endswith("last-best.safetensors") and rows[0].best_lora is None
+    assert read_record(rows[1].folder)["best"]["step"] == 3
+    assert "| last-best.safetensors |" in markdown and rows[1].best_lora in sweep_summary.to_csv(summary)
     assert "4 job(s), 1 failed." in markdown and "Optuna's best: network.rank=8 (value 0.35)" in markdown
     table = list(csv.DictReader(io.StringIO(sweep_summary.to_csv(summary))))
     assert [r["best"] for r in table] == ["", "yes", "", ""]

@@ -6,7 +6,9 @@ Triggers: every ``sample.every_n_steps`` optimizer steps, at the end of every ``
 once), and with ``sample.at_start`` before the first step. Images are made on the main process with the LoRA in eval
 mode (no dropout, unlike kohya), under the training precision's autocast, and every RNG stream is restored afterwards,
 so sampling never changes training. Each image goes to ``<run folder>/sample/<name>_<step>_<idx>_<seed>.png``
-(step 6 digits, prompt index 2 digits) and to TensorBoard as ``sample/<idx>``.
+(step 6 digits, prompt index 2 digits) and to TensorBoard (or W&B) as ``sample/<idx>``. With ``ema.use_for_eval`` the
+images are made with the EMA weights, with a schedule-free optimizer at its evaluation point
+(:mod:`sdlora.callbacks.eval_weights`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from sdlora.callbacks.eval_weights import evaluation_weights
 from sdlora.callbacks.steps import OptimizerSteps
 from sdlora.sampling.prompts import SamplePrompt, load_prompts
 from sdlora.state.rng import preserved_rng
@@ -111,6 +114,7 @@ class SampleImages(L.Callback):
             generators = {"module": getattr(pl_module, "generator", None)}
             with (
                 preserved_rng(generators),
+                evaluation_weights(trainer, pl_module),  # schedule-free evaluation point, EMA weights
                 pl_module.network.evaluating(),
                 torch.no_grad(),
                 trainer.precision_plugin.forward_context(),
@@ -145,6 +149,9 @@ class SampleImages(L.Callback):
     def _log(self, trainer: L.Trainer, step: int, index: int, prompt: SamplePrompt, array: np.ndarray) -> None:
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
+            if hasattr(logger, "log_image") and not hasattr(experiment, "add_image"):  # W&B (logger=wandb)
+                logger.log_image(key=f"sample/{index:02d}", images=[array], step=step, caption=[prompt.prompt])
+                continue
             if experiment is None or not hasattr(experiment, "add_image"):
                 continue
             experiment.add_image(f"sample/{index:02d}", array, global_step=step, dataformats="HWC")

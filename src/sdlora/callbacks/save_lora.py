@@ -7,7 +7,9 @@
 - when the run is stopped early (:class:`~sdlora.callbacks.graceful_stop.GracefulStop`): ``<name>-step<N>.<ext>``;
 - at the end: ``<name>.<ext>`` (``ss_epoch`` = the epochs run).
 
-A removed save takes its ``<name>.diffusers.safetensors`` copy (``save.also_diffusers``) with it. Only global rank 0
+Variants (:class:`FileVariant`: ``<name>-ema.<ext>``, :mod:`sdlora.callbacks.ema`) are written beside every file. A
+removed save takes its variants and ``<name>.diffusers.safetensors`` copies (``save.also_diffusers``) with it. A
+schedule-free optimizer's files hold its evaluation point (:mod:`sdlora.optim.schedule_free`). Only global rank 0
 writes. Training states are the job of :class:`~sdlora.callbacks.save_state.TrainingStates`.
 """
 
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -26,12 +31,24 @@ from sdlora.lightning_compat import is_last_batch
 from sdlora.network.io import SUFFIXES, save_lora
 from sdlora.network.metadata import LoRAMetadata
 from sdlora.network.network import LoRANetwork
+from sdlora.optim.schedule_free import evaluation_point
 from sdlora.results import RunResults
 from sdlora.state import retention
 from sdlora.state.save_schedule import SaveSchedule
 from sdlora.utils.atomic import low_space_warning
 
 log = logging.getLogger("sdlora")
+
+
+@dataclass(frozen=True)
+class FileVariant:
+    """Other weights written beside every LoRA file: ``<name><suffix>.<ext>`` (e.g. ``-ema``), with the same
+    retention. ``weights(network)`` is a context manager that puts them into the network (and the trained ones back
+    afterwards); ``metadata()`` gives the keys added to the run's metadata."""
+
+    suffix: str
+    weights: Callable[[LoRANetwork], AbstractContextManager]
+    metadata: Callable[[], dict[str, str]]
 
 
 class SaveLoRAFiles(L.Callback):
@@ -59,17 +76,39 @@ class SaveLoRAFiles(L.Callback):
         self.also_diffusers = also_diffusers
         self._ledger = schedule.file_ledger()
         self._steps = OptimizerSteps()
+        self.variants: list[FileVariant] = []
 
     # ------------------------------------------------------------------------------------------------ files
+    def add_variant(self, variant: FileVariant) -> None:
+        """Also write ``<name><variant.suffix>.<ext>`` beside every LoRA file (and remove it with it)."""
+        self.variants.append(variant)
+
     def save(self, network: LoRANetwork, prediction_type: str, name: str, steps: int, epoch: int) -> Path:
-        """Write ``network`` as ``<run_dir>/<name><suffix>`` with the run's metadata and this save's step/epoch."""
+        """Write ``network`` as ``<run_dir>/<name><suffix>`` with the run's metadata and this save's step/epoch, and
+        every variant beside it (``<name>-ema<suffix>``)."""
         metadata = self.metadata.for_save(network, prediction_type, steps, epoch)
+        path = self._write(network, name, metadata)
+        for variant in self.variants:
+            with variant.weights(network):
+                self._write(network, f"{name}{variant.suffix}", {**metadata, **variant.metadata()})
+        return path
+
+    def save_single(
+        self, network: LoRANetwork, prediction_type: str, name: str, steps: int, epoch: int, extra: dict[str, str]
+    ) -> Path:
+        """Write ``network`` as ``<run_dir>/<name><suffix>`` alone (no variants; not one of the run's saves), with
+        the run's metadata and ``extra`` (the best LoRA, :mod:`sdlora.callbacks.best`)."""
+        metadata = {**self.metadata.for_save(network, prediction_type, steps, epoch), **extra}
+        return self._write(network, name, metadata, record=False)
+
+    def _write(self, network: LoRANetwork, name: str, metadata: dict[str, str], record: bool = True) -> Path:
         tensors = network.kohya_tensors(self.dtype)
         warning = low_space_warning(self.run_dir, sum(t.numel() * t.element_size() for t in tensors.values()), name)
         if warning:
             log.warning("%s", warning)
         path = save_lora(self.run_dir / f"{name}{self.suffix}", tensors, metadata)
-        self.results.file_saved(path)
+        if record:
+            self.results.file_saved(path)
         log.info("Saved %s", path)
         if self.also_diffusers:
             from sdlora.network.export import peft_state_dict
@@ -77,20 +116,24 @@ class SaveLoRAFiles(L.Callback):
             export = save_lora(
                 self.run_dir / f"{name}.diffusers.safetensors", peft_state_dict(network, self.dtype), metadata
             )
-            self.results.file_saved(export)
+            if record:
+                self.results.file_saved(export)
         return path
 
     def _remove(self, names: list[str]) -> None:
-        """Delete the saves ``names`` of this run (each LoRA file and its diffusers copy), if present."""
+        """Delete the saves ``names`` of this run (each LoRA file, its variants and diffusers copies), if present."""
         for name in names:
-            for path in (self.run_dir / f"{name}{self.suffix}", self.run_dir / f"{name}.diffusers.safetensors"):
-                if path.is_file():
-                    path.unlink()
-                    log.info("Removed %s (save.last_n_*)", path.name)
-                self.results.file_removed(path)
+            for variant in ["", *(v.suffix for v in self.variants)]:
+                stem = f"{name}{variant}"
+                for path in (self.run_dir / f"{stem}{self.suffix}", self.run_dir / f"{stem}.diffusers.safetensors"):
+                    if path.is_file():
+                        path.unlink()
+                        log.info("Removed %s (save.last_n_*)", path.name)
+                    self.results.file_removed(path)
 
     def _save_now(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str, epoch: int) -> None:
-        self.save(pl_module.network, pl_module.components.prediction_type, name, trainer.global_step, epoch)
+        with evaluation_point(trainer.optimizers):  # a schedule-free optimizer's evaluation point x
+            self.save(pl_module.network, pl_module.components.prediction_type, name, trainer.global_step, epoch)
 
     # ------------------------------------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -120,7 +163,7 @@ class SaveLoRAFiles(L.Callback):
                 self._save_now(trainer, pl_module, retention.step_name(s.output_name, step), trainer.current_epoch)
             return
         path = self.run_dir / f"{retention.interrupted_name(s.output_name)}{self.suffix}"
-        self.save(pl_module.network, pl_module.components.prediction_type, path.stem, step, trainer.current_epoch)
+        self._save_now(trainer, pl_module, path.stem, trainer.current_epoch)
         self.results.interrupted = path
         log.warning("Stopped by %s after step %d; the LoRA so far is %s (save.state=true also saves a state to "
                     "resume from)", self.stop.signal_name, step, path)  # fmt: skip

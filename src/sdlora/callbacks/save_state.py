@@ -33,6 +33,7 @@ from sdlora.callbacks.graceful_stop import GracefulStop
 from sdlora.callbacks.steps import OptimizerSteps
 from sdlora.errors import DiskFull, NonFiniteLoss, NonFiniteWeights, ResumableError, SdloraError
 from sdlora.lightning_compat import batches_processed, is_last_batch
+from sdlora.optim.schedule_free import evaluation_point
 from sdlora.results import RunResults
 from sdlora.state import retention
 from sdlora.state.fingerprint import fingerprint_hash
@@ -78,7 +79,8 @@ class TrainingStates(L.Callback):
             warning = low_space_warning(self.run_dir, size, path.name)
             if warning:
                 log.warning("%s", warning)
-        trainer.save_checkpoint(path, weights_only=False)
+        with evaluation_point(trainer.optimizers):  # the LoRA at x; ScheduleFreeMode keeps y (schedule-free)
+            trainer.save_checkpoint(path, weights_only=False)
         self.results.state_saved(path)
         if trainer.is_global_zero:
             log.info("Saved the training state %s", path)

@@ -40,10 +40,10 @@ def _check_model(cfg: DictConfig, problems: list[str]) -> None:
 
     model = cfg.model
     family = _family_class(cfg, problems)
-    if family is not None and model.pretrained is None and not family.tiny:
+    if family is not None and model.pretrained is None and not family.tiny and not cfg.get("dry_run", False):
         problems.append(
             f"model.pretrained is required for model={family.name}: a hub id, a diffusers folder, or an "
-            "A1111-style .safetensors/.ckpt file"
+            "A1111-style .safetensors/.ckpt file (dry_run=true plans without one)"
         )
     for option in ("pretrained", "vae"):
         value = model.get(option)
@@ -143,8 +143,8 @@ def _check_trainer_and_save(cfg: DictConfig, problems: list[str]) -> None:
         problems.append("set trainer.max_steps or trainer.max_epochs: with neither, training would never end")
     if trainer.accumulate_grad_batches < 1:
         problems.append(f"trainer.accumulate_grad_batches must be ≥ 1, got {trainer.accumulate_grad_batches}")
-    if trainer.log_every_n_steps < 1:
-        problems.append(f"trainer.log_every_n_steps must be ≥ 1, got {trainer.log_every_n_steps}")
+    if trainer.log_every_n_steps is not None and trainer.log_every_n_steps < 1:
+        problems.append(f"trainer.log_every_n_steps must be ≥ 1 or null, got {trainer.log_every_n_steps}")
     if trainer.gradient_clip_val is not None and trainer.gradient_clip_val < 0:
         problems.append(f"trainer.gradient_clip_val must be ≥ 0 or null, got {trainer.gradient_clip_val}")
     _check_fault_options(trainer, problems)
@@ -181,11 +181,11 @@ def _check_validation_and_masks(cfg: DictConfig, problems: list[str]) -> None:
 def _check_optimization_and_precision(cfg: DictConfig, problems: list[str]) -> None:
     """Optimizer, scheduler and precision nodes (keys, values, combinations) and the model's compile option."""
     from sdlora.optim.checks import check_optimization
-    from sdlora.optim.rules import adaptive_lr_problems
+    from sdlora.optim.rules import adaptive_lr_problems, combination_problems
     from sdlora.precision.policy import check_precision
 
     found = _unrepresentable(cfg) or check_optimization(cfg)
-    problems += found or adaptive_lr_problems(cfg)
+    problems += found or (adaptive_lr_problems(cfg) + combination_problems(cfg))
     problems += check_precision(cfg.precision)
     if cfg.model.compile and not str(cfg.model.compile_backend).strip():
         problems.append("model.compile_backend must name a torch.compile backend (e.g. inductor)")
@@ -227,9 +227,12 @@ def _unrepresentable(cfg: DictConfig) -> list[str]:
 
 
 def _check_saving_sampling_resume(cfg: DictConfig, problems: list[str]) -> None:
+    from sdlora.config.ema_checks import check_best, check_ema
     from sdlora.config.save_checks import check_resume_option, check_sample, check_save
 
     check_save(cfg.save, problems)
+    check_ema(cfg, problems)
+    check_best(cfg, problems)
     check_sample(cfg.sample, problems)
     check_resume_option(cfg, problems)
 

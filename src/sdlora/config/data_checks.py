@@ -27,6 +27,16 @@ def _family_defaults(cfg: DictConfig) -> tuple[tuple[int, int], int, int | None]
         return (256, 1024), 64, None
 
 
+def _preset_name(cfg: DictConfig) -> str:
+    """The ``model=`` preset of the chosen family (sd15, sdxl, …), as the user wrote it."""
+    from hydra.utils import get_class
+
+    try:
+        return str(get_class(cfg.model._target_).name)
+    except Exception:  # reported by the model checks
+        return str(cfg.model._target_)
+
+
 def _resolution(data: DictConfig, problems: list[str]) -> tuple[int, int] | None:
     from sdlora.data.resolution import parse_resolution
 
@@ -92,10 +102,9 @@ def _buckets(cfg: DictConfig, resolution: tuple[int, int] | None, problems: list
     (default_min, default_max), multiple, default_res = _family_defaults(cfg)
     steps = data.bucket_reso_steps
     if steps < 8 or steps % 8 or steps % multiple:
-        family = cfg.model._target_.rsplit(".", 1)[-1]
         problems.append(
-            f"data.bucket_reso_steps={steps} must be a positive multiple of {max(multiple, 8)} for {family} (latents "
-            "are 1/8 of the image and the U-Net must be able to halve them)"
+            f"data.bucket_reso_steps={steps} must be a positive multiple of {max(multiple, 8)} for "
+            f"model={_preset_name(cfg)} (latents are 1/8 of the image and the U-Net must be able to halve them)"
         )
         return
     if not data.enable_bucket or data.bucket_no_upscale:  # no_upscale ignores min/max_bucket_reso (kohya)

@@ -38,6 +38,7 @@ def check_network(network: DictConfig, family_cls, problems: list[str]) -> None:
             problems.append(f"network.{option} must be > 0 or null, got {network[option]}")
     if family_cls is not None:
         _check_blocks(network, family_cls, problems)
+        _check_block_lr_forms(network, family_cls, problems)
     if network.weights is not None:
         from sdlora.network.weights import check_network_file
 
@@ -76,6 +77,58 @@ def _check_blocks(network: DictConfig, family_cls, problems: list[str]) -> None:
             )
         if any(v < 0 for v in values):
             problems.append(f"network.{option} values must be ≥ 0, got {list(values)}")
+
+
+BLOCK_LR_FORMS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight")
+
+
+def block_lr_from_forms(network, family_cls) -> list[float] | None:
+    """kohya's ``down_lr_weight`` / ``mid_lr_weight`` / ``up_lr_weight`` (lists or presets) and
+    ``block_lr_zero_threshold`` → one ``block_lr_weight`` list (:func:`sdlora.network.blocks.kohya_block_lr_weight`);
+    None when none of the three is set. Raises ValueError for an unknown preset."""
+    from omegaconf import OmegaConf
+
+    from sdlora.network.blocks import kohya_block_lr_weight
+
+    def value(key: str):
+        v = network[key]
+        v = OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+        return [v] if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    down, mid, up = (value(k) for k in BLOCK_LR_FORMS)
+    sdxl = family_cls.unet_blocks == 23
+    return kohya_block_lr_weight(down, mid, up, float(network.block_lr_zero_threshold), sdxl)
+
+
+def _check_block_lr_forms(network: DictConfig, family_cls, problems: list[str]) -> None:
+    forms = [k for k in BLOCK_LR_FORMS if network[k] is not None]
+    if network.block_lr_zero_threshold < 0:
+        problems.append(f"network.block_lr_zero_threshold must be ≥ 0, got {network.block_lr_zero_threshold}")
+    if not forms:
+        return
+    if network.block_lr_weight is not None:
+        problems.append(f"network.block_lr_weight and network.{forms[0]} are both set: use one form (the down/mid/up "
+                        "values are turned into block_lr_weight)")  # fmt: skip
+        return
+    for key in ("down_lr_weight", "up_lr_weight"):
+        v = network[key]
+        if v is not None and not isinstance(v, str) and not _is_list(v):
+            problems.append(f"network.{key} must be a list or a preset (cosine, sine, linear, reverse_linear, zeros, "
+                            f"optionally +<base>), got {v!r}")  # fmt: skip
+            return
+    try:
+        weights = block_lr_from_forms(network, family_cls)
+    except (ValueError, TypeError) as exc:
+        problems.append(f"network.down_lr_weight/mid_lr_weight/up_lr_weight: {exc}")
+        return
+    if weights is not None and any(v < 0 for v in weights):
+        problems.append(f"network.down_lr_weight/mid_lr_weight/up_lr_weight values must be ≥ 0, got {weights}")
+
+
+def _is_list(value) -> bool:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.is_list(value) or isinstance(value, list | tuple)
 
 
 def _layout(count: int) -> str:

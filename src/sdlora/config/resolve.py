@@ -4,6 +4,9 @@ composed config (Hydra) → typed against the schema (unknown keys and wrong typ
 one pass of checks (:mod:`sdlora.config.checks`, every problem at once) → the rules that fill in or replace options:
 
 - ``network.alpha_ratio`` r: ``network.alpha`` = r × ``network.rank`` (sweeps keep the scale alpha/rank fixed);
+- kohya's block lr forms: ``network.down_lr_weight`` / ``mid_lr_weight`` / ``up_lr_weight`` (lists or presets such as
+  ``sine+.5``) become ``network.block_lr_weight`` (factors ≤ ``network.block_lr_zero_threshold`` become 0, also in a
+  ``block_lr_weight`` given directly);
 - the model family's defaults: ``data.resolution``, ``data.min_bucket_reso`` / ``max_bucket_reso``,
   ``model.v_parameterization`` (when the checkpoint or the family says it before loading; a hub id without a local
   declaration stays null and is known after the download), ``precision.no_half_vae``;
@@ -72,6 +75,7 @@ def resolve(cfg: Any) -> TrainConfig:
     family = get_class(node.model._target_)
     if node.network.alpha_ratio is not None:
         node.network.alpha = float(node.network.alpha_ratio) * node.network.rank
+    _block_lr(node, family)
     _family_defaults(node, family)
     notes = _device_and_precision(node, family)
     notes += _optimizer_rules(node)
@@ -79,6 +83,18 @@ def resolve(cfg: Any) -> TrainConfig:
     for note in notes:
         log.warning("%s", note)
     return freeze(OmegaConf.to_object(node))
+
+
+def _block_lr(node: DictConfig, family: Any) -> None:
+    from sdlora.config.network_checks import block_lr_from_forms
+
+    network = node.network
+    weights = block_lr_from_forms(network, family)
+    if weights is None and network.block_lr_weight is not None and network.block_lr_zero_threshold > 0:
+        threshold = network.block_lr_zero_threshold
+        weights = [v if v > threshold else 0.0 for v in network.block_lr_weight]
+    if weights is not None:
+        network.block_lr_weight = weights
 
 
 def _family_defaults(node: DictConfig, family: Any) -> None:

@@ -24,6 +24,7 @@ class Attention(str, Enum):
 
     sdpa = "sdpa"
     xformers = "xformers"
+    none = "none"  # plain attention, the full attention matrix (diffusers' AttnProcessor) [kohya_ss GUI: none]
 
 
 class LossType(str, Enum):
@@ -133,12 +134,17 @@ class NetworkConfig(Freezable):
     unet_lr: float | None = None  # null: optimizer.lr [unet_lr]
     text_encoder_lr: Any = None  # null: optimizer.lr; a number, or [TE1, TE2] for SDXL [text_encoder_lr]
     weights: str | None = None  # a file of this type to start from; its ranks and alphas are used [network_weights]
-    block_lr_weight: list[float] | None = None  # U-Net lr factor per block, 25 (SD1/2) or 23 (SDXL) values
-    # [down_lr_weight + mid_lr_weight + up_lr_weight]
+    block_lr_weight: list[float] | None = None  # lr factor per U-Net block (25 SD1/2, 23 SDXL) [up/mid/down_lr_weight]
     block_dims: list[int] | None = None  # rank per U-Net block (Linear/1×1 targets) [block_dims]
     block_alphas: list[float] | None = None  # alpha per U-Net block [block_alphas]
     conv_block_dims: list[int] | None = None  # rank per U-Net block for 3×3 convs [conv_block_dims]
     conv_block_alphas: list[float] | None = None  # [conv_block_alphas]
+    # kohya's down/mid/up form of block_lr_weight (resolved into it): a list, or for down/up a preset cosine, sine,
+    # linear, reverse_linear, zeros with an optional +<base> ("sine+.5") [down_lr_weight, mid_lr_weight, up_lr_weight]
+    down_lr_weight: Any = None  # 12 values (SDXL 9) or a preset
+    mid_lr_weight: Any = None  # a number (SDXL: 3 values)
+    up_lr_weight: Any = None  # 12 values (SDXL 9) or a preset
+    block_lr_zero_threshold: float = 0.0  # block lr factors ≤ this become 0: the block gets no modules
     loraplus_lr_ratio: float | None = None  # lora_up weights get lr × ratio [loraplus_lr_ratio]
     loraplus_unet_lr_ratio: float | None = None  # U-Net only, overrides the common ratio [loraplus_unet_lr_ratio]
     loraplus_text_encoder_lr_ratio: float | None = None  # [loraplus_text_encoder_lr_ratio]
@@ -257,6 +263,8 @@ class DataConfig(Freezable):
     num_workers: int = 0  # DataLoader worker processes; decoding threads while caching [max_data_loader_n_workers]
     strict: bool = False  # unreadable or unusable images are errors instead of skipped with a warning
     mask_dir: str | None = None  # loss.masked: masks with the images' stems (else their alpha channel)
+    persistent_workers: bool = True  # keep DataLoader workers between epochs [persistent_data_loader_workers]
+    weighted_captions: bool = False  # (word:1.2), (word), [word] emphasis in captions and prompts [weighted_captions]
 
 
 @dataclass
@@ -302,7 +310,7 @@ class TrainerConfig(Freezable):
     max_epochs: int | None = None  # upper limit on epochs; null = none [max_train_epochs]
     accumulate_grad_batches: int = 1  # [gradient_accumulation_steps]
     gradient_clip_val: float | None = 1.0  # max norm of the LoRA gradients; null or 0 disables [max_grad_norm]
-    log_every_n_steps: int = 10  # scalars are written every n steps (1 = every step, as kohya)
+    log_every_n_steps: int | None = None  # scalars every n steps; null: every step up to 200 steps, at most every 10
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"  # auto, ddp, ddp_find_unused_parameters_true, fsdp (trainer=ddp / trainer=fsdp)
@@ -315,6 +323,17 @@ class TrainerConfig(Freezable):
     check_finite_every_n_steps: int | None = None  # LoRA weights finite? null: every step with skip_nonfinite
     preemption_signal: str | None = "SIGUSR1"  # a cluster's warning before it stops a job: save, requeue (SLURM)
     memory_budget_gb: float | None = None  # stop before loading the model when the memory estimate exceeds it
+
+
+@dataclass
+class ModelCardConfig(Freezable):
+    """The model card kohya writes into the LoRA's ``modelspec.*`` metadata [metadata_title, metadata_author, …]."""
+
+    title: str | None = None  # modelspec.title; null: save.output_name [metadata_title]
+    author: str | None = None  # modelspec.author [metadata_author]
+    description: str | None = None  # modelspec.description [metadata_description]
+    license: str | None = None  # modelspec.license [metadata_license]
+    tags: str | None = None  # modelspec.tags, comma-separated [metadata_tags]
 
 
 @dataclass
@@ -332,6 +351,9 @@ class SaveConfig(Freezable):
     state: bool = False  # a training state folder <name>-…-state/ beside every save and at the end [save_state]
     last_n_steps_state: int | None = None  # null: save.last_n_steps (n counts steps) [save_last_n_steps_state]
     last_n_epochs_state: int | None = None  # null: save.last_n_epochs [save_last_n_epochs_state]
+    best_by: str | None = None  # val/loss or val/loss_ema: <name>-best.<ext> is the LoRA with the lowest value so far
+    training_comment: str | None = None  # ss_training_comment [training_comment]
+    metadata: ModelCardConfig = field(default_factory=lambda: ModelCardConfig())  # modelspec.* [metadata_*]
 
 
 @dataclass
@@ -355,6 +377,33 @@ class ValidationConfig(Freezable):
     num_timesteps: int = 4  # timesteps spread over [loss.min_timestep, loss.max_timestep)
     seed: int = 0  # fixes the split and the noise, independent of the training seed
     batch_size: int | None = None  # null: data.batch_size
+    timestep_bands: int = 4  # also val/loss per band of timesteps (4: val/loss_t000-249, …); 0 = off
+
+
+class EMADevice(str, Enum):
+    """Where the EMA copy of the LoRA lives."""
+
+    device = "device"  # beside the LoRA (the training device)
+    cpu = "cpu"  # in CPU memory (saves accelerator memory; slower updates)
+
+
+@dataclass
+class EMAConfig(Freezable):
+    """An exponential moving average of the LoRA weights (``ema=default``; no kohya_ss option, sd-scripts #1321).
+
+    Formulas: :mod:`sdlora.ema.decay`; the callback: :mod:`sdlora.callbacks.ema`.
+    """
+
+    enabled: bool = False  # set by ema=default
+    decay: float = 0.999  # β per update; with power: its upper limit
+    power: float | None = None  # warm-up form β = 1 − (1 + n/inv_gamma)^−power (diffusers' EMAModel); null: constant
+    inv_gamma: float = 1.0  # the warm-up form's γ
+    every_n_steps: int = 1  # one EMA update every n optimizer steps
+    device: EMADevice = EMADevice.device  # cpu keeps the (float32) EMA in CPU memory
+    use_for_eval: bool = True  # sample images with the EMA weights, and log val/loss_ema beside val/loss
+    posthoc: bool = False  # also snapshot power-function EMAs for sdlora-posthoc-ema (Karras et al. 2024)
+    posthoc_sigma_rels: list[float] = field(default_factory=lambda: [0.05, 0.10])  # their relative widths σ_rel
+    snapshot_every: int = 100  # optimizer steps between post-hoc snapshots (and one after the last step)
 
 
 @dataclass
@@ -373,8 +422,10 @@ class TrainConfig(Freezable):
     save: SaveConfig = field(default_factory=SaveConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)  # ema=default turns it on (off by default)
     seed: int = 42  # [seed]
-    dry_run: bool = False  # print the data plan and exit
+    dry_run: bool = False  # print the data plan and exit (no model needed)
+    verbose: bool = False  # also Lightning's model summary and device lines
     resume: str | None = None  # a state folder, a folder of runs (its newest state), "latest", "auto" [resume]
     resume_allow_changes: bool = False  # resume although the data order or the schedule changed (no kohya option)
 

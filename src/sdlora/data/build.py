@@ -112,7 +112,7 @@ def plan_training_data(
     scan, placements = _place(scan, assigner, strict, warnings)
     records = scan.records
     if not any(not r.subset.is_reg for r in records):
-        raise SdloraError(_no_images_message(source, scan.subsets))
+        raise SdloraError(_no_images_message(source, scan.subsets, [*scan.warnings, *warnings]))
     repeats, reg = _repeats(records)
     entries: list[Entry] = []
     for i, n in enumerate(repeats):
@@ -189,8 +189,16 @@ def _repeats(records: list[ImageRecord]) -> tuple[list[int], RegBalance]:
     return repeats, reg
 
 
-def _no_images_message(source: str, subsets: list) -> str:
+def _no_images_message(source: str, subsets: list, warnings: list[str]) -> str:
+    """No training image is left: every image file was skipped (say why), or there were none where kohya looks."""
     found = ", ".join(s.name for s in subsets if not s.is_reg)
+    skipped = [w.removeprefix("skipped ") for w in warnings if w.startswith("skipped ")]
+    if skipped:
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        return (
+            f"{source} has no usable images in its folders ({found}): all {len(skipped)} image file(s) were "
+            f"skipped as unreadable or unusable — {'; '.join(skipped[:3])}{more}"
+        )
     return (
         f"{source} has no usable images in its folders ({found}); images must be .png/.jpg/.jpeg/.webp/.bmp files "
         "directly inside a '<repeats>_<name>' folder (e.g. 10_mysubject/001.png)"

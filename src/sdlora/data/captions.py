@@ -99,11 +99,17 @@ def augment_tags(caption: str, options: SubsetOptions, rng: np.random.Generator)
     Without shuffling or tag dropout the caption is returned unchanged. Otherwise it is split on
     ``caption_separator`` (tags stripped, empty ones removed); the first ``keep_tokens`` tags stay first and are
     never dropped; the others are shuffled (``shuffle_caption``), then each is dropped with probability
-    ``caption_tag_dropout_rate``; the tags are joined with ", " (kohya).
+    ``caption_tag_dropout_rate``; the tags are joined with ", " (kohya). With ``weighted_captions`` the caption is
+    split outside brackets only, so ``(red, blue:1.2)`` moves and drops as one tag (kohya splits inside them too).
     """
     if not options.augments_tags:
         return caption
-    tags = [t.strip() for t in caption.split(options.caption_separator)]
+    if options.weighted_captions:
+        from sdlora.models.weighted_prompts import split_tags
+
+        tags = [t.strip() for t in split_tags(caption, options.caption_separator)]
+    else:
+        tags = [t.strip() for t in caption.split(options.caption_separator)]
     tags = [t for t in tags if t]
     fixed, flexible = tags[: options.keep_tokens], tags[options.keep_tokens :]
     if options.shuffle_caption:

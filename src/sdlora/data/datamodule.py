@@ -62,7 +62,7 @@ class SamplerEpoch(L.Callback):
 class LoRADataModule(L.LightningDataModule):
     def __init__(
         self, data: TrainingData, num_workers: int = 0, validation: ValidationData | None = None,
-        validate_during_fit: bool = False, caches: DataCaches | None = None,
+        validate_during_fit: bool = False, caches: DataCaches | None = None, persistent_workers: bool = True,
     ) -> None:  # fmt: skip
         super().__init__()
         self.data = data
@@ -70,6 +70,7 @@ class LoRADataModule(L.LightningDataModule):
         self.validation = validation
         self.validate_during_fit = validate_during_fit
         self.caches = caches
+        self.persistent_workers = persistent_workers  # [data.persistent_workers; persistent_data_loader_workers]
         self.prepare_data_per_node = False  # one process writes the cache files, even on several nodes
 
     def prepare_data(self) -> None:
@@ -90,7 +91,7 @@ class LoRADataModule(L.LightningDataModule):
             batch_sampler=self.data.sampler,
             num_workers=self.num_workers,
             collate_fn=collate_batch,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.num_workers > 0 and self.persistent_workers,
             generator=torch.Generator().manual_seed(self.data.sampler.seed),
         )
         loader.position = self._batches_processed

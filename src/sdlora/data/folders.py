@@ -31,6 +31,7 @@ class SubsetOptions:
     flip_aug: bool = False
     color_aug: bool = False
     random_crop: bool = False
+    weighted_captions: bool = False  # [data.weighted_captions]: tags are split outside ( ) and [ ] only
 
     @property
     def augments_tags(self) -> bool:
@@ -132,6 +133,11 @@ def scan_subsets(
             if loose
             else ""
         )
+        if loose and parse_folder_name(root.name) is not None:  # the classic mistake: the image folder itself
+            hint = (
+                f" {root.name!r} is itself a '<repeats>_<name>' image folder: give its parent folder, "
+                f"{option}={str(root.parent)!r}."
+            )
         raise SdloraError(
             f"{option}={str(root)!r} has no '<repeats>_<name>' subfolders (kohya's convention).{hint} Expected "
             f"layout:\n  {root}/\n    10_mysubject/      <- seen 10 times per epoch; caption fallback 'mysubject'\n"

@@ -8,6 +8,7 @@ channel is dropped, not composited (kohya).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,19 @@ def probe_image(path: Path) -> tuple[int, int]:
             img.load()
         return size
     except Exception as exc:
-        raise ImageProblem(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
+        raise ImageProblem(unreadable_image(path, exc)) from exc
+
+
+def unreadable_image(path: Path, exc: Exception) -> str:
+    """Why ``path`` could not be decoded, for a warning: an empty file says so; otherwise the decoder's reason,
+    without the in-memory stream it was read from (``<_io.BytesIO object at 0x…>``)."""
+    try:
+        if path.stat().st_size == 0:
+            return f"{path}: empty file (0 bytes)"
+    except OSError:
+        pass
+    reason = re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", str(exc)).strip() or type(exc).__name__
+    return f"{path}: cannot be read as an image ({type(exc).__name__}: {reason})"
 
 
 def load_rgb(path: Path) -> Image.Image:

@@ -34,7 +34,7 @@ def subset_options(data: DataConfig, entry: SubsetConfig | None = None) -> Subse
     if entry is not None:
         values.update({name: getattr(entry, name) for name in OPTION_NAMES if getattr(entry, name) is not None})
     values["caption_extension"] = normalise_extension(values["caption_extension"])
-    return SubsetOptions(**values)
+    return SubsetOptions(**values, weighted_captions=data.weighted_captions)
 
 
 def resolve_subsets(data: DataConfig) -> tuple[list[Subset], list[str]]:

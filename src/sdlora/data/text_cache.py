@@ -55,6 +55,7 @@ def text_identity(family, components) -> dict[str, Any]:
         "encoders": [module_fingerprint(te) for te in components.text_encoders],
         "tokenizers": vocabularies,
         "dtype": str(next(components.text_encoders[0].parameters()).dtype).removeprefix("torch."),
+        **({"weighted_captions": True} if getattr(family, "weighted_captions", False) else {}),
     }
 
 

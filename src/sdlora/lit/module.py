@@ -293,6 +293,8 @@ class LoRATrainingModule(L.LightningModule):
             self.validation.history.append((self.global_step, value))
             # every process evaluates the whole validation set: the mean over them is the same value
             self.log("val/loss", value, on_epoch=True, prog_bar=True, sync_dist=True)
+            for label, band_value in self.validation.band_values().items():  # [validation.timestep_bands]
+                self.log(f"val/loss_{label}", band_value, on_epoch=True, sync_dist=True)
 
     # -------------------------------------------------------------------------------------------- logging
     def _record(self, loss: float) -> None:

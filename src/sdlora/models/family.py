@@ -81,6 +81,7 @@ class ModelFamily:
         channels_last: bool = False,
         compile: bool = False,
         compile_backend: str = "inductor",
+        weighted_captions: bool = False,
     ) -> None:
         self.pretrained = pretrained
         self.vae = vae
@@ -94,6 +95,7 @@ class ModelFamily:
         self.channels_last = channels_last
         self.compile = compile
         self.compile_backend = compile_backend
+        self.weighted_captions = weighted_captions  # [data.weighted_captions]: (word:1.2) emphasis
 
     # ----------------------------------------------------------------------------------------------- loading
     def load(self, weight_dtype: torch.dtype | None = None, vae_dtype: torch.dtype | None = None) -> Components:
@@ -113,6 +115,16 @@ class ModelFamily:
             captions, padding="max_length", max_length=length, truncation=True, return_tensors="pt"
         ).input_ids  # [B, n·75 + 2]
         return split_chunks(ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+    def tokenize_weighted(self, tokenizer: Any, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Captions → [B, n, 77] token chunks and, with ``weighted_captions``, the weight of every position of the
+        joined hidden states [B, n·75 + 2] (:mod:`sdlora.models.weighted_prompts`); else None."""
+        if not self.weighted_captions:
+            return self.tokenize(tokenizer, captions), None
+        from sdlora.models.weighted_prompts import tokenize_weighted
+
+        ids, weights = tokenize_weighted(tokenizer, captions, self.max_token_length)
+        return split_chunks(ids, tokenizer.eos_token_id, tokenizer.pad_token_id), weights
 
     def encode_text(self, components: Components, captions: list[str]) -> TextConditioning:
         """Captions → U-Net cross-attention states (and pooled output). Subclasses choose the layers."""
@@ -184,11 +196,12 @@ class ModelFamily:
     modelspec_implementation: ClassVar[str] = "diffusers"
 
 
-def make_family(model: ModelConfig) -> ModelFamily:
-    """The family adapter a (resolved) ``model`` node names, built with the node's options."""
+def make_family(model: ModelConfig, weighted_captions: bool = False) -> ModelFamily:
+    """The family adapter a (resolved) ``model`` node names, built with the node's options (and
+    ``data.weighted_captions``)."""
     import dataclasses
 
     from hydra.utils import get_class
 
     options = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "_target_"}
-    return get_class(model._target_)(**options)
+    return get_class(model._target_)(**options, weighted_captions=weighted_captions)

@@ -180,7 +180,9 @@ def _prediction_type(family: ModelFamily, found: str | None) -> str:
 
 def configure_memory(family: ModelFamily, components: Components, device_type: str) -> None:
     """Gradient checkpointing, the attention backend, channels-last weights and torch.compile of the U-Net
-    [kohya: --gradient_checkpointing, --sdpa, --xformers, --torch_compile, --dynamo_backend]."""
+    [kohya: --gradient_checkpointing, --sdpa, --xformers, --torch_compile, --dynamo_backend]. ``model.attention=sdpa``
+    is diffusers' default (torch's scaled_dot_product_attention, which picks a flash or memory-efficient kernel: what
+    kohya's ``--mem_eff_attn`` does in plain PyTorch); ``none`` is plain attention (kohya_ss GUI "none")."""
     if family.gradient_checkpointing:
         components.unet.enable_gradient_checkpointing()
         for encoder in components.text_encoders:
@@ -195,6 +197,10 @@ def configure_memory(family: ModelFamily, components: Components, device_type: s
             raise SdloraError(
                 f"model.attention=xformers could not be enabled ({exc}); use model.attention=sdpa"
             ) from exc
+    if family.attention == Attention.none:  # plain attention: the whole attention matrix at once [GUI: none]
+        from diffusers.models.attention_processor import AttnProcessor
+
+        components.unet.set_attn_processor(AttnProcessor())
     if family.channels_last:
         components.unet.to(memory_format=torch.channels_last)  # 4-D weights (convolutions) NHWC
     if family.compile:

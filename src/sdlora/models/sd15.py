@@ -8,6 +8,7 @@ the final layer norm [kohya: --clip_skip]. LoRA keys are the diffusers module pa
 from __future__ import annotations
 
 from sdlora.models.family import Components, ModelFamily, TextConditioning
+from sdlora.models.weighted_prompts import apply_weights
 
 
 class SD15Family(ModelFamily):
@@ -22,8 +23,10 @@ class SD15Family(ModelFamily):
     base_model_version = "sd_v1"
 
     def encode_text(self, components: Components, captions: list[str]) -> TextConditioning:
-        chunks = self.tokenize(components.tokenizers[0], captions)
+        chunks, weights = self.tokenize_weighted(components.tokenizers[0], captions)
         states, _ = self._clip_states(components.text_encoders[0], chunks, self.clip_skip or 1, final_norm=True)
+        if weights is not None:  # [data.weighted_captions]
+            states = apply_weights(states, weights)
         return TextConditioning(hidden_states=states)
 
     def modelspec_architecture(self, prediction_type: str) -> str:

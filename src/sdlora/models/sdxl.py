@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 from sdlora.models.family import Components, ModelFamily, TextConditioning
+from sdlora.models.weighted_prompts import apply_weights
 
 
 class SDXLFamily(ModelFamily):
@@ -38,10 +39,12 @@ class SDXLFamily(ModelFamily):
         import torch
 
         te1, te2 = components.text_encoders
-        chunks1 = self.tokenize(components.tokenizers[0], captions)
-        chunks2 = self.tokenize(components.tokenizers[1], captions)
+        chunks1, weights1 = self.tokenize_weighted(components.tokenizers[0], captions)
+        chunks2, weights2 = self.tokenize_weighted(components.tokenizers[1], captions)
         states1, _ = self._clip_states(te1, chunks1, 2, final_norm=False)
         states2, out2 = self._clip_states(te2, chunks2, 2, final_norm=False)
+        if weights1 is not None:  # [data.weighted_captions]; the pooled vector stays unweighted
+            states1, states2 = apply_weights(states1, weights1), apply_weights(states2, weights2)
         pooled = out2.text_embeds.reshape(len(captions), self.num_chunks, -1)[:, 0]  # [B, P], first chunk
         hidden = torch.cat([states1, states2.to(states1.dtype)], dim=-1)  # [B, L, D1 + D2]
         return TextConditioning(hidden_states=hidden, pooled=pooled)

@@ -116,7 +116,7 @@ def _schedule_keys(cfg: TrainConfig, plan: Any, facts: RunFacts) -> dict[str, An
         "ss_full_fp16": cfg.precision.lora_dtype == "float16",
         "ss_seed": cfg.seed,
         "ss_lowram": False,
-        "ss_training_comment": None,
+        "ss_training_comment": cfg.save.training_comment,  # [training_comment]
         "ss_sd_scripts_commit_hash": f"sdlora {facts.version}",
     }
 
@@ -257,11 +257,15 @@ def modelspec_metadata(
         "modelspec.sai_model_spec": SAI_MODEL_SPEC,
         "modelspec.architecture": f"{family.modelspec_architecture(prediction_type)}/lora",
         "modelspec.implementation": family.modelspec_implementation,
-        "modelspec.title": title,
+        "modelspec.title": cfg.save.metadata.title or title,
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
         "modelspec.date": datetime.datetime.now().replace(microsecond=0).isoformat(),
         "modelspec.prediction_type": "v" if prediction_type == "v_prediction" else "epsilon",
     }
+    card = cfg.save.metadata  # [metadata_author, metadata_description, metadata_license, metadata_tags]
+    for key in ("author", "description", "license", "tags"):
+        if getattr(card, key):
+            spec[f"modelspec.{key}"] = str(getattr(card, key))
     if cfg.model.clip_skip is not None:
         spec["modelspec.encoder_layer"] = str(cfg.model.clip_skip)
     if (cfg.loss.min_timestep, cfg.loss.max_timestep) != (0, 1000):

@@ -18,6 +18,8 @@ as one readable line instead of a traceback from inside Lightning.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from typing import Any
 
@@ -65,9 +67,9 @@ def build_problems(optimizer_node: Any, deferred: bool = False) -> list[str]:
     if is_deferred(optimizer_node) != deferred:
         return []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # e.g. bitsandbytes' paged-on-CPU notice; the run reports fallbacks
-            instantiate_partial(optimizer_node)(_stand_in_groups(optimizer_node["lr"]))
+            instantiate_partial(optimizer_node)(_stand_in_groups(optimizer_node["lr"]))  # (prodigyplus prints)
     except Exception as exc:
         return [f"optimizer (_target_={optimizer_node['_target_']}): {_first_line(exc)}"]
     return []

@@ -23,6 +23,10 @@ PACKAGES = {
     "prodigyopt": "prodigyopt",
     "transformers": "transformers",
     "schedulefree": "schedulefree",
+    "prodigyplus": "prodigy-plus-schedule-free",
+    "pytorch_optimizer": "pytorch-optimizer",
+    "optimi": "torch-optimi",
+    "came_pytorch": "came-pytorch",  # kohya users' CAME; sdlora's optimizer=came is pytorch-optimizer's
 }
 
 

@@ -10,6 +10,10 @@ Applied once, where the config is resolved (:mod:`sdlora.config.resolve`):
   Prodigy with 16-bit LoRA parameters (docs/design.md §5.3); a torch optimizer's ``eps`` that is 0 in float16
   (full_fp16); paged bitsandbytes optimizers without CUDA.
 - :func:`adaptive_lr_problems` — a config error: D-Adaptation/Prodigy with different lrs in their groups.
+- :func:`combination_problems` — config errors: a schedule-free optimizer with a scheduler other than ``constant``
+  (it replaces the schedule), or with EMA (its evaluation point is already an average); Kahan summation
+  (``optimizer=adamw_kahan``) together with ``precision.stochastic_rounding`` (both keep small bf16 updates; the
+  latter runs the step on float32 copies, where Kahan summation does nothing).
 
 :func:`check_optimizer_runs` tries one step of a bitsandbytes optimizer on the training device before the model is
 loaded, so that a build without support for it stops with a message naming the option instead of a traceback from
@@ -29,7 +33,10 @@ from sdlora.optim.adafactor import uses_relative_step
 from sdlora.optim.factory import instantiate_partial, rule_name
 
 ADAPTIVE_PACKAGES = ("dadaptation", "prodigyopt")
+#: Prodigy variants whose lr is a multiplier too, but that adapt each group on its own (different lrs are fine).
+MULTIPLIER_PACKAGES = ("prodigyplus",)
 ADAFACTOR_SCHEDULER = "sdlora.optim.schedulers.adafactor"
+CONSTANT_SCHEDULER = "sdlora.optim.schedulers.constant"
 
 
 def is_adaptive(class_name: str) -> bool:
@@ -85,8 +92,9 @@ def optimizer_notes(cfg: Any, device_type: str) -> list[str]:
     notes: list[str] = []
     if is_adafactor(name):
         notes += _adafactor_notes(cfg)
-    if is_adaptive(name):
+    if is_adaptive(name) or name.split(".", 1)[0] in MULTIPLIER_PACKAGES:
         notes += _adaptive_notes(cfg, name, lora_dtype)
+    notes += _kahan_notes(cfg.optimizer, name, lora_dtype)
     short = name.rsplit(".", 1)[-1]
     if is_bitsandbytes(name) and short.startswith("Paged") and device_type != "cuda":
         notes.append(
@@ -164,6 +172,48 @@ def adaptive_lr_problems(cfg: Any) -> list[str]:
             f"every group, but {values} (set only optimizer.lr, or 0 to freeze a side)"
         ]
     return []
+
+
+def uses_kahan_sum(node: Any, name: str | None = None) -> bool:
+    """torch-optimi's optimizers with ``kahan_sum`` set (``optimizer=adamw_kahan``)."""
+    name = name or rule_name(node)
+    return name.startswith("optimi.") and bool(node.get("kahan_sum"))
+
+
+def _kahan_notes(node: Any, name: str, lora_dtype: str) -> list[str]:
+    if not uses_kahan_sum(node, name) or lora_dtype not in ("float32", "float64"):
+        return []
+    return [f"optimizer.kahan_sum acts on 16-bit LoRA parameters only (precision=full_bf16); with {lora_dtype} LoRA "
+            "parameters it is a plain AdamW"]  # fmt: skip
+
+
+def combination_problems(cfg: Any) -> list[str]:
+    """Optimizer options that cannot be combined with the scheduler, EMA or the precision (see the module
+    docstring)."""
+    from sdlora.optim.schedule_free import is_schedule_free_class
+
+    name = rule_name(cfg.optimizer)
+    problems = []
+    if is_schedule_free_class(name):
+        short = name.rsplit(".", 1)[-1]
+        if str(cfg.scheduler["_target_"]) != CONSTANT_SCHEDULER:
+            problems.append(
+                f"{short} is schedule-free: it replaces the learning-rate schedule, so scheduler="
+                f"{str(cfg.scheduler['_target_']).rsplit('.', 1)[-1]} cannot be used with it; use scheduler=constant "
+                "(warm up with optimizer.warmup_steps)"
+            )
+        if cfg.ema.enabled:
+            problems.append(
+                f"{short} is schedule-free: the weights it evaluates and saves are already an average of its "
+                "iterates; ema=… cannot be combined with it (choose one)"
+            )
+    if uses_kahan_sum(cfg.optimizer, name) and cfg.precision.stochastic_rounding:
+        problems.append(
+            "optimizer.kahan_sum and precision.stochastic_rounding both keep small bf16 updates and cannot be "
+            "combined (stochastic rounding runs the step on float32 copies, where Kahan summation does nothing); "
+            "choose one"
+        )
+    return problems
 
 
 def _adaptive_notes(cfg: Any, name: str, lora_dtype: str) -> list[str]:

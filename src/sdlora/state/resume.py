@@ -91,11 +91,15 @@ def locate(value: str, run_dir: Path | None = None) -> Path | None:
         raise SdloraError(f"resume={value!r} does not exist: give a state folder (<name>-…-state) or a run folder")
     newest, skipped = newest_state(path)
     _report_skipped(value, skipped)
-    if newest is None:
-        damaged = f" ({len(skipped)} damaged: {skipped[0]})" if skipped else ""
+    if newest is None and skipped:
         raise SdloraError(
-            f"resume={value!r}: no state folder (<name>-…-state with {INFO_FILE}) under {path} is intact{damaged}; "
-            "states are written with save.state=true"
+            f"resume={value!r}: the state folder(s) under {path} are damaged, none can be used ({len(skipped)}: "
+            f"{'; '.join(skipped[:3])}); resume from another run's state"
+        )
+    if newest is None:
+        raise SdloraError(
+            f"resume={value!r}: there is no state folder (<name>-…-state with {INFO_FILE}) under {path}; states are "
+            "written with save.state=true"
         )
     return newest.resolve()
 

@@ -1,8 +1,9 @@
 """The run record ``summary.json``: one small JSON file per run folder saying how the run went.
 
 Written atomically (by the process of global rank 0 only) when the Hydra job starts (``status: running``) and again
-when it ends: ``completed`` with the numbers — final train loss (``loss/average``), final and best ``val/loss``,
-optimizer steps, wall time, LoRA files, the metric returned to the sweeper — or ``failed`` with the error message
+when it ends: ``completed`` with the numbers — final train loss (``loss/average``), final and best ``val/loss`` (and
+``val/loss_ema``), optimizer steps, wall time, LoRA files, the best LoRA (``save.best_by``: ``best`` = path, step,
+metric, value), the metric returned to the sweeper — or ``failed`` with the error message
 (``user_error: true`` for a :class:`~sdlora.errors.SdloraError`, else the traceback), or ``interrupted`` / ``preempted``
 (a signal stopped it: :mod:`sdlora.signals`; ``resume_from`` names the state to continue from).
 A record that still says ``running`` belongs to a job that is running or was killed. The sweep summary
@@ -82,7 +83,10 @@ class RunRecord:
             metric=_finite(metric),
             metric_name=metric_name,
             files=files,
-            lora=files[-1] if files else None,  # the final LoRA is saved last (step/epoch files come before it)
+            lora=_final_lora(files),
+            val_loss_ema=_finite(summary.get("val_loss_ema")),
+            best_val_loss_ema=_finite(summary.get("best_val_loss_ema")),
+            best=summary.get("best"),  # save.best_by: {path, step, metric, value} of <name>-best
         )
 
     def failed(self, exc: BaseException, user_error: bool) -> None:
@@ -100,6 +104,12 @@ class RunRecord:
         if resume is not None:
             values["resume_from"] = resume
         self._finish(status, **values)
+
+
+def _final_lora(files: list[str]) -> str | None:
+    """The final LoRA: saved last (step/epoch files come before it), its variants (``-ema``) just after it."""
+    main = [f for f in files if not Path(f).stem.endswith("-ema")]
+    return main[-1] if main else (files[-1] if files else None)
 
 
 def read_record(run_dir: str | Path) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from sdlora.data.folders import list_images
 from sdlora.errors import SdloraError
+from sdlora.versions import version_text
 
 _MULTIPLIER = re.compile(r"^\{(\d+(?:\.\d+)?)\}")
 _REPEATS = re.compile(r"^\d+_")
@@ -114,15 +115,20 @@ def format_plan(plan: list[Rename], target: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Set each concept folder's repeats so it gives about --target samples."
     )
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("folder", type=Path, help="the dataset folder (parent of the <repeats>_<name> folders)")
     parser.add_argument("--target", type=int, required=True, help="samples per folder per epoch (images × repeats)")
     parser.add_argument("--insecure", action="store_true", help="also balance folders without a <repeats>_ prefix")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, rename nothing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         plan = plan_balance(args.folder, args.target, args.insecure)
         print(format_plan(plan, args.target))

@@ -27,12 +27,16 @@ PRECISIONS = {"float": "float32", "fp32": "float32", "fp16": "float16", "bf16": 
 
 
 def parser(description: str, examples: str) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` that shows defaults and ends its ``--help`` with ``examples``."""
-    return argparse.ArgumentParser(
+    """An ``ArgumentParser`` that shows defaults, ends its ``--help`` with ``examples`` and has ``--version``."""
+    from sdlora.versions import version_text
+
+    p = argparse.ArgumentParser(
         description=description,
         epilog="examples:\n" + examples.rstrip(),
         formatter_class=_HelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version_text())
+    return p
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -38,12 +38,11 @@ GUI_ONLY = {"model_list": "the GUI's model list", "num_cpu_threads_per_process":
 LYCORIS_FIELDS = ("factor", "use_cp", "decompose_both", "train_on_input", "unit", "LyCORIS_preset", "constrain",
                   "rescaled", "use_tucker", "use_scalar", "rank_dropout_scale", "bypass_mode", "dora_wd",
                   "train_norm", "algo", "preset", "block_size", "use_conv_cp", "disable_conv_cp")  # fmt: skip
-REASONS = {"mem_eff_attn": "use model.attention=sdpa", "logging_dir": "TensorBoard files go to the run folder",
-           "log_with": "sdlora logs to TensorBoard", "use_wandb": "sdlora logs to TensorBoard",
-           "lowram": "not needed", "persistent_data_loader_workers": "not needed",
-           "weighted_captions": "not available", "no_token_padding": "not available"}  # fmt: skip
+REASONS = {"logging_dir": "TensorBoard files go to the run folder", "lowram": "not needed",
+           "no_token_padding": "not available"}  # fmt: skip
 #: sd-scripts' defaults where sdlora's differ (applied to command lines and .toml files, which omit defaults).
-CLI_DEFAULTS = {"network_dim": 4, "learning_rate": 2e-6, "enable_bucket": False}
+CLI_DEFAULTS = {"network_dim": 4, "learning_rate": 2e-6, "enable_bucket": False,
+                "persistent_data_loader_workers": False}  # fmt: skip
 
 
 def collect(options: dict[str, Any], kind: str, conf: Path, model: str | None = None):

@@ -83,7 +83,11 @@ def read_config(source: str) -> tuple[dict[str, Any], str]:
     """(options, kind) of ``source``: a ``.json`` GUI config (``gui``), a ``.toml`` (``toml``), another file holding a
     command line, or a command line itself (``cli``)."""
     path = Path(source).expanduser()
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a long command line is no file name (ENAMETOOLONG)
+        is_file = False
+    if not is_file:
         if "--" in source:
             return parse_command_line(source), "cli"
         raise SdloraError(f"config={source!r} does not exist (give a .json / .toml file or a quoted command line)")

@@ -104,12 +104,41 @@ def max_token_length(ctx: Context) -> list[Override]:
 
 @rule("attention")
 def attention(ctx: Context) -> list[Override]:
+    """kohya's priority: mem_eff_attn (torch's SDPA does what it does) > xformers > sdpa; the GUI's "none"."""
     choice = ctx.get("xformers")
+    if flag(ctx.get("mem_eff_attn")):
+        ctx.notes.append("mem_eff_attn: model.attention=sdpa (torch's fused memory-efficient attention)")
+        return [Override("model.attention", "sdpa")]
     if choice is True or str(choice).lower() == "xformers":
         return [Override("model.attention", "xformers")]
     if flag(ctx.get("sdpa")) or str(choice).lower() == "sdpa":
         return [Override("model.attention", "sdpa")]
+    if str(choice).lower() == "none":
+        return [Override("model.attention", "none")]
     return []
+
+
+@rule("persistent_workers")
+def persistent_workers(ctx: Context) -> list[Override]:
+    return [Override("data.persistent_workers", flag(ctx.get("persistent_data_loader_workers")))]
+
+
+@rule("logger")
+def logger(ctx: Context) -> list[Override]:
+    """log_with / use_wandb → logger=wandb with its run name and project; one logger at a time in sdlora."""
+    log_with = str(ctx.get("log_with") or "").lower()
+    if is_set(ctx.get("wandb_api_key")):
+        ctx.notes.append("wandb_api_key: set WANDB_API_KEY in the environment (sdlora writes no keys into configs)")
+    if not (flag(ctx.get("use_wandb")) or log_with in ("wandb", "all")):
+        return []
+    if log_with == "all":
+        ctx.notes.append("log_with=all: sdlora logs to one logger; logger=wandb is chosen")
+    out = [Override("logger", "wandb", group=True)]
+    if is_set(ctx.get("wandb_run_name")):
+        out.append(Override("logger.name", str(ctx.get("wandb_run_name"))))
+    if is_set(ctx.get("log_tracker_name")):
+        out.append(Override("logger.project", str(ctx.get("log_tracker_name"))))
+    return out
 
 
 @rule("dynamo_backend")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from sdlora.data.folders import list_images
 from sdlora.errors import SdloraError
+from sdlora.versions import version_text
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,11 @@ def prepare_folders(
     return plans
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Copy instance (and regularisation) images into kohya's <out>/img, <out>/reg layout."
     )
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("--out", type=Path, required=True, help="destination folder (img/, reg/, log/, model/)")
     parser.add_argument("--instance-dir", type=Path, required=True, help="folder with the training images")
     parser.add_argument("--instance-prompt", required=True, help="instance token, e.g. 'sks'")
@@ -124,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reg-dir", type=Path, default=None, help="folder with regularisation images")
     parser.add_argument("--reg-repeats", type=int, default=1, help="regularisation repeats (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing non-empty target folders")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         plans = prepare_folders(
             args.out, args.instance_dir, args.instance_prompt, args.class_prompt, args.repeats, args.reg_dir,

@@ -1,5 +1,5 @@
 """One table for a sweep: one row per job with its overrides, final train loss, final and best ``val/loss``, steps,
-time, LoRA file and status (failed jobs with their error).
+time, LoRA file, best LoRA file (``save.best_by``: ``<name>-best``) and status (failed jobs with their error).
 
     python scripts/summarize_sweep.py multirun/2025-01-31/12-00-00
 
@@ -26,8 +26,10 @@ from typing import Any
 from sdlora.errors import SdloraError
 from sdlora.sweep.record import RECORD_NAME, read_record
 from sdlora.utils.atomic import atomic_write_text
+from sdlora.versions import version_text
 
-COLUMNS = ("job", "overrides", "status", "train_loss", "val_loss", "best_val_loss", "steps", "time_s", "lora")
+COLUMNS = ("job", "overrides", "status", "train_loss", "val_loss", "best_val_loss", "steps", "time_s", "lora",
+           "best_lora")  # fmt: skip
 
 
 @dataclass
@@ -42,6 +44,7 @@ class JobRow:
     steps: int | None = None
     time_s: float | None = None
     lora: str | None = None
+    best_lora: str | None = None  # <name>-best (save.best_by)
     error: str | None = None
     shown_overrides: list[str] = field(default_factory=list)  # the overrides that differ between jobs
 
@@ -116,8 +119,8 @@ def _output_name(folder: Path) -> str:
     return "last"
 
 
-def _final_lora(folder: Path) -> str | None:
-    name = _output_name(folder)
+def _final_lora(folder: Path, suffix_of_name: str = "") -> str | None:
+    name = _output_name(folder) + suffix_of_name
     for suffix in (".safetensors", ".ckpt", ".pt"):
         if (folder / f"{name}{suffix}").is_file():
             return str(folder / f"{name}{suffix}")
@@ -146,6 +149,8 @@ def read_job(folder: Path) -> JobRow:
         row.train_loss, row.val_loss = record.get("loss"), record.get("val_loss")
         row.best_val_loss, row.steps = record.get("best_val_loss"), record.get("steps")
         row.time_s, row.lora, row.error = record.get("time_s"), record.get("lora"), record.get("error")
+        best = record.get("best")
+        row.best_lora = best.get("path") if isinstance(best, dict) else None
         return row
     # no finished record: a running or killed job (or one from before run records): its events so far
     row.status = row.status or "no record"
@@ -156,6 +161,7 @@ def read_job(folder: Path) -> JobRow:
         row.val_loss = scalars["val/loss"][-1][1]
         row.best_val_loss = min(v for _, v in scalars["val/loss"])
     row.lora = _final_lora(folder)
+    row.best_lora = _final_lora(folder, "-best")
     return row
 
 
@@ -197,9 +203,9 @@ def _one_line(text: str, limit: int = 160) -> str:
 
 
 def _cells(summary: SweepSummary, row: JobRow, full: bool) -> dict[str, str]:
-    lora = row.lora or ""
-    if lora and not full:
-        lora = Path(lora).name  # the job number names its folder; the CSV has the full path
+    lora, best_lora = row.lora or "", row.best_lora or ""
+    if not full:  # the job number names its folder; the CSV has the full paths
+        lora, best_lora = (Path(p).name if p else "" for p in (lora, best_lora))
     status = row.status if row.status != "failed" or full else f"failed: {_one_line(row.error or '')}"
     return {
         "job": "" if row.job is None else str(row.job),
@@ -211,6 +217,7 @@ def _cells(summary: SweepSummary, row: JobRow, full: bool) -> dict[str, str]:
         "steps": _number(row.steps),
         "time_s": _number(row.time_s, 4),
         "lora": lora,
+        "best_lora": best_lora,
     }
 
 
@@ -228,7 +235,8 @@ def to_csv(summary: SweepSummary) -> str:
 
 def to_markdown(summary: SweepSummary) -> str:
     """The table (Markdown) and a line naming the best job."""
-    headers = ["job", "overrides", "status", "train loss", "val loss", "best val loss", "steps", "time (s)", "LoRA"]
+    headers = ["job", "overrides", "status", "train loss", "val loss", "best val loss", "steps", "time (s)", "LoRA",
+               "best LoRA"]  # fmt: skip
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     best = summary.best
     for row in summary.rows:
@@ -240,7 +248,7 @@ def to_markdown(summary: SweepSummary) -> str:
     if best is not None:
         overrides = " ".join(best.shown_overrides) or "(no overrides)"
         lines.append(f"Best ({summary.metric_name} {_number(best.score)}): job {best.job} — {overrides} — "
-                     f"{best.lora or 'no LoRA file'}")  # fmt: skip
+                     f"{best.best_lora or best.lora or 'no LoRA file'}")  # fmt: skip
     if summary.optuna_best:
         params = summary.optuna_best.get("best_params", {})
         lines.append(f"Optuna's best: {' '.join(f'{k}={v}' for k, v in params.items())} "
@@ -261,12 +269,17 @@ def write_outputs(summary: SweepSummary, out_dir: Path, plot: bool = True) -> li
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Summarise a Hydra sweep of sdlora runs in one table.")
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("sweep", type=Path, help="the sweep folder (multirun/<date>/<time>, or hydra.sweep.dir)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: the sweep folder)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw sweep.png")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         summary = summarize(args.sweep)
         print(to_markdown(summary), end="")

@@ -55,8 +55,26 @@ def quiet_third_party() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def tidy_lightning_logging() -> None:
-    """``import lightning`` adds its own console handler; drop it when the root logger (Hydra's) already prints."""
+#: Lightning's start-up and end lines, shown with ``verbose=true`` only: the devices it found (a CPU run says "GPU
+#: available: False" and "TPU available: False"), and why ``fit`` ended (sdlora's progress and saves say it).
+_LIGHTNING_CHATTER = ("GPU available:", "TPU available:", "HPU available:", "IPU available:", "LOCAL_RANK:",
+                      "`Trainer.fit` stopped:")  # fmt: skip
+
+
+class _DropLightningChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(text) for text in _LIGHTNING_CHATTER)
+
+
+def tidy_lightning_logging(verbose: bool = False) -> None:
+    """``import lightning`` adds its own console handler; drop it when the root logger (Hydra's) already prints.
+    Unless ``verbose``, Lightning's device and end-of-fit lines are left out (:data:`_LIGHTNING_CHATTER`)."""
+    chatter = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    for existing in [f for f in chatter.filters if isinstance(f, _DropLightningChatter)]:
+        chatter.removeFilter(existing)
+    if not verbose:
+        chatter.addFilter(_DropLightningChatter())
     if logging.getLogger().hasHandlers():
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
