@@ -18,9 +18,10 @@ sd-scripts does not, and neither does sdlora.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: captions and the data plan use this module without it
+    import torch
 
 _TOKEN = re.compile(r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:")
 EMPHASIS = 1.1  # ( ) multiplies by it, [ ] divides by it
@@ -82,6 +83,8 @@ def tokenize_weighted(tokenizer: Any, captions: list[str], max_token_length: int
         padding = max_token_length - len(ids)
         rows.append([tokenizer.bos_token_id, *ids, tokenizer.eos_token_id, *[tokenizer.pad_token_id] * padding])
         weights.append([1.0, *row_weights, 1.0, *[1.0] * padding])
+    import torch
+
     return torch.tensor(rows, dtype=torch.long), torch.tensor(weights, dtype=torch.float32)
 
 

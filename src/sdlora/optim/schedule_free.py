@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the config checks import this module before torch is (docs/design.md §7)
+    import torch
 
 #: Packages whose optimizers are schedule-free (config checks, before any optimizer exists).
 SCHEDULE_FREE_PACKAGES = ("schedulefree", "prodigyplus")
@@ -55,13 +56,15 @@ def train_point(optimizer: Any) -> list[torch.Tensor] | None:
     return getattr(optimizer, TRAIN_POINT, None)
 
 
-@torch.no_grad()
 def to_training(optimizer: Any, values: list[torch.Tensor] | None = None) -> None:
     """``optimizer.train()``, then the parameters set to ``values`` exactly (the y kept when evaluation began)."""
-    optimizer.train()
-    if values is not None:
-        for param, value in zip(parameters(optimizer), values, strict=True):
-            param.copy_(value)
+    import torch
+
+    with torch.no_grad():
+        optimizer.train()
+        if values is not None:
+            for param, value in zip(parameters(optimizer), values, strict=True):
+                param.copy_(value)
 
 
 @contextlib.contextmanager
