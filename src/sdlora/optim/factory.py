@@ -165,8 +165,8 @@ def with_fast_kernels(factory: Any, node: Any, fused_allowed: bool) -> Any:
     node chooses neither ``fused`` nor ``foreach``: ``fused=True`` (one kernel per step for all parameters) where
     ``fused_allowed``, else ``foreach=True`` (one kernel per operation over the list of parameters). The default
     loops over the parameters in Python on a CPU (hundreds of LoRA tensors). Measured on this project's CPU for AdamW
-    over 384 LoRA-sized tensors (9 M parameters, ``benchmarks/optimizer_kernels.py``): 43 ms per step by default,
-    53 ms with ``foreach``, 14 ms fused (docs/performance.md "Per-step host work"); on CUDA ``foreach`` is torch's
+    over 384 LoRA-sized tensors (9 M parameters, ``benchmarks/optimizer_kernels.py``): 23 ms per step by default,
+    28 ms with ``foreach``, 6 ms fused (docs/performance.md "Per-step host work"); on CUDA ``foreach`` is torch's
     default already.
 
     ``fused_allowed`` is false under Lightning's mixed-precision plugins when gradients are clipped (Lightning refuses
