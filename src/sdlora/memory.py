@@ -207,7 +207,7 @@ class MemoryEstimate:
             "encode_gb": self.encode_peak / GB, "sampling_gb": self.sampling_peak / GB,
             "host_cached_latents_gb": self.host_cached_latents / GB, "bucket": list(self.bucket),
             "batch_size": self.batch_size, "gradient_checkpointing": self.checkpointing,
-            "architecture": self.architecture,
+            "architecture": self.architecture, "notes": list(self.notes),
         }  # fmt: skip
 
 
@@ -223,7 +223,7 @@ class RunShape:
     bucket: tuple[int, int] = (512, 512)  # largest (W, H)
     gradient_checkpointing: bool = False
     network: str = "lora"
-    rank: int = 8
+    rank: int = 8  # network.rank; 1 for the types without a rank (ia3: one vector per layer; full)
     conv_rank: int = 0
     train_unet: bool = True
     train_text_encoder: bool = False
@@ -278,7 +278,8 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     if shape.network not in EXACT_NETWORKS:
         notes.append(f"network={shape.network}: its trainable parameters are counted as a rank-{shape.rank} LoRA on "
                      "the same layers (its module form and preset targets differ); weights and activations do not "
-                     "depend on it")  # fmt: skip
+                     "depend on it" + (" (an underestimate: network=full trains whole weights)"
+                                       if shape.network == "full" else ""))  # fmt: skip
     if opt_note == "2 states assumed":
         notes.append(f"optimizer {shape.optimizer} is not in the estimate's table: 2 states per parameter assumed")
     return MemoryEstimate(
@@ -322,10 +323,10 @@ def run_shape(config: Any, plan: Any, family: Any) -> RunShape:
     return RunShape(
         weight_dtype=precision.weight_dtype, vae_dtype=vae, lora_dtype=precision.lora_dtype,
         autocast=precision.trainer_precision != "32-true", batch_size=data.batch_size, bucket=tuple(bucket),
-        gradient_checkpointing=bool(config.model.gradient_checkpointing), network=str(network.name),
-        rank=int(network.rank), conv_rank=int(network.conv_rank or 0), train_unet=bool(network.train_unet),
+        gradient_checkpointing=bool(config.model.gradient_checkpointing), network=network.name.value,
+        rank=network.rank or 1, conv_rank=network.conv_rank or 0, train_unet=bool(network.train_unet),
         train_text_encoder=bool(network.train_text_encoder), optimizer=rule_name(config.optimizer),
-        cache_latents=str(getattr(data.cache_latents, "value", data.cache_latents)), cached_images=images,
+        cache_latents=data.cache_latents.value, cached_images=images,
         text_chunks=max(1, int(config.model.max_token_length) // 75), sample_size=sample,
     )  # fmt: skip
 

@@ -160,3 +160,27 @@ def test_types_the_lora_sums_do_not_count_exactly_are_noted():
     loha = estimate(SD15, RunShape(rank=16, network="loha"))
     assert loha.lora_params == estimate(SD15, RunShape(rank=16)).lora_params
     assert any("network=loha" in note for note in loha.notes) and "note: network=loha" in loha.format()
+
+
+@pytest.mark.parametrize("network", ["locon", "ia3", "full", "glora"])
+def test_the_dry_run_estimate_reads_every_network_type(tmp_path, network):
+    """The shape takes the type's plain name (LoCon adds its conv targets) and a rank for the types without one."""
+    from sdlora.run import train
+
+    extra = ["network.conv_rank=4"] if network == "locon" else []
+    cfg = compose_config("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "data.caption_extension=.txt", "dry_run=true",
+                         f"network={network}", *extra)  # fmt: skip
+    train(cfg, tmp_path)
+    memory = json.loads((tmp_path / "data_plan.json").read_text())["memory"]
+    base = tmp_path / "lora"
+    train(compose_config("model=tiny", f"data.train_dir={EXAMPLE_DATA}", "data.caption_extension=.txt",
+                         "dry_run=true"), base)  # fmt: skip
+    plain = json.loads((base / "data_plan.json").read_text())["memory"]
+    assert memory["peak_gb"] > 0
+    notes = " ".join(memory["notes"])
+    if network == "locon":
+        assert memory["lora_parameters"] > plain["lora_parameters"] and not notes
+    else:
+        assert f"network={network}:" in notes and "NetworkType" not in notes
+    if network == "full":
+        assert "an underestimate" in notes

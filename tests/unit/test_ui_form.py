@@ -238,9 +238,9 @@ def test_tool_forms_come_from_the_tools_parsers():
 
 # -------------------------------------------------------------------------------------------------------------- plan
 def test_the_plan_shows_buckets_steps_and_the_estimate_of_sdlora_memory(monkeypatch):
-    import sys
     import types
 
+    import sdlora.memory
     from sdlora.ui.plan import make_plan
 
     cfg = compose_config(f"data.train_dir={EXAMPLE_DATA}", "data.caption_extension=.txt", "data.resolution=64",
@@ -251,12 +251,14 @@ def test_the_plan_shows_buckets_steps_and_the_estimate_of_sdlora_memory(monkeypa
         seen.append((config.trainer.max_steps, type(plan).__name__, family.name))
         return types.SimpleNamespace(estimate=types.SimpleNamespace(format=lambda: "Memory estimate: 1.0 GB peak"))
 
-    monkeypatch.setitem(sys.modules, "sdlora.memory", types.SimpleNamespace(estimate_run=estimate_run))
+    real = make_plan(cfg)
+    assert real.memory.startswith("Memory estimate (accelerator peak") and "frozen weights" in real.memory
+    monkeypatch.setattr(sdlora.memory, "estimate_run", estimate_run)
     view = make_plan(cfg)
     assert view.memory == "Memory estimate: 1.0 GB peak" and seen == [(4, "DataPlan", "tiny")]
     assert view.rows and any("64" in str(cell) for row in view.rows for cell in row)
     assert "4" in view.text
-    monkeypatch.setitem(sys.modules, "sdlora.memory", None)  # a version of sdlora without the estimate
+    monkeypatch.setattr(sdlora.memory, "estimate_run", lambda config, plan, family: None)  # an unknown architecture
     assert "not available" in make_plan(cfg).memory
 
 

@@ -3,13 +3,11 @@
 buckets, steps per epoch and total steps, a bucket histogram picture, and the memory estimate.
 
 The memory estimate is the one ``train.py`` prints with its plan: ``sdlora.memory.estimate_run(config, plan, family)``
-shown with its ``format()``. It is imported lazily, and the panel says so when this version of sdlora has no such
-module or the estimate does not know the model's architecture.
+shown with its ``format()``; the panel says so when the estimate does not know the model's architecture.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import math
@@ -78,14 +76,9 @@ def histogram(rows: list[list[Any]]):
 
 
 def memory_estimate(config, run) -> str:
-    """The memory estimate of ``sdlora.memory`` for the run, or a line saying why there is none."""
-    try:
-        module = importlib.import_module("sdlora.memory")
-    except ModuleNotFoundError:
-        return "Memory estimate: not available in this version of sdlora (no sdlora.memory)."
-    estimate_run = getattr(module, "estimate_run", None)
-    if not callable(estimate_run):
-        return "Memory estimate: sdlora.memory has no estimate_run(config, plan, family)."
+    """The memory estimate of the run (``sdlora.memory``), or a line saying why there is none."""
+    from sdlora.memory import estimate_run
+
     try:
         memory = estimate_run(config, run.data.plan, run.family)
     except Exception as exc:  # shown, not raised: the plan itself is fine

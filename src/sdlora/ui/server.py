@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from sdlora.errors import SdloraError
+from sdlora.versions import version_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default=None, help="the sdlora folder holding train.py and conf/ (default: found)")
     p.add_argument("--share", action="store_true", help="a public Gradio share link (needs --auth)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    p.add_argument("--version", action="version", version=version_text())
     return p
 
 
