@@ -27,7 +27,8 @@ def module_names(loras: Sequence[LoraFile]) -> list[str]:
     return list(dict.fromkeys(name for lora in loras for name in lora.modules))
 
 
-def _parts(name: str, loras: Sequence[LoraFile], ratios: Sequence[float]) -> list[tuple[LoraModule, float, Path]]:
+def module_parts(name: str, loras: Sequence[LoraFile], ratios: Sequence[float]) -> list[tuple[LoraModule, float, Path]]:
+    """(module, ratio, file) of ``name`` in each LoRA that has it; different layer shapes are an error."""
     parts = [(lora.modules[name], ratio, lora.path) for lora, ratio in zip(loras, ratios, strict=True)
              if name in lora.modules]  # fmt: skip
     shapes = {m.weight_shape for m, _, _ in parts}
@@ -41,7 +42,7 @@ def _parts(name: str, loras: Sequence[LoraFile], ratios: Sequence[float]) -> lis
 def concat_factors(name: str, loras: Sequence[LoraFile], ratios: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """(up [out, R], down [R, in·kh·kw]) in float32 with up·down = Σ ρᵢ·ΔWᵢ of module ``name`` (R = Σ rankᵢ)."""
     ups, downs = [], []
-    for module, ratio, _ in _parts(name, loras, ratios):
+    for module, ratio, _ in module_parts(name, loras, ratios):
         c = ratio * module.scale
         root = abs(c) ** 0.5
         ups.append(module.up.float().flatten(1) * (root if c >= 0 else -root))
@@ -67,7 +68,7 @@ def weighted_sum(loras: Sequence[LoraFile], ratios: Sequence[float]) -> dict[str
     """kohya's same-rank merge with the ratio applied once (module docstring); different ranks are an error."""
     out: dict[str, LoraModule] = {}
     for name in module_names(loras):
-        parts = _parts(name, loras, ratios)
+        parts = module_parts(name, loras, ratios)
         ranks = {m.rank for m, _, _ in parts}
         if len(ranks) > 1:
             files = ", ".join(f"{p.name} rank {m.rank}" for m, _, p in parts)

@@ -71,13 +71,9 @@ def svd_merge_lora(
 
 def _summed_delta(name: str, loras, ratios, device: str | None):
     """Σ ρᵢ·ΔWᵢ of module ``name`` in float32 (the LoRAs' layer shapes must agree), and whether it is a k×k conv."""
-    parts = [(lora.modules[name], ratio, lora.path) for lora, ratio in zip(loras, ratios, strict=True)
-             if name in lora.modules]  # fmt: skip
-    shapes = {m.weight_shape for m, _, _ in parts}
-    if len(shapes) > 1:
-        files = ", ".join(f"{p.name} {m.weight_shape}" for m, _, p in parts)
-        raise SdloraError(f"module {name} has different layer shapes in the LoRAs ({files}): they are for different "
-                          "models and cannot be merged")  # fmt: skip
+    from sdlora.tools.combine import module_parts
+
+    parts = module_parts(name, loras, ratios)
     delta = sum(module.delta(ratio, device) for module, ratio, _ in parts)
     return delta, parts[0][0].is_conv
 

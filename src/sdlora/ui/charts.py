@@ -33,8 +33,6 @@ def chart(title: str, lines: Series) -> Any:
         from matplotlib.ticker import MaxNLocator
     except ImportError:
         return None
-    from PIL import Image
-
     fig, ax = plt.subplots(figsize=(5.5, 3.0), dpi=100)
     for tag, points in lines:
         steps, values = zip(*points, strict=True)
@@ -44,6 +42,14 @@ def chart(title: str, lines: Series) -> Any:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return picture(fig)
+
+
+def picture(fig) -> Any:
+    """A matplotlib figure as an RGB PIL image (the figure is closed)."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

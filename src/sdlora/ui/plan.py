@@ -8,7 +8,6 @@ shown with its ``format()``; the panel says so when the estimate does not know t
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import tempfile
@@ -59,7 +58,7 @@ def histogram(rows: list[list[Any]]):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from PIL import Image
+    from sdlora.ui.charts import picture
 
     ordered = sorted(rows, key=lambda r: r[1])
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(ordered) + 2), 3.2), dpi=100)
@@ -67,12 +66,7 @@ def histogram(rows: list[list[Any]]):
     ax.set_xlabel("bucket (W×H), by aspect ratio")
     ax.set_ylabel("samples per epoch (× repeats)")
     ax.tick_params(axis="x", rotation=45 if len(ordered) > 6 else 0)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+    return picture(fig)
 
 
 def memory_estimate(config, run) -> str:
