@@ -89,6 +89,7 @@ def saved_activations(batch: int, precision: str) -> tuple[float, float]:
     from sdlora.models.sizes import model_size
     from sdlora.models.tiny import TinySD15Family
     from sdlora.network.build import build_network
+    from sdlora.utils.saved_bytes import saved_bytes
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = mid_size_config(Path(tmp))
@@ -97,25 +98,16 @@ def saved_activations(batch: int, precision: str) -> tuple[float, float]:
         components = family.load(dtype)
         build_network(family, components, NetworkConfig(rank=16, train_text_encoder=False))
         unet = components.unet
-        own = {p.untyped_storage().data_ptr() for p in unet.parameters()}
-        seen: dict[int, int] = {}
-
-        def pack(tensor):
-            storage = tensor.untyped_storage()
-            if storage.data_ptr() not in own:
-                seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
-            return tensor
-
         latents = torch.randn(batch, 4, 32, 32, dtype=dtype)
         text = torch.randn(batch, 77, 768, dtype=dtype)
         with (
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+            saved_bytes(unet) as saved,
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "fp32"),
         ):
             unet(latents, torch.tensor([500] * batch), encoder_hidden_states=text)
         kind = "fp32" if precision == "fp32" else "mixed"
         elements = unet_activations(model_size(folder).unet, (32, 32), coefficients=COEFFICIENTS_BY_KIND[kind]).full
-    return sum(seen.values()) / 1e6, batch * elements * (4 if precision == "fp32" else 2) / 1e6
+    return saved[0] / 1e6, batch * elements * (4 if precision == "fp32" else 2) / 1e6
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from sdlora.errors import SdloraError
 from sdlora.memory import GB, RunShape, budget_message, estimate, optimizer_bytes, unet_activations
 from sdlora.models.configs import config_dir
 from sdlora.models.sizes import model_size
+from sdlora.utils.saved_bytes import saved_bytes
 from tests.helpers.config import EXAMPLE_DATA, compose_config
 
 SDXL = model_size(config_dir("sdxl"))
@@ -80,18 +81,9 @@ def test_encoding_without_a_latent_cache_and_host_memory_with_one():
 
 def _saved_bytes(unet, *inputs, **kwargs) -> int:
     """Bytes of the tensors autograd keeps for backward (storages other than the model's own)."""
-    own = {p.untyped_storage().data_ptr() for p in unet.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in own:
-            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_bytes(unet) as saved:
         unet(*inputs, **kwargs)
-    return sum(seen.values())
+    return saved[0]
 
 
 @pytest.mark.parametrize("family", ["tiny", "tiny_sdxl"])
