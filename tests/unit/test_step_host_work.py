@@ -20,11 +20,12 @@ def _groups():
     return [{"params": [torch.nn.Parameter(torch.zeros(3, 3))], "lr": 1e-3, "name": "unet"}]
 
 
-@pytest.mark.parametrize(("fused", "key"), [(True, "fused"), (False, "foreach")])
-def test_torch_optimizers_get_their_multi_tensor_kernel(fused, key):
+def test_torch_optimizers_get_their_fused_kernel_where_allowed():
     node = OmegaConf.create({"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 0.01})
-    optimizer = with_fast_kernels(instantiate_partial(node), node, fused)(_groups())
-    assert optimizer.defaults[key] is True and optimizer.param_groups[0]["name"] == "unet"
+    optimizer = with_fast_kernels(instantiate_partial(node), node, True)(_groups())
+    assert optimizer.defaults["fused"] is True and optimizer.param_groups[0]["name"] == "unet"
+    factory = instantiate_partial(node)
+    assert with_fast_kernels(factory, node, False) is factory  # torch's own default: foreach on CUDA, a loop on CPU
 
 
 def test_an_explicit_choice_and_other_classes_are_left_alone():

@@ -161,21 +161,20 @@ FUSED_CLASSES = (
 
 
 def with_fast_kernels(factory: Any, node: Any, fused_allowed: bool) -> Any:
-    """The optimizer partial ``factory`` building torch's multi-tensor implementation when the class has one and the
-    node chooses neither ``fused`` nor ``foreach``: ``fused=True`` (one kernel per step for all parameters) where
-    ``fused_allowed``, else ``foreach=True`` (one kernel per operation over the list of parameters). The default
-    loops over the parameters in Python on a CPU (hundreds of LoRA tensors). Measured on this project's CPU for AdamW
-    over 384 LoRA-sized tensors (9 M parameters, ``benchmarks/optimizer_kernels.py``): 23 ms per step by default,
-    28 ms with ``foreach``, 6 ms fused (docs/performance.md "Per-step host work"); on CUDA ``foreach`` is torch's
-    default already.
+    """The optimizer partial ``factory`` building torch's fused kernel (``fused=True``: one kernel per step for all
+    parameters) when the class has one, the node chooses neither ``fused`` nor ``foreach``, and ``fused_allowed``;
+    otherwise ``factory`` itself, so torch picks its default (``foreach`` on CUDA, a loop over the parameters on a
+    CPU). Measured on this project's CPU for AdamW over 384 LoRA-sized tensors (9 M parameters,
+    ``benchmarks/optimizer_kernels.py``): 23 ms per step by default, 28 ms with ``foreach``, 6 ms fused
+    (docs/performance.md "Per-step host work").
 
     ``fused_allowed`` is false under Lightning's mixed-precision plugins when gradients are clipped (Lightning refuses
-    to clip for an optimizer that unscales internally, which the fused ones declare) and with float16 LoRA parameters
-    (``full_fp16``: their gradient scaler unscales them itself). The class's default is built when the parameters do
-    not allow the chosen kernel."""
-    if "fused" in node or "foreach" in node or target_class_name(node) not in FUSED_CLASSES:
+    to clip for an optimizer that unscales internally, which the fused ones declare), with float16 LoRA parameters
+    (``full_fp16``: their gradient scaler unscales them itself) and under FSDP. The class's default is built when the
+    parameters do not allow the fused kernel."""
+    if not fused_allowed or "fused" in node or "foreach" in node or target_class_name(node) not in FUSED_CLASSES:
         return factory
-    kernel = {"fused": True} if fused_allowed else {"foreach": True}
+    kernel = {"fused": True}
 
     def build(groups: list[dict]) -> Any:
         try:
