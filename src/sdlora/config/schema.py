@@ -19,7 +19,18 @@ from omegaconf import MISSING
 from sdlora.config.frozen import Freezable
 
 
-class Attention(str, Enum):
+class Choice(str, Enum):
+    """A config option's choice: prints as its value (``glora``), in messages and f-strings alike, not as
+    ``NetworkType.glora`` (what Python 3.11+ prints for a plain ``(str, Enum)``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Attention(Choice):
     """Attention backend of the U-Net [kohya: --sdpa / --xformers]."""
 
     sdpa = "sdpa"
@@ -27,7 +38,7 @@ class Attention(str, Enum):
     none = "none"  # plain attention, the full attention matrix (diffusers' AttnProcessor) [kohya_ss GUI: none]
 
 
-class LossType(str, Enum):
+class LossType(Choice):
     """Elementwise loss [kohya: --loss_type]."""
 
     l2 = "l2"
@@ -36,7 +47,7 @@ class LossType(str, Enum):
     smooth_l1 = "smooth_l1"
 
 
-class HuberSchedule(str, Enum):
+class HuberSchedule(Choice):
     """How the Huber parameter c depends on the timestep [kohya: --huber_schedule]."""
 
     constant = "constant"
@@ -44,7 +55,7 @@ class HuberSchedule(str, Enum):
     snr = "snr"
 
 
-class SavePrecision(str, Enum):
+class SavePrecision(Choice):
     """dtype of the saved LoRA tensors [kohya: --save_precision]; ``fp32`` and kohya's ``float`` are the same."""
 
     fp32 = "fp32"
@@ -53,7 +64,7 @@ class SavePrecision(str, Enum):
     bf16 = "bf16"
 
 
-class SaveFormat(str, Enum):
+class SaveFormat(Choice):
     """File format of the saved LoRA [kohya: --save_model_as]; ckpt/pt carry no metadata (as kohya)."""
 
     safetensors = "safetensors"
@@ -80,7 +91,7 @@ class ModelConfig(Freezable):
     init_seed: int = 0  # tiny families without `pretrained`: seed of the random weights
 
 
-class NetworkType(str, Enum):
+class NetworkType(Choice):
     """The module type [kohya_ss GUI: "LoRA type"]; what each one runs is in docs/network-types.md."""
 
     lora = "lora"  # "Standard": Linear/1×1 layers of the U-Net transformers and the text encoders [networks.lora]
@@ -98,7 +109,7 @@ class NetworkType(str, Enum):
     full = "full"  # LyCORIS full fine-tuning of the targeted layers [lycoris.kohya, algo=full]
 
 
-class LycorisPreset(str, Enum):
+class LycorisPreset(Choice):
     """Which layers a LyCORIS type targets [lycoris.kohya network_args: preset] (docs/network-types.md §2)."""
 
     full = "full"
@@ -197,7 +208,7 @@ class LossConfig(Freezable):
     prior_loss_weight: float = 1.0  # loss weight of regularisation images (data.reg_dir) [prior_loss_weight]
 
 
-class CacheMode(str, Enum):
+class CacheMode(Choice):
     """Where VAE latents are cached [kohya: --cache_latents (memory), --cache_latents_to_disk (disk)]."""
 
     none = "none"
@@ -280,7 +291,7 @@ class PrecisionConfig(Freezable):
     no_half_vae: bool | None = None  # VAE in float32; null: the family's default (true for SDXL) [no_half_vae]
 
 
-class ShardingStrategy(str, Enum):
+class ShardingStrategy(Choice):
     """How ``trainer=fsdp`` shards the frozen model (torch FSDP's names)."""
 
     FULL_SHARD = "FULL_SHARD"
@@ -380,7 +391,7 @@ class ValidationConfig(Freezable):
     timestep_bands: int = 4  # also val/loss per band of timesteps (4: val/loss_t000-249, …); 0 = off
 
 
-class EMADevice(str, Enum):
+class EMADevice(Choice):
     """Where the EMA copy of the LoRA lives."""
 
     device = "device"  # beside the LoRA (the training device)
