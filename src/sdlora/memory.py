@@ -35,7 +35,6 @@ rank; the LyCORIS types, LoRA-FA and OFT are counted as a LoRA of the same rank 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,6 +340,8 @@ class RunMemory:
 
     def budget_problem(self, budget_gb: float | None) -> str | None:
         """None when there is no budget or the estimate fits it; else the error, naming options that would fit."""
+        from sdlora.memory_budget import budget_message
+
         return None if budget_gb is None else budget_message(self.estimate, budget_gb, self.size, self.shape)
 
 
@@ -357,59 +358,6 @@ def estimate_run(config: Any, plan: Any, family: Any) -> RunMemory | None:
     size.source = label
     shape = run_shape(config, plan, family)
     return RunMemory(estimate(size, shape), size, shape)
-
-
-# --- the budget ---------------------------------------------------------------------------------------------------
-
-
-def fitting_options(size: ModelSize, shape: RunShape, budget: float) -> list[str]:
-    """Changes that bring the estimate within ``budget`` bytes: each that fits alone (gradient checkpointing, an 8-bit
-    optimizer, a latent cache, the largest smaller batch); else the shortest combination, added in that order."""
-    steps: list[tuple[str, dict[str, Any]]] = []
-    if not shape.gradient_checkpointing:
-        steps.append(("model.gradient_checkpointing=true", {"gradient_checkpointing": True}))
-    if "8bit" not in shape.optimizer:
-        steps.append(("optimizer=adamw8bit", {"optimizer": "bitsandbytes.optim.AdamW8bit"}))
-    if shape.cache_latents == "none":
-        steps.append(("data.cache_latents=disk", {"cache_latents": "disk"}))
-    batches = []
-    batch = shape.batch_size
-    while batch > 1:
-        batch //= 2
-        batches.append((f"data.batch_size={batch}", {"batch_size": batch}))
-
-    def fits(change: dict[str, Any]) -> bool:
-        return estimate(size, dataclasses.replace(shape, **change)).peak <= budget
-
-    alone = [text for text, change in steps if fits(change)]
-    alone += [text for text, change in batches if fits(change)][:1]  # the largest batch that fits
-    if alone:
-        return alone
-    applied: list[str] = []
-    change: dict[str, Any] = {}
-    for text, step in steps + batches:
-        applied = [t for t in applied if not (t.startswith("data.batch_size=") and "batch_size" in step)] + [text]
-        change |= step
-        if fits(change):
-            return [" ".join(applied)]
-    return []
-
-
-def budget_message(estimate_: MemoryEstimate, budget_gb: float, size: ModelSize, shape: RunShape) -> str | None:
-    """None when the estimate fits ``trainer.memory_budget_gb``; else the error, naming options that would fit."""
-    if estimate_.peak <= budget_gb * GB:
-        return None
-    fits = fitting_options(size, shape, budget_gb * GB)
-    if not fits:
-        advice = "; nothing among gradient checkpointing, a smaller batch, an 8-bit optimizer or cached latents fits"
-    elif len(fits) == 1 and " " in fits[0]:
-        advice = f"; together these would fit: {fits[0]}"
-    else:
-        advice = f"; each of these would fit: {', '.join(fits)}"
-    return (
-        f"the estimated peak memory {human(estimate_.peak)} exceeds trainer.memory_budget_gb={budget_gb:g}"
-        f"{advice} (the estimate is printed above; trainer.memory_budget_gb=null turns the check off)"
-    )
 
 
 def human(value: float) -> str:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from sdlora.errors import SdloraError
-from sdlora.memory import GB, RunShape, budget_message, estimate, optimizer_bytes, unet_activations
+from sdlora.memory import GB, RunShape, estimate, optimizer_bytes, unet_activations
+from sdlora.memory_budget import budget_message
 from sdlora.models.configs import config_dir
 from sdlora.models.sizes import model_size
 from sdlora.utils.saved_bytes import saved_bytes

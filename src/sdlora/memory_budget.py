@@ -1,0 +1,61 @@
+"""``trainer.memory_budget_gb``: whether the memory estimate (:mod:`sdlora.memory`) fits the budget, and when it does
+not, which options would make it fit — each alone (gradient checkpointing, an 8-bit optimizer, a latent cache, the
+largest smaller batch) or else the shortest combination, re-estimated for each variant of the run's shape."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sdlora.memory import GB, MemoryEstimate, RunShape, estimate, human
+from sdlora.models.sizes import ModelSize
+
+
+def fitting_options(size: ModelSize, shape: RunShape, budget: float) -> list[str]:
+    """Changes that bring the estimate within ``budget`` bytes: each that fits alone (gradient checkpointing, an 8-bit
+    optimizer, a latent cache, the largest smaller batch); else the shortest combination, added in that order."""
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if not shape.gradient_checkpointing:
+        steps.append(("model.gradient_checkpointing=true", {"gradient_checkpointing": True}))
+    if "8bit" not in shape.optimizer:
+        steps.append(("optimizer=adamw8bit", {"optimizer": "bitsandbytes.optim.AdamW8bit"}))
+    if shape.cache_latents == "none":
+        steps.append(("data.cache_latents=disk", {"cache_latents": "disk"}))
+    batches = []
+    batch = shape.batch_size
+    while batch > 1:
+        batch //= 2
+        batches.append((f"data.batch_size={batch}", {"batch_size": batch}))
+
+    def fits(change: dict[str, Any]) -> bool:
+        return estimate(size, dataclasses.replace(shape, **change)).peak <= budget
+
+    alone = [text for text, change in steps if fits(change)]
+    alone += [text for text, change in batches if fits(change)][:1]  # the largest batch that fits
+    if alone:
+        return alone
+    applied: list[str] = []
+    change: dict[str, Any] = {}
+    for text, step in steps + batches:
+        applied = [t for t in applied if not (t.startswith("data.batch_size=") and "batch_size" in step)] + [text]
+        change |= step
+        if fits(change):
+            return [" ".join(applied)]
+    return []
+
+
+def budget_message(estimate_: MemoryEstimate, budget_gb: float, size: ModelSize, shape: RunShape) -> str | None:
+    """None when the estimate fits ``trainer.memory_budget_gb``; else the error, naming options that would fit."""
+    if estimate_.peak <= budget_gb * GB:
+        return None
+    fits = fitting_options(size, shape, budget_gb * GB)
+    if not fits:
+        advice = "; nothing among gradient checkpointing, a smaller batch, an 8-bit optimizer or cached latents fits"
+    elif len(fits) == 1 and " " in fits[0]:
+        advice = f"; together these would fit: {fits[0]}"
+    else:
+        advice = f"; each of these would fit: {', '.join(fits)}"
+    return (
+        f"the estimated peak memory {human(estimate_.peak)} exceeds trainer.memory_budget_gb={budget_gb:g}"
+        f"{advice} (the estimate is printed above; trainer.memory_budget_gb=null turns the check off)"
+    )
