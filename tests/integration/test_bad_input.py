@@ -74,8 +74,8 @@ def test_caption_file_that_is_not_utf8(small_dataset, tmp_path):
 
 
 def test_wrong_model_family(small_dataset, tmp_path):
+    from sdlora.models.ldm_keys import write_checkpoint
     from sdlora.models.tiny import TinySDXLFamily
-    from tests.helpers.ldm_export import write_checkpoint
 
     xl = TinySDXLFamily().load()
     ckpt = write_checkpoint(

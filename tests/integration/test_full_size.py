@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from sdlora.models.configs import config_dir
+from sdlora.models.ldm_keys import write_checkpoint
 from sdlora.network.io import load_lora
 from sdlora.run import train
 from tests.helpers.config import compose_config
-from tests.helpers.ldm_export import write_checkpoint
 
 pytestmark = pytest.mark.slow
 

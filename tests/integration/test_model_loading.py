@@ -14,12 +14,12 @@ import torch
 from sdlora.config.schema import NetworkConfig, NetworkType
 from sdlora.errors import SdloraError
 from sdlora.models.configs import config_dir
+from sdlora.models.ldm_keys import write_checkpoint
 from sdlora.models.sd2 import SD2Family, SD2VFamily
 from sdlora.models.sd15 import SD15Family
 from sdlora.models.sdxl import SDXLFamily
 from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
 from sdlora.network.build import build_network
-from tests.helpers.ldm_export import write_checkpoint
 from tests.helpers.shipped import meta_components
 
 LAYOUT = {"tiny": "sd1", "tiny_sdxl": "sdxl"}
@@ -112,7 +112,7 @@ def test_diffusers_folder_supplies_its_own_configs_and_tokenizers(tmp_path):
 def test_vae_override_from_a_single_file(standalone, tmp_path):
     from safetensors.torch import save_file
 
-    from tests.helpers.ldm_export import vae_to_ldm
+    from sdlora.models.ldm_keys import vae_to_ldm
 
     reference = TinySD15Family(init_seed=1).load()
     other = TinySD15Family(init_seed=2).load()

@@ -190,7 +190,7 @@ def test_from_single_file_with_shipped_config_and_tokenizers(name, tmp_path):
     """A config folder without ``tokenizer*/`` is enough when tokenizer objects are passed."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from tests.helpers import ldm_export as export
+    from sdlora.models import ldm_keys as export
 
     torch.manual_seed(0)
     models = _build(name)

@@ -1,4 +1,4 @@
-"""Round trips through ``tests.helpers.ldm_export``: tiny diffusers models -> original-format single file ->
+"""Round trips through ``sdlora.models.ldm_keys``: tiny diffusers models -> original-format single file ->
 diffusers' own ``from_single_file`` (offline, with a config-only folder) -> identical weights."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from tests.helpers.ldm_export import (
+from sdlora.models.ldm_keys import (
     LAYOUTS,
     clip_to_ldm,
     open_clip_to_ldm,
