@@ -42,20 +42,3 @@ def random_lora(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata or {})
     return path
-
-
-def single_thread():
-    """Context for the tools' tests: small SVDs run 10–20× faster on one thread than on this machine's two shared
-    cores (thread start-up dominates matrices of a few hundred rows)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def manager():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-
-    return manager()

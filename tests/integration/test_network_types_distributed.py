@@ -5,7 +5,6 @@ same global batch — every process draws the same rows from the same seeded gen
 from __future__ import annotations
 
 import pytest
-import torch
 
 from sdlora.network.io import load_lora
 from sdlora.run import train
@@ -14,14 +13,6 @@ from tests.helpers.config import compose_config, tiny_overrides
 from tests.integration.test_ddp import _relative_difference
 
 COMMON = ["optimizer.lr=1e-2", "trainer.max_steps=3", "data.flip_aug=true"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny layers on a shared machine: see test_network_types_train.ONE_THREAD
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("network", [("network=dylora", "network.unit=2"), ("network=loha", "network.rank=4")])

@@ -19,14 +19,6 @@ from tests.integration.test_resume import scalars
 STEPS = ("trainer.max_steps=6", "save.state=true", "save.every_n_steps=3", "optimizer.lr=1e-2", "data.flip_aug=true")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny layers on a shared machine: see test_network_types_train.ONE_THREAD
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(tmp_path: Path, data: Path, name: str, *extra: str, callbacks=None) -> dict:
     return train(compose_config(*tiny_overrides(data, *extra)), tmp_path / name, callbacks=callbacks)
 

@@ -36,17 +36,6 @@ ARCHITECTURE = {"tiny": "stable-diffusion-v1/lora", "tiny_sdxl": "stable-diffusi
 EXTRA = ("optimizer.lr=1e-3", "data.batch_size=1", "trainer.max_steps=2", "save.every_n_steps=1")
 #: lycoris-lora 4.1's loader cannot build iA3 modules (make_module_from_state_dict takes one argument too few).
 LYCORIS_LOADER_BROKEN = {"ia3"}
-#: One thread: these tiny layers cost microseconds, and on a shared 2-core machine OpenMP threads waiting for each
-#: other cost milliseconds per call.
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +55,7 @@ def runs(request, one_image, tmp_path_factory) -> tuple[str, dict[str, Path]]:
     model = request.param
     sweep = tmp_path_factory.mktemp(f"sweep_{model}")
     run_train_py(["-m", *tiny_overrides(one_image, *EXTRA, model=model), f"network={','.join(ALL)}",
-                  f"hydra.sweep.dir={sweep}"], sweep / "unused", env=ONE_THREAD)  # fmt: skip
+                  f"hydra.sweep.dir={sweep}"], sweep / "unused")  # fmt: skip
     folders = {}
     for folder in sweep.iterdir():
         match = re.search(r"network=(\w+)", folder.name)

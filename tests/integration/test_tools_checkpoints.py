@@ -16,13 +16,7 @@ from sdlora.tools.export_model import export_model
 from sdlora.tools.extract import extract_lora
 from sdlora.tools.lora_file import read_lora
 from sdlora.tools.merge import merge_into_checkpoint, merge_loras
-from tests.helpers.lora_files import random_lora, single_thread
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
+from tests.helpers.lora_files import random_lora
 
 
 @pytest.fixture(scope="module")

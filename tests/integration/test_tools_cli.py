@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers.lora_files import random_lora, single_thread
+from tests.helpers.lora_files import random_lora
 
 BIN = Path(sys.executable).parent
 COMMANDS = ("extract-lora", "extract-locon", "extract-dylora", "merge-lora", "merge-lycoris", "svd-merge-lora",
@@ -26,12 +26,6 @@ def run(command: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # small models: one thread is faster on shared cores
     return subprocess.run([str(BIN / f"sdlora-{command}"), *map(str, args)], capture_output=True, text=True,
                           timeout=300, env=env)  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def test_every_command_answers_help_fast_with_examples():

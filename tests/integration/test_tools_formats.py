@@ -15,14 +15,8 @@ from sdlora.tools.convert import convert_lora
 from sdlora.tools.families import family, shipped_targets
 from sdlora.tools.fix import fix_lora
 from sdlora.tools.verify import verify_lora
-from tests.helpers.lora_files import random_lora, single_thread
+from tests.helpers.lora_files import random_lora
 from tests.integration.test_interop_diffusers import diffusers_outputs, hand_merge, outputs
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def varied_lora(path, model: str):

@@ -15,7 +15,6 @@ from sdlora.tools.checkpoint import open_checkpoint
 from sdlora.tools.export_model import export_model
 from sdlora.tools.merge_lycoris import merge_lycoris
 from sdlora.tools.names import NameIndex, all_module_names
-from tests.helpers.lora_files import single_thread
 
 ALGOS = [
     ("lora", {}),
@@ -29,12 +28,6 @@ ALGOS = [
     ("diag-oft", {}),
     ("boft", {}),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from sdlora.tools.kohya_options import ROWS, markdown, optimizer_markdown
 from sdlora.tools.migrate import migrate
 from sdlora.tools.migrate_rules import RULES
 from tests.helpers.config import CONF_DIR, ROOT, compose_config
-from tests.helpers.lora_files import single_thread
 
 #: Fields of a kohya_ss v21.8 LoRA config saved by the GUI (with the GUI's own "" / "0" for empty fields).
 GUI_BASE = {
@@ -52,12 +51,6 @@ GUI_BASE = {
     "up_lr_weight": "", "use_cp": False, "use_wandb": False, "v2": False, "v_parameterization": False,
     "v_pred_like_loss": 0, "vae": "", "vae_batch_size": 0, "weighted_captions": False, "xformers": "sdpa",
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 CPU = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]

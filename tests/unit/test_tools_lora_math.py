@@ -15,13 +15,7 @@ from sdlora.tools.merge import merge_loras
 from sdlora.tools.resize import resize_lora
 from sdlora.tools.svd import dynamic_rank, low_rank, product_svd
 from sdlora.tools.svd_merge import svd_merge_lora
-from tests.helpers.lora_files import random_lora, single_thread
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
+from tests.helpers.lora_files import random_lora
 
 
 def deltas(path) -> dict[str, torch.Tensor]:
