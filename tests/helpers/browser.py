@@ -68,12 +68,25 @@ def text_field(page, elem_id: str):
     return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
-def type_into(page, elem_id: str, value: str) -> None:
+def type_into(page, elem_id: str, value: str, attempts: int = 3) -> None:
     """Set a Gradio Textbox as a user types it (Playwright's ``fill`` alone does not fire Gradio's input event; the
-    last key typed does)."""
+    last key typed does), and check that the field holds ``value`` afterwards.
+
+    A tab opened for the first time mounts its fields with their stored values; text filled in while that happens can
+    be replaced (CI once saw ``prompts.txt`` arrive as ``t``). Typing again, as a user would, is then the right move.
+    """
+    from playwright.sync_api import expect
+
     field = text_field(page, elem_id)
-    field.fill(value[:-1])
-    field.press_sequentially(value[-1:])
+    for attempt in range(attempts):
+        field.fill(value[:-1])
+        field.press_sequentially(value[-1:])
+        try:
+            expect(field).to_have_value(value, timeout=5_000)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
 
 
 def choose(page, elem_id: str, option: str) -> None:
