@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the Hugging Fa
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.helpers.config import EXAMPLE_DATA
+from tests.helpers.datasets import write_small_dataset
 
 
 @pytest.fixture
@@ -27,13 +28,4 @@ def example_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def small_dataset(tmp_path: Path) -> Path:
     """A kohya folder with 4 small images of different sizes and .txt captions."""
-    from PIL import Image
-
-    folder = tmp_path / "small" / "2_tok"
-    folder.mkdir(parents=True)
-    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
-    sizes = [(64, 64), (96, 64), (64, 96), (80, 80)]
-    for i, (color, size) in enumerate(zip(colors, sizes, strict=True)):
-        Image.new("RGB", size, color).save(folder / f"img{i}.png")
-        (folder / f"img{i}.txt").write_text(f"tok, color {i}", encoding="utf-8")
-    return folder.parent
+    return write_small_dataset(tmp_path)

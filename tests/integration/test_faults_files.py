@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from sdlora.network.io import load_lora
 from sdlora.sweep.record import read_record
 from tests.helpers.cli import assert_clean_failure, run_cli, run_train_py
 from tests.helpers.config import ROOT, tiny_overrides
+from tests.helpers.datasets import write_small_dataset
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -30,14 +32,26 @@ def tree_digest(folder: Path) -> dict[str, str]:
 # --- training states --------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def trained_with_states(tmp_path_factory) -> tuple[list[str], Path]:
+    """A 3-step run with a state after every step, trained once for the module; the arguments without the step
+    limit."""
+    dataset = write_small_dataset(tmp_path_factory.mktemp("data"))
+    args = [a for a in tiny_overrides(dataset, "save.state=true", "save.every_n_steps=1") if "max_steps" not in a]
+    run_dir = tmp_path_factory.mktemp("states") / "run"
+    run_train_py([*args, "trainer.max_steps=3"], run_dir)
+    return args, run_dir
+
+
 @pytest.fixture
-def run_with_states(small_dataset, tmp_path) -> tuple[list[str], Path]:
-    """A 3-step run with a state after every step; the arguments without the step limit."""
-    args = [a for a in tiny_overrides(small_dataset, "save.state=true", "save.every_n_steps=1") if "max_steps" not in a]
-    run_train_py([*args, "trainer.max_steps=3"], tmp_path / "run")
+def run_with_states(trained_with_states, tmp_path) -> tuple[list[str], Path]:
+    """A copy of the module's run, for one test to damage."""
+    args, trained = trained_with_states
+    shutil.copytree(trained, tmp_path / "run")
     return args, tmp_path / "run"
 
 
+@pytest.mark.xdist_group("damaged_states")  # one worker, so the run above is trained once
 @pytest.mark.parametrize(
     ("damage", "file"),
     [

@@ -12,6 +12,8 @@ from tests.helpers.cli import run_train_py
 from tests.helpers.config import compose_config, tiny_overrides
 from tests.integration.test_ddp import _relative_difference
 
+pytestmark = pytest.mark.xdist_group("processes")  # two training processes: one such test at a time
+
 COMMON = ["optimizer.lr=1e-2", "trainer.max_steps=3", "data.flip_aug=true"]
 
 

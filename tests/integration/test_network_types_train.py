@@ -30,10 +30,13 @@ from tests.helpers.cli import run_train_py
 from tests.helpers.config import resolved, tiny_overrides
 from tests.helpers.network import layer_output
 
+pytestmark = pytest.mark.xdist_group("network_types_train")  # one worker: each model's multirun runs once
+
 ALL = [t.value for t in NetworkType]
 MODELS = ("tiny", "tiny_sdxl")
 ARCHITECTURE = {"tiny": "stable-diffusion-v1/lora", "tiny_sdxl": "stable-diffusion-xl-v1-base/lora"}
 EXTRA = ("optimizer.lr=1e-3", "data.batch_size=1", "trainer.max_steps=2", "save.every_n_steps=1")
+
 #: lycoris-lora 4.1's loader cannot build iA3 modules (make_module_from_state_dict takes one argument too few).
 LYCORIS_LOADER_BROKEN = {"ia3"}
 
@@ -49,20 +52,29 @@ def one_image(tmp_path_factory) -> Path:
     return folder.parent
 
 
-@pytest.fixture(scope="module", params=MODELS)
-def runs(request, one_image, tmp_path_factory) -> tuple[str, dict[str, Path]]:
-    """``python train.py -m network=<every type> model=<model>``: the run folder of each type."""
-    model = request.param
-    sweep = tmp_path_factory.mktemp(f"sweep_{model}")
-    run_train_py(["-m", *tiny_overrides(one_image, *EXTRA, model=model), f"network={','.join(ALL)}",
-                  f"hydra.sweep.dir={sweep}"], sweep / "unused")  # fmt: skip
-    folders = {}
-    for folder in sweep.iterdir():
-        match = re.search(r"network=(\w+)", folder.name)
-        if match:
-            folders[match.group(1)] = folder
-    assert set(folders) == set(ALL), sorted(folders)
-    return model, folders
+@pytest.fixture(scope="module")
+def sweeps(one_image, tmp_path_factory):
+    """``python train.py -m network=<every type> model=<model>``, run once per model however pytest orders the tests:
+    a function from the model to the run folder of each type."""
+    folders_of: dict[str, dict[str, Path]] = {}
+
+    def run(model: str) -> dict[str, Path]:
+        if model not in folders_of:
+            sweep = tmp_path_factory.mktemp(f"sweep_{model}")
+            run_train_py(["-m", *tiny_overrides(one_image, *EXTRA, model=model), f"network={','.join(ALL)}",
+                          f"hydra.sweep.dir={sweep}"], sweep / "unused")  # fmt: skip
+            found = {m.group(1): f for f in sweep.iterdir() if (m := re.search(r"network=(\w+)", f.name))}
+            assert set(found) == set(ALL), sorted(found)
+            folders_of[model] = found
+        return folders_of[model]
+
+    return run
+
+
+@pytest.fixture(params=MODELS)
+def runs(request, sweeps) -> tuple[str, dict[str, Path]]:
+    """(model, the run folder of each type)."""
+    return request.param, sweeps(request.param)
 
 
 def rebuilt(model: str, network_type: str, one_image: Path, *extra: str):
