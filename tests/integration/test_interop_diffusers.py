@@ -14,7 +14,7 @@ from sdlora.network.io import load_lora
 from sdlora.network.naming import name_targets, text_encoder_namer
 from sdlora.network.targets import text_encoder_targets, unet_targets
 from sdlora.run import train
-from tests.helpers.config import compose_config, tiny_overrides
+from tests.helpers.config import TINY_MODELS, compose_config, tiny_overrides
 
 
 def hand_merge(family, components, tensors: dict[str, torch.Tensor]) -> int:
@@ -87,12 +87,12 @@ LOCON = {
     model: ["network=locon", "network.conv_rank=2", "network.conv_alpha=1", "network.dropout=0.1",
             "network.rank_dropout=0.1", "network.module_dropout=0.1", "network.scale_weight_norms=5",
             _block_dims(blocks), "save.also_diffusers=true"]
-    for model, blocks in (("tiny", 25), ("tiny_sdxl", 23))
+    for model, blocks in (("tiny", 25), ("tiny_sd2_v", 25), ("tiny_sdxl", 23))
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("options", ["lora", "locon"])
-@pytest.mark.parametrize("model", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("model", TINY_MODELS)
 def test_trained_lora_loads_in_diffusers_and_matches_a_hand_merge(model, options, small_dataset, tmp_path):
     extra = LOCON[model] if options == "locon" else []
     cfg = compose_config(

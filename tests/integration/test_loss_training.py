@@ -12,7 +12,7 @@ from sdlora.config.checks import check_config
 from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.helpers.config import ROOT, compose_config, tiny_overrides
+from tests.helpers.config import ROOT, TINY_MODELS, compose_config, tiny_overrides
 
 OPTION_SETS = {
     "min_snr_debiased": ["loss.min_snr_gamma=5", "loss.debiased_estimation=true"],
@@ -29,10 +29,13 @@ OPTION_SETS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("model", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("model", TINY_MODELS)
 @pytest.mark.parametrize("options", OPTION_SETS)
 def test_loss_options_train(model, options, small_dataset, tmp_path):
-    summary = train(compose_config(*tiny_overrides(small_dataset, *OPTION_SETS[options], model=model)), tmp_path / "r")
+    extra = OPTION_SETS[options]
+    if model == "tiny_sd2_v" and options == "v_pred_like":  # an ε option: the SD 2.x 512 (ε) case
+        extra = ["model.v_parameterization=false", *extra]
+    summary = train(compose_config(*tiny_overrides(small_dataset, *extra, model=model)), tmp_path / "r")
     assert math.isfinite(summary["loss"]) and summary["steps"] == 4
     _, meta = load_lora(summary["files"][0])
     if options == "noise":
@@ -40,6 +43,12 @@ def test_loss_options_train(model, options, small_dataset, tmp_path):
         assert meta["ss_ip_noise_gamma"] == "0.1"
     if options == "v_ztsnr":
         assert meta["ss_zero_terminal_snr"] == "True" and meta["modelspec.prediction_type"] == "v"
+    if model == "tiny_sd2_v":
+        v_model = options != "v_pred_like"
+        assert meta["ss_v2"] == "True" and meta["modelspec.prediction_type"] == ("v" if v_model else "epsilon")
+        assert meta["modelspec.architecture"].startswith(
+            "stable-diffusion-v2-768-v" if v_model else "stable-diffusion-v2-512"
+        )
     if options == "l1_timesteps":
         assert meta["modelspec.timestep_range"] == "200,800" and meta["ss_loss_type"] == "l1"
 

@@ -18,12 +18,13 @@ from sdlora.models.ldm_keys import write_checkpoint
 from sdlora.models.sd2 import SD2Family, SD2VFamily
 from sdlora.models.sd15 import SD15Family
 from sdlora.models.sdxl import SDXLFamily
-from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
+from sdlora.models.tiny import TinySD2VFamily, TinySD15Family, TinySDXLFamily
 from sdlora.network.build import build_network
+from tests.helpers.config import TINY_MODELS
 from tests.helpers.shipped import meta_components
 
-LAYOUT = {"tiny": "sd1", "tiny_sdxl": "sdxl"}
-FAMILIES = {"tiny": TinySD15Family, "tiny_sdxl": TinySDXLFamily}
+LAYOUT = {"tiny": "sd1", "tiny_sd2_v": "sd2", "tiny_sdxl": "sdxl"}
+FAMILIES = {"tiny": TinySD15Family, "tiny_sd2_v": TinySD2VFamily, "tiny_sdxl": TinySDXLFamily}
 
 
 def state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -38,7 +39,7 @@ def assert_same_weights(a, b) -> None:
             assert torch.equal(sa[key], sb[key]), key
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("name", TINY_MODELS)
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
 def test_single_file_checkpoint_loads_offline_through_the_shipped_config(name, suffix, tmp_path):
     reference = FAMILIES[name](init_seed=3).load()
@@ -147,6 +148,19 @@ def test_wrong_family_is_a_clear_error(tmp_path):
     )  # fmt: skip
     with pytest.raises(SdloraError, match=r"is an SDXL model but model=sd15 expects SD 1.x: use model=sdxl"):
         SD15Family(pretrained=str(ckpt)).load()
+
+
+def test_a_tiny_sd2_folder_is_told_from_a_tiny_sd1_folder(tmp_path):
+    """Too narrow to be told by its width, the tiny SD 2.x-v folder is told by OpenCLIP's GELU text encoder."""
+    from sdlora.models.sources import folder_kind
+    from sdlora.tools.export_model import export_model
+
+    reference = TinySD2VFamily(init_seed=2).load()
+    folder = export_model("tiny_sd2_v", tmp_path / "sd2_folder", "diffusers", init_seed=2)
+    assert folder_kind(folder) == "sd2" and folder_kind(export_model("tiny", tmp_path / "sd1_folder")) == "sd1"
+    assert_same_weights(reference, TinySD2VFamily(pretrained=str(folder)).load())
+    with pytest.raises(SdloraError, match=r"is an SD 2.x model but model=tiny expects SD 1.x: use model=tiny_sd2_v"):
+        TinySD15Family(pretrained=str(folder)).load()
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

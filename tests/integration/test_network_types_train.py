@@ -27,14 +27,15 @@ from sdlora.network.types import TYPES
 from sdlora.network.weights import group_modules, module_format
 from tests.helpers import comfy_oracle
 from tests.helpers.cli import run_train_py
-from tests.helpers.config import resolved, tiny_overrides
+from tests.helpers.config import TINY_MODELS, resolved, tiny_overrides
 from tests.helpers.network import layer_output
 
 pytestmark = pytest.mark.xdist_group("network_types_train")  # one worker: each model's multirun runs once
 
 ALL = [t.value for t in NetworkType]
-MODELS = ("tiny", "tiny_sdxl")
-ARCHITECTURE = {"tiny": "stable-diffusion-v1/lora", "tiny_sdxl": "stable-diffusion-xl-v1-base/lora"}
+MODELS = TINY_MODELS
+ARCHITECTURE = {"tiny": "stable-diffusion-v1/lora", "tiny_sd2_v": "stable-diffusion-v2-768-v/lora",
+                "tiny_sdxl": "stable-diffusion-xl-v1-base/lora"}  # fmt: skip
 EXTRA = ("optimizer.lr=1e-3", "data.batch_size=1", "trainer.max_steps=2", "save.every_n_steps=1")
 
 #: lycoris-lora 4.1's loader cannot build iA3 modules (make_module_from_state_dict takes one argument too few).
@@ -109,7 +110,7 @@ def test_file_keys_and_metadata(runs, network_type):
     formats = {module_format({k: tuple(v.shape) for k, v in t.items()}) for t in modules.values()}
     assert formats <= {info.file_format, "norm"} and info.file_format in formats
     assert all(k.split(".")[0] in modules for k in tensors), "every key belongs to a module"
-    prefixes = {"tiny": ("lora_unet_", "lora_te_"), "tiny_sdxl": ("lora_unet_", "lora_te1_", "lora_te2_")}[model]
+    prefixes = ("lora_unet_", "lora_te1_", "lora_te2_") if model == "tiny_sdxl" else ("lora_unet_", "lora_te_")
     assert all(name.startswith(prefixes) for name in modules)
     unet_names = [n.removeprefix("lora_unet_") for n in modules if n.startswith("lora_unet_")]
     blocks = r"(input_blocks|middle_block|output_blocks)_" if model == "tiny_sdxl" else (

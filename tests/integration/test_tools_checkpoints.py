@@ -16,6 +16,7 @@ from sdlora.tools.export_model import export_model
 from sdlora.tools.extract import extract_lora
 from sdlora.tools.lora_file import read_lora
 from sdlora.tools.merge import merge_into_checkpoint, merge_loras
+from tests.helpers.config import TINY_MODELS
 from tests.helpers.lora_files import random_lora
 
 
@@ -24,7 +25,7 @@ def models(tmp_path_factory) -> dict[tuple[str, str], Path]:
     """(model, kind) → exported tiny checkpoint."""
     root = tmp_path_factory.mktemp("models")
     out = {}
-    for model in ("tiny", "tiny_sdxl"):
+    for model in TINY_MODELS:
         out[model, "file"] = export_model(model, root / f"{model}.safetensors")
         out[model, "folder"] = export_model(model, root / f"{model}_diffusers")
     return out
@@ -42,7 +43,7 @@ def raw_state(path: Path) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("model", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("model", TINY_MODELS)
 @pytest.mark.parametrize("kind", ["file", "folder"])
 def test_merge_then_extract_recovers_the_update(model, kind, models, tmp_path):
     source = models[model, kind]

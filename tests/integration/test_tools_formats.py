@@ -15,6 +15,7 @@ from sdlora.tools.convert import convert_lora
 from sdlora.tools.families import family, shipped_targets
 from sdlora.tools.fix import fix_lora
 from sdlora.tools.verify import verify_lora
+from tests.helpers.config import TINY_MODELS
 from tests.helpers.lora_files import random_lora
 from tests.integration.test_interop_diffusers import diffusers_outputs, hand_merge, outputs
 
@@ -34,7 +35,7 @@ def varied_lora(path, model: str):
     return path
 
 
-@pytest.mark.parametrize("model", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("model", TINY_MODELS)
 def test_convert_round_trips_bit_exact_and_loads_in_diffusers(model, tmp_path):
     kohya = varied_lora(tmp_path / "kohya.safetensors", model)
     diffusers_file = convert_lora(kohya, tmp_path / "lora.diffusers.safetensors", "diffusers")

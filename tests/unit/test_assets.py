@@ -15,6 +15,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from sdlora.models.configs import CONFIG_NAMES, config_dir
 from sdlora.models.tokenizer import load_clip_tokenizer, tokenizer_dir
+from tests.helpers.config import TINY_MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 CAT = "a photo of a cat"
@@ -95,7 +96,7 @@ def test_converter_reproduces_shipped_vocab(tmp_path):
 
 
 def test_config_dir_names():
-    assert set(CONFIG_NAMES) == {"sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sdxl"}
+    assert set(CONFIG_NAMES) == {"sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sd2_v", "tiny_sdxl"}
     with pytest.raises(ValueError, match="sd15, sd2"):
         config_dir("sd3")
 
@@ -118,7 +119,7 @@ def test_config_folder_layout(name):
     sched = DDPMScheduler.from_config(DDPMScheduler.load_config(d / "scheduler"))
     assert (sched.config.beta_start, sched.config.beta_end) == (0.00085, 0.012)
     assert sched.config.beta_schedule == "scaled_linear" and sched.config.num_train_timesteps == 1000
-    assert sched.config.prediction_type == ("v_prediction" if name == "sd2_v" else "epsilon")
+    assert sched.config.prediction_type == ("v_prediction" if name.endswith("sd2_v") else "epsilon")
 
 
 # sha256 of the official stabilityai/stable-diffusion-xl-base-1.0 files (their git-lfs pointers)
@@ -164,7 +165,7 @@ def test_full_size_configs_on_meta(name):
         assert unet.cross_attention_dim == 1024 and unet.use_linear_projection
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("name", TINY_MODELS)
 def test_tiny_configs_build_small_and_seeded(name):
     torch.manual_seed(0)
     first = _build(name)
@@ -176,16 +177,20 @@ def test_tiny_configs_build_small_and_seeded(name):
         assert all(torch.equal(v, again[k]) for k, v in model.state_dict().items()), key
 
     unet = first["unet"]
-    if name == "tiny":
+    if name not in SDXL_LIKE:
         assert unet.config.cross_attention_dim == first["text_encoder"].config.hidden_size == 32
-    else:
+    if name == "tiny_sd2_v":  # what sets SD 2.x apart, in small
+        te = first["text_encoder"].config
+        assert unet.config.use_linear_projection and unet.config.upcast_attention and te.hidden_act == "gelu"
+        assert isinstance(unet.config.attention_head_dim, list)
+    if name in SDXL_LIKE:
         te1, te2 = first["text_encoder"].config, first["text_encoder_2"].config
         assert te1.hidden_size != te2.hidden_size  # diffusers' single-file loader tells them apart by width
         assert unet.config.cross_attention_dim == te1.hidden_size + te2.hidden_size
         assert unet.config.projection_class_embeddings_input_dim == 6 * unet.config.addition_time_embed_dim + 48
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("name", TINY_MODELS)
 def test_from_single_file_with_shipped_config_and_tokenizers(name, tmp_path):
     """A config folder without ``tokenizer*/`` is enough when tokenizer objects are passed."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -201,7 +206,7 @@ def test_from_single_file_with_shipped_config_and_tokenizers(name, tmp_path):
         unet=models["unet"],
         vae=models["vae"],
         text_encoders=tes,
-        layout="sdxl" if xl else "sd1",
+        layout="sdxl" if xl else "sd2" if name == "tiny_sd2_v" else "sd1",
     )
     tokenizers = {"tokenizer": load_clip_tokenizer()}
     if xl:

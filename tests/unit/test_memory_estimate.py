@@ -16,7 +16,7 @@ from sdlora.memory_budget import budget_message
 from sdlora.models.configs import config_dir
 from sdlora.models.sizes import model_size
 from sdlora.utils.saved_bytes import saved_bytes
-from tests.helpers.config import EXAMPLE_DATA, compose_config
+from tests.helpers.config import EXAMPLE_DATA, TINY_MODELS, compose_config
 
 SDXL = model_size(config_dir("sdxl"))
 SD15 = model_size(config_dir("sd15"))
@@ -87,15 +87,15 @@ def _saved_bytes(unet, *inputs, **kwargs) -> int:
     return saved[0]
 
 
-@pytest.mark.parametrize("family", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("family", TINY_MODELS)
 def test_the_activation_formula_agrees_with_what_autograd_saves(family):
     """The estimate's activations (without the gradient allowance) against a real LoRA step's saved tensors."""
     from sdlora.config.schema import NetworkConfig
-    from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
     from sdlora.network.build import build_network
+    from sdlora.tools.families import family as make_family
 
     torch.manual_seed(0)
-    fam = (TinySDXLFamily if family == "tiny_sdxl" else TinySD15Family)()
+    fam = make_family(family)
     components = fam.load()
     build_network(fam, components, NetworkConfig(rank=4, alpha=4.0, train_text_encoder=False))
     unet, batch, side = components.unet, 2, 16

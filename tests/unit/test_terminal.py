@@ -24,7 +24,7 @@ def test_help_page_is_generated_from_the_schema_and_answers_before_hydra():
     assert page.count("  python train.py ") >= 3  # three examples (and the "more" lines)
     for group in ("model", "network", "optimizer", "scheduler", "precision"):
         assert f"\n  {group} " in page
-    assert "sd15*, sd2, sd2_v, sdxl, tiny, tiny_sdxl" in page
+    assert "sd15*, sd2, sd2_v, sdxl, tiny, tiny_sd2_v, tiny_sdxl" in page
     assert "[network_dim]" in page and "network.rank" in page and "(default 8)" in page
     assert "optimizer.lr" in page and "[learning_rate]" in page
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
@@ -61,7 +61,15 @@ def test_schema_docs_come_from_the_field_comments():
     assert keys["trainer.log_every_n_steps"].default is None and keys["verbose"].default is False
     undocumented = [k for k, v in keys.items() if not v.doc and not v.heading]
     assert len(undocumented) < 15, undocumented  # Lightning's own trainer flags and internal names only
-    assert [o.name for o in group_options()["model"]] == ["sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sdxl"]
+    assert [o.name for o in group_options()["model"]] == [
+        "sd15",
+        "sd2",
+        "sd2_v",
+        "sdxl",
+        "tiny",
+        "tiny_sd2_v",
+        "tiny_sdxl",
+    ]
     assert "hparams_search" not in group_options() and "hydra" not in group_options()
 
 

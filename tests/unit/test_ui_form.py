@@ -15,7 +15,7 @@ pytest.importorskip("gradio", reason="the web UI needs the ui extra (pip install
 from sdlora.errors import SdloraError
 from tests.helpers.config import CONF_DIR, EXAMPLE_DATA, ROOT, compose_config
 
-PRESETS = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sdxl")
+PRESETS = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sd2_v", "tiny_sdxl")
 
 
 @pytest.fixture(scope="module")

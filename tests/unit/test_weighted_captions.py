@@ -11,6 +11,7 @@ from sdlora.data.captions import augment_tags
 from sdlora.data.folders import SubsetOptions
 from sdlora.models.tokenizer import load_clip_tokenizer
 from sdlora.models.weighted_prompts import parse_weights, split_tags, tokenize_weighted
+from tests.helpers.config import TINY_MODELS
 
 E = 1.1
 
@@ -53,12 +54,11 @@ def test_weights_follow_their_tokens():
     assert weights[0, position] == 1.5 and weights[0, position - 1] == 1.0 and weights[0, position + 1] == 1.0
 
 
-@pytest.mark.parametrize("family_name", ["tiny", "tiny_sdxl"])
+@pytest.mark.parametrize("family_name", TINY_MODELS)
 def test_weighted_conditioning_scales_the_token_states(family_name):
-    from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
+    from sdlora.tools.families import family
 
-    cls = TinySD15Family if family_name == "tiny" else TinySDXLFamily
-    plain, weighted = cls(), cls(weighted_captions=True)
+    plain, weighted = family(family_name), family(family_name, weighted_captions=True)
     components = plain.load()
     with torch.no_grad():
         base = plain.encode_text(components, ["a red dog"])

@@ -10,8 +10,10 @@
   git-lfs pointers'; ``sd2`` follows the 2.1-base files, the same architecture as 2-base). Deliberate difference:
   the SD1/SD2 model indexes list no safety checker / feature extractor. Schedulers are the shipped ones (PNDM, DDIM
   for ``sd2_v``, Euler for SDXL); ``DDPMScheduler.from_config`` reads the same betas and prediction type from them.
-- ``tiny`` / ``tiny_sdxl``: SD1.5- and SDXL-shaped test models of ~1-2 M parameters per component (the two SDXL
-  text encoders have different widths, 32 and 48, which diffusers' single-file loader needs to tell them apart).
+- ``tiny`` / ``tiny_sd2_v`` / ``tiny_sdxl``: SD1.5-, SD 2.x-v- and SDXL-shaped test models of ~1-2 M parameters per
+  component (the two SDXL text encoders have different widths, 32 and 48, which diffusers' single-file loader needs
+  to tell them apart; ``tiny_sd2_v`` has SD 2.x's linear projections, head-count list, ``upcast_attention``, GELU text
+  encoder with its token ids, and a v-prediction scheduler).
 
 Tokenizers are *not* in these folders, and need not be. With diffusers 0.42.1, ``StableDiffusionPipeline
 .from_single_file(ckpt, config=config_dir(name), tokenizer=tok)`` (SDXL: ``tokenizer=tok1, tokenizer_2=tok2``)
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONFIG_NAMES: tuple[str, ...] = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sdxl")
+CONFIG_NAMES: tuple[str, ...] = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sd2_v", "tiny_sdxl")
 
 
 def configs_root() -> Path:

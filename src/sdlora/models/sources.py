@@ -75,7 +75,9 @@ def single_file_kind(keys: list[str]) -> str | None:
 
 
 def folder_kind(folder: Path) -> str | None:
-    """Kind ("sd1", "sd2" or "sdxl") of a diffusers folder (pipeline class and text-encoder width), None if unknown."""
+    """Kind ("sd1", "sd2" or "sdxl") of a diffusers folder, None if unknown: the pipeline class, then the text
+    encoder's width (768: OpenAI CLIP-L, 1024: OpenCLIP-H) or, for other widths (the tiny models), its activation
+    (OpenAI's ``quick_gelu`` vs OpenCLIP's ``gelu``)."""
     index = folder / "model_index.json"
     if not index.is_file():
         raise SdloraError(
@@ -86,15 +88,20 @@ def folder_kind(folder: Path) -> str | None:
     if "XL" in class_name:
         return "sdxl"
     te_config = folder / "text_encoder" / "config.json"
-    width = json.loads(te_config.read_text()).get("hidden_size") if te_config.is_file() else None
-    return {768: "sd1", 1024: "sd2"}.get(width)
+    te = json.loads(te_config.read_text()) if te_config.is_file() else {}
+    return {768: "sd1", 1024: "sd2"}.get(te.get("hidden_size")) or {"quick_gelu": "sd1", "gelu": "sd2"}.get(
+        te.get("hidden_act")
+    )
 
 
 def check_kind(found: str | None, expected: str, family_name: str, location: str) -> None:
     """Raise when a checkpoint's architecture contradicts the chosen ``model=`` preset."""
     if found is None or found == expected:
         return
-    suggestion = {"sd1": "sd15", "sd2": "sd2 or model=sd2_v", "sdxl": "sdxl"}[found]
+    if family_name.startswith("tiny"):  # a file exported from another tiny model
+        suggestion = {"sd1": "tiny", "sd2": "tiny_sd2_v", "sdxl": "tiny_sdxl"}[found]
+    else:
+        suggestion = {"sd1": "sd15", "sd2": "sd2 or model=sd2_v", "sdxl": "sdxl"}[found]
     raise SdloraError(
         f"model.pretrained={location!r} is an {KIND_NAMES[found]} model but model={family_name} expects "
         f"{KIND_NAMES[expected]}: use model={suggestion}"

@@ -1,9 +1,9 @@
 """A Stable Diffusion checkpoint as the tools read and write it: a single file or a diffusers folder.
 
-Reading: the preset (``sd15``, ``sd2``, ``sd2_v``, ``sdxl``, ``tiny``, ``tiny_sdxl``) is told from the file's keys and
-the U-Net's first width (or a folder's ``model_index.json`` and U-Net config), or given with ``--model``; the
-components load through the family adapter (``family.load()``: offline, shipped configs and tokenizers for single
-files). Their LoRA targets come from :func:`sdlora.tools.families.lora_targets`.
+Reading: the preset (``sd15``, ``sd2``, ``sd2_v``, ``sdxl``, ``tiny``, ``tiny_sd2_v``, ``tiny_sdxl``) is told from
+the file's keys and the U-Net's first width (or a folder's ``model_index.json`` and U-Net config), or given with
+``--model``; the components load through the family adapter (``family.load()``: offline, shipped configs and
+tokenizers for single files). Their LoRA targets come from :func:`sdlora.tools.families.lora_targets`.
 
 Writing a changed model (:func:`save_checkpoint`) keeps what the tool did not touch bit for bit:
 - single file → single file: the original tensors are read again and only the touched ones are replaced, under the
@@ -33,7 +33,8 @@ from sdlora.tools import cli
 log = logging.getLogger("sdlora")
 FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
-_CANDIDATES = {"sd1": ("sd15", "tiny"), "sd2": ("sd2", "sd2_v"), "sdxl": ("sdxl", "tiny_sdxl"), None: ("sd15", "tiny")}
+_CANDIDATES = {"sd1": ("sd15", "tiny"), "sd2": ("sd2", "sd2_v", "tiny_sd2_v"), "sdxl": ("sdxl", "tiny_sdxl"),
+               None: ("sd15", "tiny")}  # fmt: skip
 _DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
@@ -96,10 +97,12 @@ def _first_width(model: str) -> int:
 
 
 def _pick(kind: str | None, width: int | None, v_pred: bool) -> str:
+    """The preset of this layout whose U-Net is ``width`` wide (a real model when unknown); SD 2.x 512 (ε) and 768-v
+    share an architecture, so the ``v_pred`` marker tells them apart."""
     options = _CANDIDATES[kind]
-    if kind == "sd2":
-        return "sd2_v" if v_pred else "sd2"
-    return next((m for m in options if width is not None and _first_width(m) == width), options[0])
+    fitting = [m for m in options if width is not None and _first_width(m) == width]
+    fitting = fitting or [m for m in options if not m.startswith("tiny")]
+    return next((m for m in fitting if m.endswith("_v") == v_pred), fitting[0])
 
 
 def detect_model(location: Path, option: str) -> str:

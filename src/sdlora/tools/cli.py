@@ -21,7 +21,7 @@ log = logging.getLogger("sdlora")
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 #: The ``model=`` presets (the keys of :data:`sdlora.tools.families.FAMILY_CLASSES`), for ``--model`` choices.
-PRESETS = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sdxl")
+PRESETS = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sd2_v", "tiny_sdxl")
 #: kohya's --precision / --save_precision names (plus fp32) → torch dtype names.
 PRECISIONS = {"float": "float32", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 

@@ -1,8 +1,10 @@
-"""Export the tiny models (``model=tiny``, ``model=tiny_sdxl``) as a single-file checkpoint or a diffusers folder.
+"""Export the tiny models (``model=tiny``, ``tiny_sd2_v``, ``tiny_sdxl``) as a single-file checkpoint or a diffusers
+folder.
 
-The tiny families build SD1.5- and SDXL-shaped models from shipped configs with seeded random weights; exported, they
-let every LoRA tool (merge, extract, …) and ``model.pretrained=`` be tried offline in seconds. A single file uses the
-original (LDM/SGM) keys of :mod:`sdlora.models.ldm_keys`; a folder is diffusers' ``save_pretrained`` layout.
+The tiny families build SD1.5-, SD 2.x-v- and SDXL-shaped models from shipped configs with seeded random weights;
+exported, they let every LoRA tool (merge, extract, …) and ``model.pretrained=`` be tried offline in seconds. A single
+file uses the original (LDM/SGM) keys of :mod:`sdlora.models.ldm_keys`; a folder is diffusers' ``save_pretrained``
+layout.
 
     sdlora-export-model --model tiny --save_to tiny.safetensors
     sdlora-export-model --model tiny_sdxl --save_to tiny_sdxl_diffusers --format diffusers --init_seed 1
@@ -18,7 +20,7 @@ from sdlora.errors import SdloraError
 from sdlora.tools import cli
 
 log = logging.getLogger("sdlora")
-TINY = ("tiny", "tiny_sdxl")
+TINY = ("tiny", "tiny_sd2_v", "tiny_sdxl")
 
 
 def export_model(
@@ -47,7 +49,8 @@ def export_model(
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(
-        "Write the tiny SD1.5-/SDXL-shaped test models (random weights) as a checkpoint, to try the tools offline.",
+        "Write the tiny SD1.5-, SD 2.x-v- or SDXL-shaped test models (random weights) as a checkpoint, to try the tools"
+        " offline.",
         "  sdlora-export-model --model tiny --save_to tiny.safetensors\n"
         "  sdlora-export-model --model tiny_sdxl --save_to tiny_sdxl_diffusers --format diffusers\n"
         "  python train.py model=tiny model.pretrained=tiny.safetensors data.train_dir=examples/data ...\n",

@@ -27,18 +27,21 @@ FAMILY_CLASSES: dict[str, str] = {
     "sd2_v": "sdlora.models.sd2.SD2VFamily",
     "sdxl": "sdlora.models.sdxl.SDXLFamily",
     "tiny": "sdlora.models.tiny.TinySD15Family",
+    "tiny_sd2_v": "sdlora.models.tiny.TinySD2VFamily",
     "tiny_sdxl": "sdlora.models.tiny.TinySDXLFamily",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(FAMILY_CLASSES)
 #: Family names of the real models, for messages ("an SDXL LoRA").
-#: The architecture each preset has (tiny models are SD1.5- and SDXL-shaped and carry their metadata).
-KIND = {"sd15": "sd1", "tiny": "sd1", "sd2": "sd2", "sd2_v": "sd2", "sdxl": "sdxl", "tiny_sdxl": "sdxl"}
+#: The architecture each preset has (tiny models are SD1.5-, SD 2.x-v- and SDXL-shaped and carry their metadata).
+KIND = {"sd15": "sd1", "tiny": "sd1", "sd2": "sd2", "sd2_v": "sd2", "tiny_sd2_v": "sd2", "sdxl": "sdxl",
+        "tiny_sdxl": "sdxl"}  # fmt: skip
 DISPLAY = {
     "sd15": "SD 1.x",
     "sd2": "SD 2.x",
     "sd2_v": "SD 2.x-v",
     "sdxl": "SDXL",
     "tiny": "tiny",
+    "tiny_sd2_v": "tiny SD 2.x-v",
     "tiny_sdxl": "tiny SDXL",
 }
 
@@ -121,11 +124,15 @@ def candidates(names: Sequence[str], hint: str | None = None) -> list[str]:
         n.startswith(("lora_unet_input_blocks", "lora_unet_middle_block", "lora_unet_output_blocks")) for n in names
     )
     xl = sgm or any(n.startswith(("lora_te1_", "lora_te2_")) for n in names)
-    order = ["sdxl", "tiny_sdxl"] if xl else ["sd15", "sd2", "sd2_v", "tiny"]
-    if hint in order:
-        order.remove(hint)
-        order.insert(0, hint)
-    return order
+    return hinted(["sdxl", "tiny_sdxl"] if xl else ["sd15", "sd2", "sd2_v", "tiny", "tiny_sd2_v"], hint)
+
+
+def hinted(models: Sequence[str], hint: str | None) -> list[str]:
+    """``models`` to try in order: ``hint`` (from a file's metadata) first, then the presets of its architecture — the
+    metadata of a tiny model's LoRA names the real family, and a tiny SD 2.x-v LoRA also fits ``tiny``."""
+    if hint not in KIND:
+        return list(models)
+    return sorted(models, key=lambda m: (m != hint, KIND[m] != KIND[hint]))
 
 
 def identify(shapes: Mapping[str, tuple[Sequence[int], Sequence[int]]], hint: str | None = None) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from sdlora.tools.families import MODEL_NAMES, fits, model_from_metadata
+from sdlora.tools.families import MODEL_NAMES, fits, hinted, model_from_metadata
 
 _PEFT = re.compile(r"^(?P<module>.+?)\.(?P<role>lora_[AB])(?:\.default)?\.weight$")
 _PEFT_ALPHA = re.compile(r"^(?P<module>.+\..+)\.alpha$")
@@ -109,8 +109,7 @@ def identify(entries: dict[str, Entry], metadata: dict[str, str], model: str | N
     """(preset, name mapping) of the family that resolves the most modules (all, normally); ``model`` forces one."""
     if model is not None:
         return model, resolve(entries, model)
-    hint = model_from_metadata(metadata)
-    order = sorted(MODEL_NAMES, key=lambda m: (m != hint, MODEL_NAMES.index(m)))
+    order = hinted(MODEL_NAMES, model_from_metadata(metadata))
     best: tuple[str, dict] | None = None
     for candidate in order:
         mapping = resolve(entries, candidate)
