@@ -101,6 +101,17 @@ def test_config_dir_names():
         config_dir("sd3")
 
 
+def test_every_preset_has_its_conf_file_with_the_same_family_class():
+    """``sdlora.models.presets`` and ``conf/model/*.yaml`` name the same presets and family classes."""
+    from omegaconf import OmegaConf
+
+    from sdlora.models.presets import FAMILY_CLASSES
+    from tests.helpers.config import CONF_DIR
+
+    files = {p.stem: OmegaConf.load(p)["_target_"] for p in (CONF_DIR / "model").glob("*.yaml")}
+    assert files == FAMILY_CLASSES
+
+
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_config_folder_layout(name):
     d = config_dir(name)

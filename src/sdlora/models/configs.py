@@ -29,7 +29,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONFIG_NAMES: tuple[str, ...] = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sd2_v", "tiny_sdxl")
+from sdlora.models.presets import MODEL_NAMES
+
+#: One shipped config folder per ``model=`` preset, named as the preset.
+CONFIG_NAMES: tuple[str, ...] = MODEL_NAMES
 
 
 def configs_root() -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdlora.errors import SdloraError
+from sdlora.models.presets import KIND_NAMES, TINY, presets_of
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -24,7 +25,6 @@ _SINGLE_FILE_MARKERS = (
     ("cond_stage_model.model.", "sd2"),
     ("cond_stage_model.transformer.", "sd1"),
 )
-KIND_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,7 @@ def check_kind(found: str | None, expected: str, family_name: str, location: str
     """Raise when a checkpoint's architecture contradicts the chosen ``model=`` preset."""
     if found is None or found == expected:
         return
-    if family_name.startswith("tiny"):  # a file exported from another tiny model
-        suggestion = {"sd1": "tiny", "sd2": "tiny_sd2_v", "sdxl": "tiny_sdxl"}[found]
-    else:
-        suggestion = {"sd1": "sd15", "sd2": "sd2 or model=sd2_v", "sdxl": "sdxl"}[found]
+    suggestion = " or model=".join(presets_of(found, tiny=family_name in TINY))  # tiny: another tiny model's file
     raise SdloraError(
         f"model.pretrained={location!r} is an {KIND_NAMES[found]} model but model={family_name} expects "
         f"{KIND_NAMES[expected]}: use model={suggestion}"

@@ -28,13 +28,12 @@ from typing import Any
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.models.presets import presets_of
 from sdlora.tools import cli
 
 log = logging.getLogger("sdlora")
 FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
-_CANDIDATES = {"sd1": ("sd15", "tiny"), "sd2": ("sd2", "sd2_v", "tiny_sd2_v"), "sdxl": ("sdxl", "tiny_sdxl"),
-               None: ("sd15", "tiny")}  # fmt: skip
 _DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
@@ -99,7 +98,7 @@ def _first_width(model: str) -> int:
 def _pick(kind: str | None, width: int | None, v_pred: bool) -> str:
     """The preset of this layout whose U-Net is ``width`` wide (a real model when unknown); SD 2.x 512 (ε) and 768-v
     share an architecture, so the ``v_pred`` marker tells them apart."""
-    options = _CANDIDATES[kind]
+    options = presets_of(kind or "sd1")
     fitting = [m for m in options if width is not None and _first_width(m) == width]
     fitting = fitting or [m for m in options if not m.startswith("tiny")]
     return next((m for m in fitting if m.endswith("_v") == v_pred), fitting[0])

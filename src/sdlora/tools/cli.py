@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from sdlora.errors import SdloraError
+from sdlora.models.presets import MODEL_NAMES
 
 log = logging.getLogger("sdlora")
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
-#: The ``model=`` presets (the keys of :data:`sdlora.tools.families.FAMILY_CLASSES`), for ``--model`` choices.
-PRESETS = ("sd15", "sd2", "sd2_v", "sdxl", "tiny", "tiny_sd2_v", "tiny_sdxl")
+#: The ``model=`` presets, for ``--model`` choices.
+PRESETS = MODEL_NAMES
 #: kohya's --precision / --save_precision names (plus fp32) → torch dtype names.
 PRECISIONS = {"float": "float32", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 

@@ -87,8 +87,8 @@ def to_diffusers(normalized, fold: bool) -> tuple[dict[str, torch.Tensor], dict[
 
 def convert_lora(lora: str | Path, save_to: str | Path, to: str, alpha: str = "metadata", model: str | None = None):
     """Write ``lora`` in the ``to`` format (``kohya`` or ``diffusers``) to ``save_to``."""
+    from sdlora.models.presets import DISPLAY
     from sdlora.network.io import load_lora, save_lora
-    from sdlora.tools.families import DISPLAY
     from sdlora.tools.fix import fix_lora
     from sdlora.tools.formats import normalize
 

@@ -17,10 +17,10 @@ import logging
 from pathlib import Path
 
 from sdlora.errors import SdloraError
+from sdlora.models.presets import TINY
 from sdlora.tools import cli
 
 log = logging.getLogger("sdlora")
-TINY = ("tiny", "tiny_sd2_v", "tiny_sdxl")
 
 
 def export_model(

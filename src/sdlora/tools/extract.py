@@ -27,7 +27,7 @@ log = logging.getLogger("sdlora")
 
 
 def _same_family(org, tuned, targets_o: dict, targets_t: dict) -> None:
-    from sdlora.tools.families import DISPLAY
+    from sdlora.models.presets import DISPLAY
 
     same = targets_o.keys() == targets_t.keys() and all(targets_o[n].shape == targets_t[n].shape for n in targets_o)
     if org.model != tuned.model or not same:

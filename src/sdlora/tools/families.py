@@ -17,33 +17,9 @@ from typing import Any
 
 from torch import nn
 
+from sdlora.models.presets import FAMILY_CLASSES, KIND, MODEL_NAMES
 from sdlora.network.naming import name_targets, text_encoder_namer
 from sdlora.network.targets import Target, text_encoder_targets, unet_targets
-
-#: ``model=`` preset name → family adapter class (the ``_target_`` of ``conf/model/<name>.yaml``).
-FAMILY_CLASSES: dict[str, str] = {
-    "sd15": "sdlora.models.sd15.SD15Family",
-    "sd2": "sdlora.models.sd2.SD2Family",
-    "sd2_v": "sdlora.models.sd2.SD2VFamily",
-    "sdxl": "sdlora.models.sdxl.SDXLFamily",
-    "tiny": "sdlora.models.tiny.TinySD15Family",
-    "tiny_sd2_v": "sdlora.models.tiny.TinySD2VFamily",
-    "tiny_sdxl": "sdlora.models.tiny.TinySDXLFamily",
-}
-MODEL_NAMES: tuple[str, ...] = tuple(FAMILY_CLASSES)
-#: Family names of the real models, for messages ("an SDXL LoRA").
-#: The architecture each preset has (tiny models are SD1.5-, SD 2.x-v- and SDXL-shaped and carry their metadata).
-KIND = {"sd15": "sd1", "tiny": "sd1", "sd2": "sd2", "sd2_v": "sd2", "tiny_sd2_v": "sd2", "sdxl": "sdxl",
-        "tiny_sdxl": "sdxl"}  # fmt: skip
-DISPLAY = {
-    "sd15": "SD 1.x",
-    "sd2": "SD 2.x",
-    "sd2_v": "SD 2.x-v",
-    "sdxl": "SDXL",
-    "tiny": "tiny",
-    "tiny_sd2_v": "tiny SD 2.x-v",
-    "tiny_sdxl": "tiny SDXL",
-}
 
 
 def family(model: str, **kwargs: Any):
@@ -124,7 +100,7 @@ def candidates(names: Sequence[str], hint: str | None = None) -> list[str]:
         n.startswith(("lora_unet_input_blocks", "lora_unet_middle_block", "lora_unet_output_blocks")) for n in names
     )
     xl = sgm or any(n.startswith(("lora_te1_", "lora_te2_")) for n in names)
-    return hinted(["sdxl", "tiny_sdxl"] if xl else ["sd15", "sd2", "sd2_v", "tiny", "tiny_sd2_v"], hint)
+    return hinted([m for m in MODEL_NAMES if (KIND[m] == "sdxl") == xl], hint)
 
 
 def hinted(models: Sequence[str], hint: str | None) -> list[str]:

@@ -63,7 +63,8 @@ def kohya_tensors(normalized) -> dict[str, torch.Tensor]:
 def completed_metadata(normalized, tensors: dict[str, torch.Tensor], title: str) -> dict[str, str]:
     """The file's metadata with kohya's network keys and the family's ``ss_*``/``modelspec.*`` keys where missing
     (or contradicting the modules)."""
-    from sdlora.tools.families import KIND, model_from_metadata
+    from sdlora.models.presets import KIND
+    from sdlora.tools.families import model_from_metadata
     from sdlora.tools.lora_file import LoraModule, dim_alpha, family_metadata
 
     meta = {k: v for k, v in normalized.metadata.items() if k not in ("lora_adapter_metadata", "format")}
@@ -89,8 +90,8 @@ def fix_lora(
     lora: str | Path, save_to: str | Path, model: str | None = None, drop_unknown: bool = False
 ) -> tuple[Path, list[str]]:
     """Write the kohya copy of ``lora`` to ``save_to``; returns it and the list of what was changed."""
+    from sdlora.models.presets import DISPLAY
     from sdlora.network.io import load_lora, save_lora
-    from sdlora.tools.families import DISPLAY
     from sdlora.tools.verify import verify_lora
 
     report = verify_lora(lora, model)

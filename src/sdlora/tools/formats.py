@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from sdlora.tools.families import MODEL_NAMES, fits, hinted, model_from_metadata
+from sdlora.models.presets import MODEL_NAMES
+from sdlora.tools.families import fits, hinted, model_from_metadata
 
 _PEFT = re.compile(r"^(?P<module>.+?)\.(?P<role>lora_[AB])(?:\.default)?\.weight$")
 _PEFT_ALPHA = re.compile(r"^(?P<module>.+\..+)\.alpha$")

@@ -30,7 +30,8 @@ FORMATS = ("single_file", "diffusers")
 
 def check_family(loras, targets: dict, where: str, model: str) -> None:
     """Every LoRA module must be a target of the checkpoint, with tensors that fit its layer."""
-    from sdlora.tools.families import DISPLAY, fits, identify
+    from sdlora.models.presets import DISPLAY
+    from sdlora.tools.families import fits, identify
 
     for lora in loras:
         unknown = sorted(n for n in lora.modules if n not in targets)

@@ -85,8 +85,8 @@ def merge_lycoris(
     import torch
     from lycoris.modules import get_module
 
+    from sdlora.models.presets import DISPLAY
     from sdlora.tools.checkpoint import open_checkpoint, output_for, save_checkpoint
-    from sdlora.tools.families import DISPLAY
     from sdlora.tools.names import all_module_names
 
     path, tensors, names = _read(lycoris_model)

@@ -88,7 +88,8 @@ def check_module(name: str, entry) -> ModuleReport:
 
 
 def _file_problems(normalized, tensors, metadata: dict) -> list[str]:
-    from sdlora.tools.families import DISPLAY, KIND, model_from_metadata
+    from sdlora.models.presets import DISPLAY, KIND
+    from sdlora.tools.families import model_from_metadata
     from sdlora.tools.formats import rename_kind
 
     problems: list[str] = []
@@ -139,7 +140,7 @@ def verify_lora(path: str | Path, model: str | None = None) -> Report:
 
 
 def print_report(report: Report) -> None:
-    from sdlora.tools.families import DISPLAY
+    from sdlora.models.presets import DISPLAY
 
     print(f"{report.path}: {len(report.modules)} modules, {report.format} keys, {DISPLAY[report.model]} model")
     print(f"{'module':<80} {'rank':>4} {'alpha':>7} {'|down|':>9} {'|up|':>9} {'|ΔW|':>9}")
