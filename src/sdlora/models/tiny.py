@@ -18,28 +18,22 @@ from sdlora.models.sd15 import SD15Family
 from sdlora.models.sdxl import SDXLFamily
 
 
-class TinySD15Family(SD15Family):
-    name = "tiny"
-    shipped_config = "tiny"
+class TinyModel:
+    """What every tiny family shares (listed first among the bases, so these win over the real family's values)."""
+
     default_resolution = 64
     default_bucket_reso = (64, 1024)
     bucket_reso_multiple = 16  # the tiny U-Net halves the 1/8-size latent once
     tiny = True
 
 
-class TinySD2VFamily(SD2VFamily):
-    name = "tiny_sd2_v"
-    shipped_config = "tiny_sd2_v"
-    default_resolution = 64
-    default_bucket_reso = (64, 1024)
-    bucket_reso_multiple = 16  # the tiny U-Net halves the 1/8-size latent once
-    tiny = True
+class TinySD15Family(TinyModel, SD15Family):
+    name = shipped_config = "tiny"
 
 
-class TinySDXLFamily(SDXLFamily):
-    name = "tiny_sdxl"
-    shipped_config = "tiny_sdxl"
-    default_resolution = 64
-    default_bucket_reso = (64, 1024)
-    bucket_reso_multiple = 16  # the tiny U-Net halves the 1/8-size latent once
-    tiny = True
+class TinySD2VFamily(TinyModel, SD2VFamily):
+    name = shipped_config = "tiny_sd2_v"
+
+
+class TinySDXLFamily(TinyModel, SDXLFamily):
+    name = shipped_config = "tiny_sdxl"
