@@ -163,6 +163,14 @@ def test_a_tiny_sd2_folder_is_told_from_a_tiny_sd1_folder(tmp_path):
         TinySD15Family(pretrained=str(folder)).load()
 
 
+def test_a_tiny_file_under_a_real_preset_names_the_tiny_presets(tmp_path):
+    from sdlora.tools.export_model import export_model
+
+    ckpt = export_model("tiny_sd2_v", tmp_path / "tiny_sd2_v.safetensors")
+    with pytest.raises(SdloraError, match=r"other sizes than this preset's.*model=tiny / tiny_sd2_v / tiny_sdxl"):
+        SD2VFamily(pretrained=str(ckpt)).load()
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a safetensors file")

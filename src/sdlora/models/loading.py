@@ -20,6 +20,7 @@ from sdlora.config.schema import Attention
 from sdlora.errors import SdloraError
 from sdlora.models.configs import config_dir
 from sdlora.models.family import Components
+from sdlora.models.presets import TINY
 from sdlora.models.sources import (
     Source,
     check_kind,
@@ -130,6 +131,23 @@ def load_vae(family: ModelFamily, value: str, dtype: torch.dtype) -> torch.nn.Mo
         raise SdloraError(f"could not load model.vae={value!r}: {type(exc).__name__}: {exc}") from exc
 
 
+def _load_hint(kind: str, exc: Exception) -> str:
+    """What to check when loading ``model.pretrained`` failed: a hub look-up, or layers of other sizes than the
+    preset's config (a tiny model's file, or another architecture)."""
+    if kind == "hub":
+        return (
+            " (it is no local file or folder, so it was looked up on the Hugging Face hub: check the id and the "
+            "connection, or point model.pretrained at a downloaded .safetensors file or diffusers folder)"
+        )
+    if kind == "file" and "expected shape" in str(exc):
+        return (
+            " (its layers have other sizes than this preset's: a file written by sdlora-export-model loads with its "
+            f"tiny preset, model={' / '.join(TINY)}; another architecture needs model.config=<its diffusers config "
+            "folder>)"
+        )
+    return ""
+
+
 def load_components(family: ModelFamily, weight_dtype: torch.dtype, vae_dtype: torch.dtype | None = None) -> Components:
     """Load or build ``family``'s components, frozen, in ``weight_dtype`` (the VAE in ``vae_dtype``, by default fp32
     for families whose VAE overflows in fp16, else ``weight_dtype``); resolve the prediction type."""
@@ -146,12 +164,7 @@ def load_components(family: ModelFamily, weight_dtype: torch.dtype, vae_dtype: t
         except SdloraError:
             raise
         except Exception as exc:
-            hint = (
-                " (it is no local file or folder, so it was looked up on the Hugging Face hub: check the id and the "
-                "connection, or point model.pretrained at a downloaded .safetensors file or diffusers folder)"
-                if source.kind == "hub"
-                else ""
-            )
+            hint = _load_hint(source.kind, exc)
             raise SdloraError(
                 f"could not load model.pretrained={family.pretrained!r} as model={family.name}{hint}: "
                 f"{type(exc).__name__}: {exc}"
