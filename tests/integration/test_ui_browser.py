@@ -62,10 +62,15 @@ def page(browser, server):
     page.close()
 
 
-def _tiny_run(page, workspace, *, max_steps: int, state: bool = False) -> None:
-    """Fill the form as a kohya_ss user would: Source model, Folders, Parameters, Samples."""
+def _choose_tiny(page) -> None:
+    """Pick model=tiny and wait until the form is refilled for it: fields typed before the refill would be emptied."""
     choose(page, "group-model", "tiny")
     expect(page.locator("#command textarea")).to_have_value("python train.py model=tiny", timeout=60_000)
+
+
+def _tiny_run(page, workspace, *, max_steps: int, state: bool = False) -> None:
+    """Fill the form as a kohya_ss user would: Source model, Folders, Parameters, Samples."""
+    _choose_tiny(page)
     page.get_by_role("tab", name="Folders").click()
     type_into(page, "field-data-train_dir", str(workspace / "data"))
     type_into(page, "run-dir", str(workspace / "outputs" / "${now:%H-%M-%S}"))
@@ -125,7 +130,7 @@ def test_plan_and_train_the_tiny_model_to_the_end(page, workspace):
 
 
 def test_a_bad_value_is_shown_beside_its_field_and_nothing_starts(page, workspace):
-    choose(page, "group-model", "tiny")
+    _choose_tiny(page)
     page.get_by_role("tab", name="Folders").click()
     type_into(page, "field-data-train_dir", str(workspace / "no such folder"))
     type_into(page, "run-dir", str(workspace / "bad" / "run"))

@@ -122,22 +122,34 @@ def _per_block(value: Any, n: int) -> list[int]:
     return list(value) if isinstance(value, list | tuple) else [value] * n
 
 
-def unet_size(config: dict[str, Any]) -> ComponentSize:
-    """Parameters, LoRA sums and stages of a ``UNet2DConditionModel`` config."""
-    down, up = config["down_block_types"], config["up_block_types"]
-    channels = list(config["block_out_channels"])
-    n = len(channels)
+def _check_unet_layout(config: dict[str, Any]) -> None:
+    """Raise :class:`UnknownLayout` for a U-Net config whose blocks or options the counts below do not cover."""
     if config.get("mid_block_type", "UNetMidBlock2DCrossAttn") != "UNetMidBlock2DCrossAttn":
         raise UnknownLayout(f"mid block {config.get('mid_block_type')}")
     for option in ("class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim", "num_class_embeds"):
         if config.get(option) is not None:
             raise UnknownLayout(f"{option}={config[option]!r}")
+    if isinstance(config["cross_attention_dim"], list | tuple):
+        raise UnknownLayout("per-block cross_attention_dim")
+    if config.get("addition_embed_type") not in (None, "text_time"):
+        raise UnknownLayout(f"addition_embed_type={config['addition_embed_type']!r}")
+    for kinds, known in ((config["down_block_types"], ("CrossAttnDownBlock2D", "DownBlock2D")),
+                         (config["up_block_types"], ("CrossAttnUpBlock2D", "UpBlock2D"))):  # fmt: skip
+        for kind in kinds:
+            if kind not in known:
+                raise UnknownLayout(kind)
+
+
+def unet_size(config: dict[str, Any]) -> ComponentSize:
+    """Parameters, LoRA sums and stages of a ``UNet2DConditionModel`` config."""
+    _check_unet_layout(config)
+    down, up = config["down_block_types"], config["up_block_types"]
+    channels = list(config["block_out_channels"])
+    n = len(channels)
     heads = _per_block(config.get("num_attention_heads") or config.get("attention_head_dim", 8), n)
     depths = _per_block(config.get("transformer_layers_per_block", 1), n)
     reverse_depths = config.get("reverse_transformer_layers_per_block") or list(reversed(depths))
     cross = config["cross_attention_dim"]
-    if isinstance(cross, list | tuple):
-        raise UnknownLayout("per-block cross_attention_dim")
     linear_projection = bool(config.get("use_linear_projection", False))
     layers = config.get("layers_per_block", 2)
     count = _Counter()
@@ -146,13 +158,9 @@ def unet_size(config: dict[str, Any]) -> ComponentSize:
     count.params += linear(c0, temb) + linear(temb, temb)
     if config.get("addition_embed_type") == "text_time":
         count.params += linear(config["projection_class_embeddings_input_dim"], temb) + linear(temb, temb)
-    elif config.get("addition_embed_type") is not None:
-        raise UnknownLayout(f"addition_embed_type={config['addition_embed_type']!r}")
     stages = [Stage(2**i) for i in range(n)]
     out = c0
     for i, kind in enumerate(down):
-        if kind not in ("CrossAttnDownBlock2D", "DownBlock2D"):
-            raise UnknownLayout(kind)
         cin, out = out, channels[i]
         for j in range(layers):
             count.resnet(cin if j == 0 else out, out, temb)
@@ -172,8 +180,6 @@ def unet_size(config: dict[str, Any]) -> ComponentSize:
     reversed_channels, reversed_heads = list(reversed(channels)), list(reversed(heads))
     previous = reversed_channels[0]
     for i, kind in enumerate(up):
-        if kind not in ("CrossAttnUpBlock2D", "UpBlock2D"):
-            raise UnknownLayout(kind)
         out, skip_in = reversed_channels[i], reversed_channels[min(i + 1, n - 1)]
         stage = stages[n - 1 - i]
         for j in range(layers + 1):
