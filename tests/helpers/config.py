@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdlora.models.presets import TINY
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 EXAMPLE_DATA = ROOT / "examples" / "data"
 #: The tiny presets, one per architecture: SD1.5-, SD 2.x-v- and SDXL-shaped.
-TINY_MODELS = ("tiny", "tiny_sd2_v", "tiny_sdxl")
+TINY_MODELS = TINY
 
 
 def compose_config(*overrides: str):

@@ -89,9 +89,8 @@ def folder_kind(folder: Path) -> str | None:
         return "sdxl"
     te_config = folder / "text_encoder" / "config.json"
     te = json.loads(te_config.read_text()) if te_config.is_file() else {}
-    return {768: "sd1", 1024: "sd2"}.get(te.get("hidden_size")) or {"quick_gelu": "sd1", "gelu": "sd2"}.get(
-        te.get("hidden_act")
-    )
+    by_width = {768: "sd1", 1024: "sd2"}.get(te.get("hidden_size"))
+    return by_width or {"quick_gelu": "sd1", "gelu": "sd2"}.get(te.get("hidden_act"))
 
 
 def check_kind(found: str | None, expected: str, family_name: str, location: str) -> None:

@@ -1,10 +1,9 @@
 """Tiny SD1.5-, SD2-v- and SDXL-shaped families: the real adapters on small shipped configs with seeded random weights.
 
 With ``model.pretrained`` null the components are built from ``models/assets/configs/tiny[_sd2_v|_sdxl]`` and
-initialised
-from ``model.init_seed`` (deterministic, a few MB, milliseconds per step on a CPU). With a path they load like any
-other family, using the tiny config for single-file checkpoints. Files they produce carry the metadata of the family
-they are shaped like (SD1.5 / SD 2.x-v / SDXL).
+initialised from ``model.init_seed`` (deterministic, a few MB, milliseconds per step on a CPU). With a path they load
+like any other family, using the tiny config for single-file checkpoints. Files they produce carry the metadata of
+the family they are shaped like (SD1.5 / SD 2.x-v / SDXL).
 
 ``tiny_sd2_v`` has what sets SD 2.x apart: linear ``proj_in``/``proj_out``, a list of attention head counts,
 ``upcast_attention``, an OpenCLIP-style text encoder (GELU, the ``"!"`` padding, OpenCLIP's fused q/k/v rows in single

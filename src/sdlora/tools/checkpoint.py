@@ -98,10 +98,12 @@ def _first_width(model: str) -> int:
 def _pick(kind: str | None, width: int | None, v_pred: bool) -> str:
     """The preset of this layout whose U-Net is ``width`` wide (a real model when unknown); SD 2.x 512 (ε) and 768-v
     share an architecture, so the ``v_pred`` marker tells them apart."""
-    options = presets_of(kind or "sd1")
-    fitting = [m for m in options if width is not None and _first_width(m) == width]
-    fitting = fitting or [m for m in options if not m.startswith("tiny")]
-    return next((m for m in fitting if m.endswith("_v") == v_pred), fitting[0])
+    from sdlora.tools.families import family
+
+    kind = kind or "sd1"
+    fitting = [m for m in presets_of(kind) if width is not None and _first_width(m) == width]
+    fitting = fitting or list(presets_of(kind, tiny=False))
+    return next((m for m in fitting if family(m).default_v_parameterization == v_pred), fitting[0])
 
 
 def detect_model(location: Path, option: str) -> str:
