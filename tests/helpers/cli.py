@@ -1,5 +1,6 @@
 """Run ``python train.py`` the way a user does (a separate process, so Lightning can start the extra processes of a
-distributed run by re-running the command line)."""
+distributed run by re-running the command line). Runs to completion start from the pre-imported zygote
+(``tests/helpers/processes.py``); a run the test signals while it trains is a plain ``subprocess.Popen``."""
 
 from __future__ import annotations
 
@@ -9,16 +10,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.processes import ROOT, run_python
 
 
 def run_train_py(args: list[str], run_dir: Path, env: Mapping[str, str] | None = None) -> str:
     """``python train.py <args> hydra.run.dir=<run_dir>`` from the repository root (``env``: extra environment
     variables); asserts it succeeded without a traceback and returns its output."""
-    result = subprocess.run(
-        [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True,
-        timeout=600, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    result = run_python(["train.py", *args, f"hydra.run.dir={run_dir}"], env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
@@ -27,10 +25,8 @@ def run_train_py(args: list[str], run_dir: Path, env: Mapping[str, str] | None =
 
 def run_cli(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_python(["train.py", *overrides, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
+                        timeout=300)  # fmt: skip
     return result, run_dir
 
 
@@ -47,7 +43,6 @@ def assert_clean_failure(result: subprocess.CompletedProcess, run_dir: Path, *ex
 
 def start_train_py(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen:
     """Start ``python train.py <args> hydra.run.dir=<run_dir>`` in the background (output in ``process.stdout``)."""
-    import os
 
     return subprocess.Popen(
         [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],

@@ -19,6 +19,7 @@ from sdlora.sweep.record import read_record
 from tests.helpers.cli import assert_clean_failure, run_cli, run_train_py
 from tests.helpers.config import ROOT, tiny_overrides
 from tests.helpers.datasets import write_small_dataset
+from tests.helpers.processes import run_python
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -152,13 +153,9 @@ def test_a_file_name_that_is_not_utf8_is_skipped_with_a_warning(small_dataset, t
 
 
 def test_a_run_folder_inside_the_dataset_is_refused_and_leaves_it_untouched(small_dataset, tmp_path):
-    import subprocess
-    import sys
-
     before = tree_digest(small_dataset)
     overrides = tiny_overrides(small_dataset, f"hydra.run.dir={small_dataset}/2_tok/runs/x")
-    result = subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = run_python(["train.py", *overrides], timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output
     assert "is inside the image folder data.train_dir" in output

@@ -4,8 +4,6 @@ the block lr presets as config values, and ``--version``."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from sdlora.network.io import load_lora
 from sdlora.run import train
 from tests.helpers.cli import run_train_py
 from tests.helpers.config import CONF_DIR, EXAMPLE_DATA, ROOT, compose_config, resolved, tiny_overrides
+from tests.helpers.processes import run_python
 
 RECIPES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if p.stem != "demo")
 
@@ -117,8 +116,7 @@ def test_wandb_logger_offline(small_dataset, tmp_path):
 def test_version_on_the_command_line():
     from sdlora import __version__
 
-    result = subprocess.run([sys.executable, "train.py", "--version"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    result = run_python(["train.py", "--version"], timeout=120)
     assert result.returncode == 0 and result.stdout.startswith(f"sdlora {__version__} (torch ")
     assert not Path(ROOT / "outputs").joinpath("--version").exists()
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -12,7 +10,8 @@ from sdlora.config.checks import check_config
 from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.helpers.config import ROOT, TINY_MODELS, compose_config, tiny_overrides
+from tests.helpers.config import TINY_MODELS, compose_config, tiny_overrides
+from tests.helpers.processes import run_python
 
 OPTION_SETS = {
     "min_snr_debiased": ["loss.min_snr_gamma=5", "loss.debiased_estimation=true"],
@@ -93,11 +92,8 @@ def test_prediction_type_declared_by_a_diffusers_folder_is_checked(small_dataset
 
 
 def test_forbidden_combination_on_the_command_line(small_dataset, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train.py", *tiny_overrides(small_dataset, "model.v_parameterization=true",
-         "loss.v_pred_like_loss=0.1"), f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_python(["train.py", *tiny_overrides(small_dataset, "model.v_parameterization=true",
+                         "loss.v_pred_like_loss=0.1"), f"hydra.run.dir={tmp_path}"], timeout=120)  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output
     assert "loss.v_pred_like_loss is for ε-prediction models" in output

@@ -196,18 +196,13 @@ def test_resume_rejects_a_folder_without_states(tagged_dataset, tmp_path):
 def test_resume_latest_through_the_command_line(tagged_dataset, tmp_path):
     """``python train.py ... resume=latest`` in the folder holding ``outputs/``: the newest state, its own new run
     folder, the same LoRA as the uninterrupted run."""
-    import subprocess
-    import sys
-
     from sdlora.sweep.record import read_record
-    from tests.helpers.config import ROOT
+    from tests.helpers.processes import ROOT, run_python
 
-    args = [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tagged_dataset, *COMMON)]
-    first = subprocess.run([*args, "trainer.max_steps=4", "hydra.run.dir=outputs/first"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    args = [str(ROOT / "train.py"), *tiny_overrides(tagged_dataset, *COMMON)]
+    first = run_python([*args, "trainer.max_steps=4", "hydra.run.dir=outputs/first"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run([*args, "resume=latest", "hydra.run.dir=outputs/second"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    second = run_python([*args, "resume=latest", "hydra.run.dir=outputs/second"], cwd=tmp_path)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output[-3000:]
     assert f"Resuming from {tmp_path / 'outputs' / 'first' / 'last-state'} (step 4, epoch 1)" in output

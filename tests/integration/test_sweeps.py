@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from omegaconf import OmegaConf
 
 from sdlora.network.io import load_lora
 from sdlora.sweep.record import read_record
-from tests.helpers.config import ROOT
+from tests.helpers.processes import run_python
 
 
 def sweep_setup(tmp_path: Path, train_dir: Path) -> list[str]:
@@ -31,9 +30,7 @@ def sweep_setup(tmp_path: Path, train_dir: Path) -> list[str]:
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )  # fmt: skip
+    return run_python(["train.py", *args])
 
 
 def test_grid_sweep_one_lora_per_job_and_a_failed_job_reported(example_data, tmp_path):
@@ -90,10 +87,7 @@ def test_optuna_sweep_minimises_val_loss_and_the_summary_reads_it(example_data, 
     study = optuna.load_study(study_name="test", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
 
-    summary = subprocess.run(
-        [sys.executable, "scripts/summarize_sweep.py", str(sweep)], cwd=ROOT, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
+    summary = run_python(["scripts/summarize_sweep.py", str(sweep)], timeout=300)
     assert summary.returncode == 0, summary.stderr[-3000:]
     assert f"Best (best val/loss {results.best_value:.5g})" in summary.stdout
     assert summary.stdout.count("| completed |") == 3
@@ -112,15 +106,11 @@ def test_optuna_sweep_minimises_val_loss_and_the_summary_reads_it(example_data, 
 def test_parallel_local_sweep_gives_each_worker_its_own_gpu(example_data, tmp_path):
     """hydra/launcher=joblib with SDLORA_JOB_GPUS: jobs run in worker processes, each worker on one GPU of the list
     (on this CPU-only machine CUDA_VISIBLE_DEVICES is set but unused: trainer.accelerator=cpu)."""
-    import os
 
     sweep = tmp_path / "joblib"
     args = ["-m", *sweep_setup(tmp_path, example_data), "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             f"hydra.sweep.dir={sweep}", "network.rank=4,8", "trainer.max_steps=2"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "SDLORA_JOB_GPUS": "7,9"},
-    )  # fmt: skip
+    result = run_python(["train.py", *args], env={"SDLORA_JOB_GPUS": "7,9"})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     records = [read_record(job) for job in sorted(sweep.glob("[0-9]*_*"))]
     assert [r["status"] for r in records] == ["completed", "completed"]

@@ -4,7 +4,6 @@ checkpoint, a LoRA of another family, mismatched ranks and an output that would 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.helpers.lora_files import random_lora
+from tests.helpers.processes import run_python
 
 BIN = Path(sys.executable).parent
 COMMANDS = ("extract-lora", "extract-locon", "extract-dylora", "merge-lora", "merge-lycoris", "svd-merge-lora",
@@ -23,9 +23,8 @@ COMMANDS = ("extract-lora", "extract-locon", "extract-dylora", "merge-lora", "me
 
 
 def run(command: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # small models: one thread is faster on shared cores
-    return subprocess.run([str(BIN / f"sdlora-{command}"), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)  # fmt: skip
+    env = {"OMP_NUM_THREADS": "1"}  # small models: one thread is faster on shared cores
+    return run_python([str(BIN / f"sdlora-{command}"), *map(str, args)], timeout=300, env=env)
 
 
 def test_every_command_answers_help_fast_with_examples():

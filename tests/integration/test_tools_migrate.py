@@ -7,8 +7,6 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from sdlora.tools.kohya_options import ROWS, markdown, optimizer_markdown
 from sdlora.tools.migrate import migrate
 from sdlora.tools.migrate_rules import RULES
 from tests.helpers.config import CONF_DIR, ROOT, compose_config
+from tests.helpers.processes import run_python
 
 #: Fields of a kohya_ss v21.8 LoRA config saved by the GUI (with the GUI's own "" / "0" for empty fields).
 GUI_BASE = {
@@ -226,8 +225,7 @@ def test_every_option_of_the_table_is_mapped_and_every_mapping_is_in_the_table()
 
 
 def test_migrate_cli_errors_are_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "sdlora.tools.migrate", str(tmp_path / "missing.json")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = run_python(["-m", "sdlora.tools.migrate", str(tmp_path / "missing.json")], timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: config='{tmp_path / 'missing.json'}' does not exist "

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,8 @@ import torch
 
 from sdlora.network.io import load_lora
 from sdlora.run import train
-from tests.helpers.config import ROOT, compose_config, tiny_overrides
+from tests.helpers.config import compose_config, tiny_overrides
+from tests.helpers.processes import run_python
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -140,11 +139,8 @@ def test_dry_run_prints_the_plan_and_loads_nothing(example_data, tmp_path, caplo
 def test_demo_command_runs_through_hydra(example_data, tmp_path):
     """``python train.py experiment=demo`` (shortened): Hydra run folder with the LoRA, events and composed config."""
     run_dir = tmp_path / "demo_run"
-    result = subprocess.run(
-        [sys.executable, "train.py", "experiment=demo", "trainer.max_steps=4", f"data.train_dir={example_data}",
-         f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_python(["train.py", "experiment=demo", "trainer.max_steps=4", f"data.train_dir={example_data}",
+                         f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"], timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (run_dir / "demo.safetensors").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()

@@ -3,9 +3,6 @@ with messages that name the key."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -15,7 +12,8 @@ from sdlora.config.checks import check_config
 from sdlora.errors import SdloraError
 from sdlora.models.family import ModelFamily
 from sdlora.optim.factory import build_lr_scheduler, instantiate_partial
-from tests.helpers.config import CONF_DIR, EXAMPLE_DATA, ROOT, compose_config
+from tests.helpers.config import CONF_DIR, EXAMPLE_DATA, compose_config
+from tests.helpers.processes import run_python
 
 BASE = ["model=tiny", f"data.train_dir={EXAMPLE_DATA}"]
 
@@ -131,12 +129,7 @@ def test_typos_and_bad_types_fail_at_compose_time(override, message):
 
 
 def test_cli_typo_is_one_readable_message_without_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train.py", "network.rnak=4", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    result = run_python(["train.py", "network.rnak=4", f"hydra.run.dir={tmp_path}"])
     assert result.returncode != 0
     assert "Key 'rnak' not in 'NetworkConfig'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
