@@ -4,10 +4,16 @@ the RSS of the same process before the model was built (Python, torch, diffusers
 keeps for backward in one step (``saved_tensors_hooks``) against the estimate's activations.
 
 Each case runs ``sdlora.run.train`` in its own process for a few steps (``model=tiny model.config=<mid-size>``,
-random weights, ``trainer.accelerator=cpu``). On a GPU the same comparison is made against
-``torch.cuda.max_memory_allocated`` by ``benchmarks/gpu_throughput.py``; RSS also holds the allocator's cached and
-fragmented pages and, with bf16 weights, the float32 copy the random initialisation made before the cast, so the CPU
-comparison is looser than the GPU one.
+random weights, ``trainer.accelerator=cpu``) and measures the training peak two ways:
+
+- **allocated**: the bytes of all live tensors between two steps plus the most the third step allocates on top of
+  them (torch's profiler with memory events) — what ``torch.cuda.max_memory_allocated`` reads on a GPU, which is the
+  figure the estimate predicts and ``benchmarks/gpu_throughput.py`` compares it with;
+- **RSS** (``VmHWM`` − RSS before the model): over the whole process, and over the second step alone (the worker
+  returns the C allocator's free pages with ``malloc_trim`` and resets the kernel's high-water mark with
+  ``/proc/self/clear_refs`` before it). RSS also holds what no tensor does: pages the allocator keeps after frees,
+  oneDNN's scratch buffers, the Python objects of Lightning and the data loader — a GPU's reserved rather than
+  allocated memory — so it stays above the estimate.
 
     python benchmarks/memory_estimate.py [--steps 3] [--part all|activations|run]
 """
@@ -45,6 +51,67 @@ def status_mb(field: str) -> float:
     return float("nan")
 
 
+def live_tensor_mb() -> float:
+    """MB held by every tensor Python can reach now (each storage once): the weights, the LoRA, its gradients and the
+    optimizer state between two steps."""
+    import gc
+
+    import torch
+
+    storages = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and not obj.is_meta:
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values()) / 1e6
+
+
+def profiled_peak_mb(trace: Path) -> float:
+    """The highest ``Total Allocated`` of the CPU allocator's ``[memory]`` events in a profiler trace: the peak of the
+    bytes allocated (and not freed) since profiling started — a CPU's ``max_memory_allocated`` over that window."""
+    events = json.loads(trace.read_text())["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    return max(totals, default=0) / 1e6
+
+
+def steady_state_meter(trace: Path):
+    """A Lightning callback that measures the second step by its RSS and the third by its allocations (the profiler's
+    own records would inflate RSS). Before the second step it frees the C allocator's unused pages and resets the
+    peak RSS (``at_reset_mb``: RSS right after; ``steady_peak_mb``: ``VmHWM`` after that step). Before the third it
+    adds up the live tensors (``live_mb``) and starts torch's profiler with memory events, which it stops after the
+    step (``step_peak_mb``: the most the step allocated on top of what was live). ``live_mb + step_peak_mb`` is the
+    allocated peak, the figure the GPU benchmark reads with ``torch.cuda.max_memory_allocated``."""
+    import ctypes
+
+    import lightning as L
+    from torch.profiler import ProfilerActivity, profile
+
+    class SteadyState(L.Callback):
+        at_reset_mb = first_step_peak_mb = steady_peak_mb = live_mb = step_peak_mb = None
+        profiler = None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if trainer.global_step == 1 and self.at_reset_mb is None:
+                self.first_step_peak_mb = status_mb("VmHWM")
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+                Path("/proc/self/clear_refs").write_text("5")
+                self.at_reset_mb = status_mb("VmRSS")
+            elif trainer.global_step == 2 and self.live_mb is None:
+                self.steady_peak_mb = status_mb("VmHWM")
+                self.live_mb = live_tensor_mb()
+                self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+                self.profiler.__enter__()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if self.profiler is not None:
+                self.profiler.__exit__(None, None, None)
+                self.profiler.export_chrome_trace(str(trace))
+                self.profiler = None
+                self.step_peak_mb = profiled_peak_mb(trace)
+
+    return SteadyState()
+
+
 def worker(overrides: list[str], steps: int) -> None:
     import lightning  # noqa: F401  (everything a run imports, before the baseline)
     import torch  # noqa: F401
@@ -67,15 +134,20 @@ def worker(overrides: list[str], steps: int) -> None:
         for i in range(4):
             Image.new("RGB", (256, 256), (40 * i, 80, 120)).save(data / f"{i}.png")
             (data / f"{i}.txt").write_text("a photo of sks dog")
-        baseline = status_mb("VmRSS")
+        baseline, baseline_live = status_mb("VmRSS"), live_tensor_mb()
         cfg = compose_config("model=tiny", f"model.config={config}", f"data.train_dir={data.parent}",
                              "data.caption_extension=.txt", "data.resolution=256", "data.min_bucket_reso=64",
                              "network.rank=16", "network.train_text_encoder=false", f"trainer.max_steps={steps}",
                              "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", *overrides)  # fmt: skip
-        train(cfg, Path(tmp) / "run")
+        meter = steady_state_meter(Path(tmp) / "trace.json")
+        train(cfg, Path(tmp) / "run", callbacks=[meter])
         estimate = json.loads((Path(tmp) / "run" / "data_plan.json").read_text())["memory"]
-    peak = status_mb("VmHWM")
-    print("RESULT " + json.dumps({"baseline_mb": baseline, "peak_mb": peak, "estimate": estimate}))
+        steady = meter.steady_peak_mb
+    result = {"baseline_mb": baseline, "peak_mb": max(meter.first_step_peak_mb, steady), "steady_peak_mb": steady,
+              "at_reset_mb": meter.at_reset_mb,
+              "allocated_peak_mb": meter.live_mb + meter.step_peak_mb - baseline_live,
+              "live_mb": meter.live_mb, "estimate": estimate}  # fmt: skip
+    print("RESULT " + json.dumps(result))
 
 
 def saved_activations(batch: int, precision: str) -> tuple[float, float]:
@@ -131,7 +203,9 @@ def main() -> None:
 
 
 def whole_runs(steps: int) -> None:
-    print("whole run (peak RSS − RSS before the model) vs the estimate's training peak")
+    if steps < 3:
+        raise SystemExit("--steps: at least 3 (the second step's RSS and the third's allocations are read)")
+    print("training peak of each case, measured two ways, against the estimate's training peak")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])}
     for name, overrides in CASES:
         command = [sys.executable, __file__, "--worker", json.dumps(overrides), "--steps", str(steps)]
@@ -141,10 +215,15 @@ def whole_runs(steps: int) -> None:
             print(f"  {name}: failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
             continue
         result = json.loads(lines[-1].removeprefix("RESULT "))
-        used = result["peak_mb"] - result["baseline_mb"]
+        whole, steady = (result[key] - result["baseline_mb"] for key in ("peak_mb", "steady_peak_mb"))
+        allocated = result["allocated_peak_mb"]
         estimate = result["estimate"]["training_peak_gb"] * 1000
-        print(f"  {name:40} measured {used:7.0f} MB, estimated {estimate:7.0f} MB ({estimate / used:.2f}x); "
-              f"RSS before the model {result['baseline_mb']:.0f} MB, peak {result['peak_mb']:.0f} MB")  # fmt: skip
+        print(f"  {name}: estimated {estimate:.0f} MB")
+        print(f"    allocated: tensors between steps {result['live_mb']:.0f} MB + the third step's peak = "
+              f"{allocated:.0f} MB (estimate {estimate / allocated:.2f}x)")  # fmt: skip
+        print(f"    RSS − RSS before the model ({result['baseline_mb']:.0f} MB): whole process {whole:.0f} MB "
+              f"({estimate / whole:.2f}x), the second step {steady:.0f} MB ({estimate / steady:.2f}x; "
+              f"{result['at_reset_mb'] - result['baseline_mb']:.0f} MB when it started)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 
 import pytest
 
 from tests.helpers.config import ROOT
+from tests.helpers.processes import run_python
 
 
 def _module(name: str):
@@ -45,8 +45,7 @@ def test_gpu_benchmark_without_cuda_says_so_and_exits_0():
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")
-    result = subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--cases", "sdxl-base"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = run_python(["benchmarks/gpu_throughput.py", "--cases", "sdxl-base"], timeout=120)
     assert result.returncode == 0 and "No CUDA GPU" in result.stdout
 
 
@@ -54,9 +53,8 @@ def test_gpu_benchmark_runs_one_case_end_to_end_on_a_cpu(tmp_path):
     """Both sides, the FLOP count and the memory estimate, on the tiny SD1.5 model (``--device cpu --tiny``)."""
     out = tmp_path / "results.json"
     options = ["--device", "cpu", "--tiny", "--cases", "sd15-base", "--steps", "1", "--warmup", "1"]
-    command = [sys.executable, "benchmarks/gpu_throughput.py", *options, "--json", str(out), "--markdown",
-               str(tmp_path / "table.md")]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    command = ["benchmarks/gpu_throughput.py", *options, "--json", str(out), "--markdown", str(tmp_path / "table.md")]
+    result = run_python(command)
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads(out.read_text())["rows"][0]
     assert row["case"] == "sd15-base" and row["ratio"] > 0 and row["tflop_per_step"] > 0
@@ -65,7 +63,7 @@ def test_gpu_benchmark_runs_one_case_end_to_end_on_a_cpu(tmp_path):
 
 
 def _run(*args: str, timeout: int = 600) -> str:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    result = run_python(list(args), timeout=timeout)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result.stdout
 
@@ -90,6 +88,33 @@ def test_memory_estimate_benchmark_reads_the_peak_of_its_own_process():
     memory = _module("memory_estimate")
     assert 0 < memory.status_mb("VmRSS") <= memory.status_mb("VmHWM")
     assert "--part" in _run("benchmarks/memory_estimate.py", "--help")
+
+
+def test_memory_estimate_benchmark_resets_the_rss_peak_and_profiles_a_step(tmp_path):
+    """Before the second step the RSS high-water mark restarts from the RSS of that moment (a larger earlier peak no
+    longer counts); the third step's allocations are read from the profiler's memory events."""
+    from types import SimpleNamespace
+
+    import torch
+
+    memory = _module("memory_estimate")
+    meter = memory.steady_state_meter(tmp_path / "trace.json")
+    spike = bytearray(200_000_000)  # a 200 MB peak before the reset
+    spike[::4096] = b"x" * len(spike[::4096])
+    del spike
+    before = memory.status_mb("VmHWM")
+    meter.on_train_batch_start(SimpleNamespace(global_step=0), None, None, 0)
+    assert meter.at_reset_mb is None  # nothing happens at the first step
+    meter.on_train_batch_start(SimpleNamespace(global_step=1), None, None, 1)
+    assert meter.first_step_peak_mb >= before and memory.status_mb("VmHWM") < before - 150
+
+    kept = torch.ones(1_000_000)  # 4 MB live between the steps
+    meter.on_train_batch_start(SimpleNamespace(global_step=2), None, None, 2)
+    temporary = torch.ones(2_000_000) * 2  # 8 MB for the ones, 8 MB for the product: 16 MB at the step's peak
+    del temporary
+    meter.on_train_batch_end(SimpleNamespace(global_step=3), None, None, None, 2)
+    assert meter.live_mb >= kept.numel() * 4 / 1e6
+    assert 15.9 <= meter.step_peak_mb <= 16.1
 
 
 def test_optimizer_kernels_benchmark_times_the_three_adamw_implementations():
