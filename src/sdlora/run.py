@@ -31,13 +31,14 @@ def train(
     run. ``callbacks``: extra Lightning callbacks (programmatic use, tests). ``signals``: the run's signal handlers
     (:mod:`sdlora.signals`; made here when not given, and active while training)."""
     quiet_third_party()
-    from sdlora.assemble import assemble, validation_summary
     from sdlora.config.resolve import RESOLVED_NAME, resolve, resolved_yaml
+
+    config = resolve(cfg)  # a config error ends here, before the data modules (and numpy) are imported
+    from sdlora.assemble import assemble, validation_summary
     from sdlora.distributed.world import is_rank_zero
     from sdlora.errors import SdloraError
     from sdlora.memory import estimate_run
 
-    config = resolve(cfg)
     run = assemble(config, run_dir)
     plan = run.data.plan
     memory = estimate_run(config, plan, run.family)
