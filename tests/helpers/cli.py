@@ -1,16 +1,15 @@
 """Run ``python train.py`` the way a user does (a separate process, so Lightning can start the extra processes of a
 distributed run by re-running the command line). Runs to completion start from the pre-imported zygote
-(``tests/helpers/processes.py``); a run the test signals while it trains is a plain ``subprocess.Popen``."""
+(``tests/helpers/processes.py``), and so do those started in the background that the test signals while they
+train: the forked child is a process of its own, with Python's own signal handling."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.helpers.processes import ROOT, run_python
+from tests.helpers.processes import ForkedProcess, run_python, start_python
 
 
 def run_train_py(args: list[str], run_dir: Path, env: Mapping[str, str] | None = None) -> str:
@@ -41,13 +40,9 @@ def assert_clean_failure(result: subprocess.CompletedProcess, run_dir: Path, *ex
     assert len(errors) == 1, output
 
 
-def start_train_py(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen:
+def start_train_py(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen | ForkedProcess:
     """Start ``python train.py <args> hydra.run.dir=<run_dir>`` in the background (output in ``process.stdout``)."""
-
-    return subprocess.Popen(
-        [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    return start_python(["train.py", *args, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"], env=env)
 
 
 def wait_for(process: subprocess.Popen, folder: Path, pattern: str, timeout: float = 300) -> None:

@@ -6,24 +6,28 @@ The child is still a process of its own (own pid, session, environment, working 
 leaves through the interpreter's normal exit), so exit codes, output and tracebacks are the command's. What it shares
 with its siblings is only what the imports did. A real ``subprocess.run`` is used instead when fork is unavailable,
 when ``SDLORA_TEST_ZYGOTE=0``, or when the environment asked for differs from the zygote's in a variable the imported
-libraries read at import time (thread counts, CUDA, torch, Hugging Face and Python settings). Tests that need the
-interpreter's own start (the import boundary, ``-X`` options) or a process they signal while it runs start it with
-:mod:`subprocess` themselves.
+libraries read at import time (thread counts, CUDA, torch, Hugging Face and Python settings). ``start_python`` is the
+background form (a :class:`subprocess.Popen` look-alike the tests signal while it trains). Tests that need the
+interpreter's own start (the import boundary, ``-X`` options) use :mod:`subprocess` themselves.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -66,36 +70,39 @@ class Zygote:
         alive = self.ready and self.process.poll() is None
         return alive and not any(key.startswith(IMPORT_TIME_ENV) for key in changed)
 
+    def start(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], merge_stderr: bool) -> ForkedProcess:
+        """Fork ``python <argv>``; its output goes to files in a private folder (stderr into stdout's file when
+        ``merge_stderr``)."""
+        folder = Path(tempfile.mkdtemp(prefix="zygote-"))
+        out, err = folder / "stdout", folder / ("stdout" if merge_stderr else "stderr")
+        out.touch()  # readable before the child opens it
+        with self.lock:
+            number = next(self.ids)
+            answers = self.answers[number] = queue.Queue()
+            request = {"id": number, "argv": list(argv), "cwd": str(cwd), "env": dict(env), "stdout": str(out),
+                       "stderr": str(err)}  # fmt: skip
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        try:
+            pid = _answer(answers, 60)["pid"]
+        except BaseException:
+            del self.answers[number]
+            raise
+        return ForkedProcess([sys.executable, *argv], pid, answers, out, err, lambda: self.answers.pop(number, None))
+
     def run(
         self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float
     ) -> subprocess.CompletedProcess:
-        with tempfile.TemporaryDirectory(prefix="zygote-") as folder:
-            out, err = Path(folder, "stdout"), Path(folder, "stderr")
-            with self.lock:
-                number = next(self.ids)
-                answers = self.answers[number] = queue.Queue()
-                request = {"id": number, "argv": list(argv), "cwd": str(cwd), "env": dict(env), "stdout": str(out),
-                           "stderr": str(err)}  # fmt: skip
-                self.process.stdin.write(json.dumps(request) + "\n")
-                self.process.stdin.flush()
-            try:
-                pid = self._answer(answers, 60)["pid"]
-                try:
-                    returncode = self._answer(answers, timeout)["returncode"]
-                except queue.Empty:
-                    os.killpg(pid, signal.SIGKILL)
-                    self._answer(answers, 60)
-                    raise subprocess.TimeoutExpired(argv, timeout, _text(out), _text(err)) from None
-            finally:
-                del self.answers[number]
-            return subprocess.CompletedProcess([sys.executable, *argv], returncode, _text(out), _text(err))
-
-    @staticmethod
-    def _answer(answers: queue.Queue, timeout: float) -> dict:
-        answer = answers.get(timeout=timeout)
-        if answer.get("ended"):
-            raise RuntimeError("the test zygote ended while a command ran")
-        return answer
+        process = self.start(argv, cwd, env, merge_stderr=False)
+        try:
+            returncode = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill_group()
+            process.wait(60)
+            raise subprocess.TimeoutExpired(argv, timeout, _text(process.out), _text(process.err)) from None
+        finally:
+            process.stdout.close()
+        return subprocess.CompletedProcess(process.args, returncode, _text(process.out), _text(process.err))
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -104,6 +111,72 @@ class Zygote:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+class ForkedProcess:
+    """What :class:`subprocess.Popen` offers the tests, for a child of the zygote (which is its parent and reports
+    its end): ``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``/``terminate``/``kill`` (to the child
+    alone), ``communicate`` and ``stdout`` (text, read from its output file while it runs)."""
+
+    def __init__(self, args: list[str], pid: int, answers: queue.Queue, out: Path, err: Path, done) -> None:
+        self.args, self.pid, self.out, self.err = args, pid, out, err
+        self._answers, self._done = answers, done
+        self.returncode: int | None = None
+        self.stdout = open(out, encoding="utf-8", errors="replace")  # noqa: SIM115  (read while it runs)
+        weakref.finalize(self, shutil.rmtree, out.parent, True)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            with contextlib.suppress(queue.Empty):
+                self._finish(_answer(self._answers, None, block=False))
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            try:
+                self._finish(_answer(self._answers, timeout))
+            except queue.Empty:
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
+        return self.returncode
+
+    def _finish(self, answer: dict) -> None:
+        self.returncode = answer["returncode"]
+        self._done()
+
+    def send_signal(self, number: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, number)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def kill_group(self) -> None:
+        """SIGKILL to the child and every process it started (its process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, None]:
+        """Its output once it has ended and so have the processes it started (which write to the same file), as
+        reading a pipe to its end waits for every writer."""
+        self.wait(timeout)
+        deadline = time.monotonic() + (timeout or 60)
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        return self.stdout.read(), None
+
+
+def _answer(answers: queue.Queue, timeout: float | None, block: bool = True) -> dict:
+    answer = answers.get(block=block, timeout=timeout)
+    if answer.get("ended"):
+        raise RuntimeError("the test zygote ended while a command ran")
+    return answer
 
 
 def _text(path: Path) -> str:
@@ -138,3 +211,17 @@ def run_python(
         return zygote.run(argv, Path(cwd), full_env, timeout)
     return subprocess.run([sys.executable, *argv], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+
+
+def start_python(
+    argv: Sequence[str], cwd: Path = ROOT, env: Mapping[str, str] | None = None
+) -> subprocess.Popen | ForkedProcess:
+    """``python <argv>`` in the background, stderr merged into a text ``stdout`` (like ``subprocess.Popen(...,
+    stdout=PIPE, stderr=STDOUT, text=True)``); forked from the zygote under the same conditions as
+    :func:`run_python`."""
+    full_env = {**os.environ, **(env or {})}
+    zygote = _shared_zygote()
+    if zygote is not None and zygote.accepts(full_env):
+        return zygote.start(argv, Path(cwd), full_env, merge_stderr=True)
+    return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip

@@ -102,10 +102,13 @@ def serve() -> dict:
 def become(request: dict) -> None:
     """Turn this forked child into ``python <argv>`` started with the request's directory, environment and streams."""
     os.setsid()  # its own process group: a timeout kills it with everything it started
-    streams = [os.open(os.devnull, os.O_RDONLY)]
-    streams += [os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for name in ("stdout", "stderr")]
-    for fd, target in enumerate(streams):
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    merged = request["stderr"] == request["stdout"]  # one file, one offset: as stderr=STDOUT
+    stderr = stdout if merged else os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for fd, target in enumerate((stdin, stdout, stderr)):
         os.dup2(target, fd)
+    for target in {stdin, stdout, stderr} - {0, 1, 2}:
         os.close(target)
     os.chdir(request["cwd"])
     os.environ.clear()

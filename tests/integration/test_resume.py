@@ -215,17 +215,14 @@ def test_resume_latest_through_the_command_line(tagged_dataset, tmp_path):
 def test_ctrl_c_on_the_command_line_exits_130_with_a_state(tagged_dataset, tmp_path):
     """A real SIGINT to ``python train.py``: the run stops after its current step with a state, records itself as
     interrupted and exits with code 130 (no traceback)."""
-    import subprocess
-    import sys
     import time
 
     from sdlora.sweep.record import read_record
-    from tests.helpers.config import ROOT
+    from tests.helpers.processes import ROOT, start_python
 
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tagged_dataset, *COMMON, "trainer.max_steps=100000", f"hydra.run.dir={run_dir}")
-    args = [sys.executable, str(ROOT / "train.py"), *overrides]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_python([str(ROOT / "train.py"), *overrides], cwd=tmp_path)
     deadline = time.monotonic() + 300
     while not list(run_dir.glob("tensorboard/**/events.out.tfevents.*")) and time.monotonic() < deadline:
         time.sleep(0.5)  # training has started once the logger has written its first event

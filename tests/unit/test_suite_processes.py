@@ -4,6 +4,7 @@ run past its timeout is killed with what it started."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import processes
-from tests.helpers.processes import run_python
+from tests.helpers.processes import run_python, start_python
 
 SCRIPT = """
 import os, sys
@@ -84,3 +85,40 @@ def _sleeper(folder: Path) -> Path:
     path = folder / "sleep.py"
     path.write_text("import time\ntime.sleep(60)\n", encoding="utf-8")
     return path
+
+
+WAITER = """
+import pathlib, sys, time
+print("started", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+pathlib.Path(sys.argv[1]).touch()
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_background_command_takes_signals_as_a_fresh_interpreter(tmp_path, number):
+    """``start_python`` as ``Popen(stdout=PIPE, stderr=STDOUT, text=True)``: both streams in ``stdout``; SIGINT is a
+    KeyboardInterrupt (traceback, then the interpreter ends by the signal), SIGTERM ends it at once."""
+    import os
+    import time
+
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER, encoding="utf-8")
+    results = []
+    for name, start in (
+        ("forked", lambda ready: start_python([str(script), str(ready)], cwd=tmp_path)),
+        ("fresh", lambda ready: subprocess.Popen([sys.executable, str(script), str(ready)], cwd=tmp_path,
+                                                 env=os.environ.copy(), stdout=subprocess.PIPE,
+                                                 stderr=subprocess.STDOUT, text=True)),
+    ):  # fmt: skip
+        ready = tmp_path / f"{name}.ready"
+        process = start(ready)
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(number)
+        output, _ = process.communicate(timeout=60)
+        results.append((process.returncode, output.splitlines()[:2], output.splitlines()[-1:]))
+    assert results[0] == results[1]
+    assert results[0][1] == ["started", "to stderr"] and results[0][0] == -number
