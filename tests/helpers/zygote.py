@@ -19,6 +19,7 @@ imports are shared. Only the main thread exists when it forks (checked). ``tests
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import runpy
@@ -126,4 +127,5 @@ def become(request: dict) -> None:
 
 if __name__ == "__main__":
     preload()
+    gc.freeze()  # the preloaded objects are never collected: a child's collections do not touch (and copy) them
     become(serve())
