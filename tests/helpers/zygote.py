@@ -13,7 +13,9 @@ through the interpreter's normal exit. The zygote answers ``{"id", "pid"}`` once
 run at once. Closing stdin ends the zygote.
 
 Nothing of sdlora is imported before the fork, so each child runs the repository's code fresh; only the third-party
-imports are shared. Only the main thread exists when it forks (checked). ``tests/helpers/processes.py`` is the client.
+imports are shared. Only the main thread exists when it forks (checked). The preloaded objects are frozen
+(``gc.freeze``) before the first fork: otherwise each child's garbage collections — the one at exit above all, about
+1 s — walk them all and copy-on-write copies every page they touch. ``tests/helpers/processes.py`` is the client.
 """
 
 from __future__ import annotations
