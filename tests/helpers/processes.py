@@ -87,6 +87,7 @@ class Zygote:
             pid = _answer(answers, 60)["pid"]
         except BaseException:
             del self.answers[number]
+            shutil.rmtree(folder, ignore_errors=True)
             raise
         return ForkedProcess([sys.executable, *argv], pid, answers, out, err, lambda: self.answers.pop(number, None))
 
