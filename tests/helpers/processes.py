@@ -4,7 +4,7 @@ zygote (``tests/helpers/zygote.py``) when it can be, so that the suite's ~100 ``
 
 The child is still a process of its own (own pid, session, environment, working directory and standard streams; it
 leaves through the interpreter's normal exit), so exit codes, output and tracebacks are the command's. What it shares
-with its siblings is only what the imports did. A real ``subprocess.run`` is used instead when fork is unavailable,
+with its siblings is only what the imports did. A real ``subprocess.run`` is used instead off Linux,
 when ``SDLORA_TEST_ZYGOTE=0``, or when the environment asked for differs from the zygote's in a variable the imported
 libraries read at import time (thread counts, CUDA, torch, Hugging Face and Python settings). ``start_python`` is the
 background form (a :class:`subprocess.Popen` look-alike the tests signal while it trains). Tests that need the
@@ -190,8 +190,8 @@ _starting = threading.Lock()
 
 def _shared_zygote() -> Zygote | None:
     global _zygote
-    if os.environ.get("SDLORA_TEST_ZYGOTE", "1") == "0" or not hasattr(os, "fork"):
-        return None
+    if os.environ.get("SDLORA_TEST_ZYGOTE", "1") == "0" or not sys.platform.startswith("linux"):
+        return None  # macOS: forking after some system frameworks are loaded is not safe; Windows: no fork
     with _starting:
         if _zygote is None:
             _zygote = Zygote()

@@ -15,6 +15,8 @@ import pytest
 from tests.helpers import processes
 from tests.helpers.processes import run_python, start_python
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote forks on Linux only")
+
 SCRIPT = """
 import os, sys
 here = os.path.dirname(os.path.abspath(__file__))
