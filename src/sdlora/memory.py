@@ -30,8 +30,9 @@ Peak = weights + LoRA (parameters, gradients, optimizer) + max(activations + the
 sampling). What it leaves out: the CUDA context (~0.3–0.5 GB, not counted by ``torch.cuda.max_memory_allocated``),
 allocator fragmentation, cuDNN/cuBLAS workspaces and ``torch.compile``'s buffers. Cached latents
 (``data.cache_latents=memory``) live in host memory, reported separately. Block-wise ranks are taken as the base
-rank; ``network=full`` counts whole weights (every U-Net parameter; the text encoders' attention and MLP); the other
-LyCORIS types, LoRA-FA and OFT are counted as a LoRA of the same rank (a note says so).
+rank; ``network=full`` counts whole weights (every U-Net parameter; the text encoders' attention and MLP); LyCORIS
+LoCon and LoHa under the preset ``full`` count the preset's layers (LoHa: two pairs a layer); the other LyCORIS types
+and presets, LoRA-FA and OFT are counted as a LoRA of the same rank (a note says so).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ COEFFICIENTS_BY_KIND = {
 FULL_16BIT_FACTOR = 0.87  # full_bf16 / full_fp16 against bf16_mixed (measured 0.85–0.90)
 COEFFICIENTS = COEFFICIENTS_BY_KIND["fp32"]
 EXACT_NETWORKS = ("lora", "locon", "dylora")  # the types whose trainable parameters the LoRA sums count exactly
+# LyCORIS types counted exactly under their default preset `full`: parameters per layer, in LoRAs of the same rank
+LYCORIS_PER_LAYER = {"lycoris_locon": 1, "loha": 2}
 A_TEXT_ENCODER = 12.0  # per layer and token, × (4·hidden + intermediate) / 4 (not measured: small next to the U-Net)
 
 
@@ -230,6 +233,7 @@ class RunShape:
     bucket: tuple[int, int] = (512, 512)  # largest (W, H)
     gradient_checkpointing: bool = False
     network: str = "lora"
+    preset: str = "full"  # network.preset (LyCORIS types)
     rank: int = 8  # network.rank; 1 for the types without a rank (ia3: one vector per layer; full)
     conv_rank: int = 0
     train_unet: bool = True
@@ -280,7 +284,7 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
             "network=full: trains whole weights, counted as every U-Net parameter (slightly over: the norms and "
             "the few layers its preset leaves out, 0.3 % of SDXL's) and the text encoders' attention and MLP weights"
         )
-    elif shape.network not in EXACT_NETWORKS:
+    elif shape.network not in EXACT_NETWORKS and not (shape.network in LYCORIS_PER_LAYER and shape.preset == "full"):
         notes.append(f"network={shape.network}: its trainable parameters are counted as a rank-{shape.rank} LoRA on "
                      "the same layers (its module form and preset targets differ); weights and activations do not "
                      "depend on it")  # fmt: skip
@@ -296,6 +300,8 @@ def trainable_parameters(size: ModelSize, shape: RunShape) -> int:
     """P, the trained parameters: rank · Σ(in + out) over the targets (LoCon adds its convs); ``network=full`` the
     whole weights — every U-Net parameter, which overcounts by the norms and the top-level layers the preset leaves
     out (SD1.5 0.02 %, SDXL 0.3 %; up to 3 % on the tiny test models) — and :func:`text_encoder_full_weights`."""
+    if shape.network in LYCORIS_PER_LAYER and shape.preset == "full":
+        return LYCORIS_PER_LAYER[shape.network] * lycoris_full_preset_layers(size, shape)
     full = shape.network == "full"
     params = 0
     if shape.train_unet:
@@ -306,6 +312,22 @@ def trainable_parameters(size: ModelSize, shape: RunShape) -> int:
     if shape.train_text_encoder:
         params += sum(text_encoder_full_weights(te) if full else shape.rank * te.lora.attention
                       for te in size.text_encoders)  # fmt: skip
+    return params
+
+
+def lycoris_full_preset_layers(size: ModelSize, shape: RunShape) -> int:
+    """Parameters of a rank-r LoRA on every layer LyCORIS's preset ``full`` targets: LoCon's layers with
+    ``conv_rank`` = rank when unset (LyCORIS's default), plus, for SD 1.x/2.x, ``conv_in``, ``conv_out`` and the time
+    embedding (SDXL's are named so that the preset does not find them; docs/network-types.md §2)."""
+    rank, conv_rank = shape.rank, shape.conv_rank or shape.rank
+    params = 0
+    if shape.train_unet:
+        lora = size.unet.lora
+        params += rank * (lora.attention + lora.resnet_linear) + conv_rank * lora.resnet_conv
+        if not size.unet.extra.get("text_time_embedding"):
+            params += rank * lora.top_linear + conv_rank * lora.top_conv
+    if shape.train_text_encoder:
+        params += rank * sum(te.lora.attention for te in size.text_encoders)
     return params
 
 
@@ -345,6 +367,7 @@ def run_shape(config: Any, plan: Any, family: Any) -> RunShape:
         weight_dtype=precision.weight_dtype, vae_dtype=vae, lora_dtype=precision.lora_dtype,
         autocast=precision.trainer_precision != "32-true", batch_size=data.batch_size, bucket=tuple(bucket),
         gradient_checkpointing=bool(config.model.gradient_checkpointing), network=network.name.value,
+        preset=network.preset.value if network.preset is not None else "full",
         rank=network.rank or 1, conv_rank=network.conv_rank or 0, train_unet=bool(network.train_unet),
         train_text_encoder=bool(network.train_text_encoder), optimizer=rule_name(config.optimizer),
         cache_latents=data.cache_latents.value, cached_images=images,

@@ -150,9 +150,33 @@ def test_the_budget_option_is_checked():
 
 def test_types_the_lora_sums_do_not_count_exactly_are_noted():
     assert not estimate(SD15, RunShape(rank=16)).notes
-    loha = estimate(SD15, RunShape(rank=16, network="loha"))
-    assert loha.lora_params == estimate(SD15, RunShape(rank=16)).lora_params
-    assert any("network=loha" in note for note in loha.notes) and "note: network=loha" in loha.format()
+    lokr = estimate(SD15, RunShape(rank=16, network="lokr"))
+    assert lokr.lora_params == estimate(SD15, RunShape(rank=16)).lora_params
+    assert any("network=lokr" in note for note in lokr.notes) and "note: network=lokr" in lokr.format()
+    other_preset = estimate(SD15, RunShape(rank=16, network="loha", preset="attn-only"))
+    assert any("network=loha" in note for note in other_preset.notes)
+    assert not estimate(SD15, RunShape(rank=16, network="loha")).notes  # preset full: counted exactly
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+@pytest.mark.parametrize(("network", "options"), [("lycoris_locon", {}), ("loha", {}), ("loha", {"conv_rank": 2})])
+@pytest.mark.parametrize("train_text_encoder", [False, True])
+def test_lycoris_types_under_the_full_preset_are_counted_exactly(model, network, options, train_text_encoder):
+    """LyCORIS LoCon and LoHa with the default preset: the estimate's parameters are the built network's (LoHa: two
+    LoRA pairs a layer; convs at ``conv_rank``, which defaults to the rank; SD 1.x/2.x also ``conv_in``, ``conv_out``
+    and the time embedding)."""
+    from hydra.utils import get_class
+
+    from sdlora.config.schema import NetworkConfig, NetworkType
+    from sdlora.models import presets
+    from sdlora.network.build import build_network
+
+    family = get_class(presets.FAMILY_CLASSES[model])()
+    config = NetworkConfig(name=NetworkType(network), rank=4, alpha=2, train_text_encoder=train_text_encoder, **options)
+    built = build_network(family, family.load(), config)
+    shape = RunShape(network=network, rank=4, conv_rank=options.get("conv_rank", 0),
+                     train_text_encoder=train_text_encoder)  # fmt: skip
+    assert estimate(model_size(config_dir(model)), shape).lora_params == built.num_parameters()
 
 
 @pytest.mark.parametrize("network", ["locon", "ia3", "full", "glora"])

@@ -42,6 +42,8 @@ class LoRASums:
     resnet_conv: int = 0  # LoCon: 3×3 convs of resnets, down- and upsamplers (network.conv_rank)
     modules: int = 0  # number of attention targets
     conv_modules: int = 0  # number of LoCon targets (resnet_linear + resnet_conv)
+    top_linear: int = 0  # the time embedding's two Linear layers (LyCORIS preset full, SD 1.x/2.x: network.rank)
+    top_conv: int = 0  # conv_in and conv_out (LyCORIS preset full, SD 1.x/2.x: network.conv_rank)
 
 
 @dataclass
@@ -156,7 +158,11 @@ def unet_size(config: dict[str, Any]) -> ComponentSize:
     c0, temb = channels[0], channels[0] * 4
     count.params += conv(config.get("in_channels", 4), c0, config.get("conv_in_kernel", 3))
     count.params += linear(c0, temb) + linear(temb, temb)
-    if config.get("addition_embed_type") == "text_time":
+    count.lora.top_linear = (c0 + temb) + (temb + temb)
+    count.lora.top_conv = config.get("in_channels", 4) * config.get("conv_in_kernel", 3) ** 2 + c0
+    count.lora.top_conv += c0 * config.get("conv_out_kernel", 3) ** 2 + config.get("out_channels", 4)
+    text_time = config.get("addition_embed_type") == "text_time"  # SDXL
+    if text_time:
         count.params += linear(config["projection_class_embeddings_input_dim"], temb) + linear(temb, temb)
     stages = [Stage(2**i) for i in range(n)]
     out = c0
@@ -195,7 +201,7 @@ def unet_size(config: dict[str, Any]) -> ComponentSize:
             stage.samplers.append(out)
         previous = out
     count.params += norm(c0) + conv(c0, config.get("out_channels", 4), config.get("conv_out_kernel", 3))
-    extra = {"cross_attention_dim": cross, "time_embed_dim": temb}
+    extra = {"cross_attention_dim": cross, "time_embed_dim": temb, "text_time_embedding": int(text_time)}
     return ComponentSize(count.params, count.lora, stages, extra)
 
 
