@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdlora.memory_params import counted_exactly, trained_parameter_count
 from sdlora.models.sizes import ComponentSize, ModelSize, model_size
 
 GB = 1e9
@@ -58,9 +59,6 @@ COEFFICIENTS_BY_KIND = {
 }
 FULL_16BIT_FACTOR = 0.87  # full_bf16 / full_fp16 against bf16_mixed (measured 0.85–0.90)
 COEFFICIENTS = COEFFICIENTS_BY_KIND["fp32"]
-EXACT_NETWORKS = ("lora", "locon", "dylora")  # the types whose trainable parameters the LoRA sums count exactly
-# LyCORIS types counted exactly under their default preset `full`: parameters per layer, in LoRAs of the same rank
-LYCORIS_PER_LAYER = {"lycoris_locon": 1, "loha": 2}
 A_TEXT_ENCODER = 12.0  # per layer and token, × (4·hidden + intermediate) / 4 (not measured: small next to the U-Net)
 
 
@@ -124,13 +122,6 @@ def text_encoder_activations(te: ComponentSize, text_tokens: int = TEXT_TOKENS) 
     """Elements per caption a trained CLIP text encoder keeps for backward: a_te · layers · L · (4·D + I)."""
     d, layers, inner = te.extra["hidden_size"], te.extra["layers"], te.extra["intermediate_size"]
     return A_TEXT_ENCODER * layers * text_tokens * (4 * d + inner) / 4
-
-
-def text_encoder_full_weights(te: ComponentSize) -> int:
-    """Weights and biases of a CLIP text encoder's attention and MLP layers — what ``network=full`` trains in it:
-    layers · (4·(D² + D) + 2·D·I + I + D) (q, k, v, out; fc1, fc2)."""
-    d, layers, inner = te.extra["hidden_size"], te.extra["layers"], te.extra["intermediate_size"]
-    return layers * (4 * (d * d + d) + 2 * d * inner + inner + d)
 
 
 def optimizer_bytes(class_name: str, lora_bytes: int) -> tuple[float, str]:
@@ -252,7 +243,7 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     weights = {"U-Net": size.unet.params * wb, "VAE": size.vae.params * vb}
     if size.text_encoders:
         weights["text encoder(s)"] = size.text_encoder_params * wb
-    params = trainable_parameters(size, shape)
+    params = trained_parameter_count(size, shape)
     opt_per, opt_note = optimizer_bytes(shape.optimizer, lb)
     if opt_note == "factored second moments":
         modules = size.unet.lora.modules + (sum(te.lora.modules for te in size.text_encoders)
@@ -284,7 +275,7 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
             "network=full: trains whole weights, counted as every U-Net parameter (slightly over: the norms and "
             "the few layers its preset leaves out, 0.3 % of SDXL's) and the text encoders' attention and MLP weights"
         )
-    elif shape.network not in EXACT_NETWORKS and not (shape.network in LYCORIS_PER_LAYER and shape.preset == "full"):
+    elif not counted_exactly(shape):
         notes.append(f"network={shape.network}: its trainable parameters are counted as a rank-{shape.rank} LoRA on "
                      "the same layers (its module form and preset targets differ); weights and activations do not "
                      "depend on it")  # fmt: skip
@@ -294,41 +285,6 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
         weights, params, 2.0 * params * lb, opt_total, opt_note, activations, activations_other, encode, sampling,
         host, shape.batch_size, shape.bucket, shape.gradient_checkpointing, size.source, notes,
     )  # fmt: skip
-
-
-def trainable_parameters(size: ModelSize, shape: RunShape) -> int:
-    """P, the trained parameters: rank · Σ(in + out) over the targets (LoCon adds its convs); ``network=full`` the
-    whole weights — every U-Net parameter, which overcounts by the norms and the top-level layers the preset leaves
-    out (SD1.5 0.02 %, SDXL 0.3 %; up to 3 % on the tiny test models) — and :func:`text_encoder_full_weights`."""
-    if shape.network in LYCORIS_PER_LAYER and shape.preset == "full":
-        return LYCORIS_PER_LAYER[shape.network] * lycoris_full_preset_layers(size, shape)
-    full = shape.network == "full"
-    params = 0
-    if shape.train_unet:
-        lora = size.unet.lora
-        params += size.unet.params if full else shape.rank * lora.attention
-        if shape.network == "locon":
-            params += shape.rank * lora.resnet_linear + shape.conv_rank * lora.resnet_conv
-    if shape.train_text_encoder:
-        params += sum(text_encoder_full_weights(te) if full else shape.rank * te.lora.attention
-                      for te in size.text_encoders)  # fmt: skip
-    return params
-
-
-def lycoris_full_preset_layers(size: ModelSize, shape: RunShape) -> int:
-    """Parameters of a rank-r LoRA on every layer LyCORIS's preset ``full`` targets: LoCon's layers with
-    ``conv_rank`` = rank when unset (LyCORIS's default), plus, for SD 1.x/2.x, ``conv_in``, ``conv_out`` and the time
-    embedding (SDXL's are named so that the preset does not find them; docs/network-types.md §2)."""
-    rank, conv_rank = shape.rank, shape.conv_rank or shape.rank
-    params = 0
-    if shape.train_unet:
-        lora = size.unet.lora
-        params += rank * (lora.attention + lora.resnet_linear) + conv_rank * lora.resnet_conv
-        if not size.unet.extra.get("text_time_embedding"):
-            params += rank * lora.top_linear + conv_rank * lora.top_conv
-    if shape.train_text_encoder:
-        params += rank * sum(te.lora.attention for te in size.text_encoders)
-    return params
 
 
 # --- from a run ---------------------------------------------------------------------------------------------------

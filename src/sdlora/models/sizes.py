@@ -156,14 +156,7 @@ def unet_size(config: dict[str, Any]) -> ComponentSize:
     layers = config.get("layers_per_block", 2)
     count = _Counter()
     c0, temb = channels[0], channels[0] * 4
-    count.params += conv(config.get("in_channels", 4), c0, config.get("conv_in_kernel", 3))
-    count.params += linear(c0, temb) + linear(temb, temb)
-    count.lora.top_linear = (c0 + temb) + (temb + temb)
-    count.lora.top_conv = config.get("in_channels", 4) * config.get("conv_in_kernel", 3) ** 2 + c0
-    count.lora.top_conv += c0 * config.get("conv_out_kernel", 3) ** 2 + config.get("out_channels", 4)
-    text_time = config.get("addition_embed_type") == "text_time"  # SDXL
-    if text_time:
-        count.params += linear(config["projection_class_embeddings_input_dim"], temb) + linear(temb, temb)
+    text_time = _top_level(config, count, c0, temb)
     stages = [Stage(2**i) for i in range(n)]
     out = c0
     for i, kind in enumerate(down):
@@ -200,9 +193,23 @@ def unet_size(config: dict[str, Any]) -> ComponentSize:
             count.sampler(out)
             stage.samplers.append(out)
         previous = out
-    count.params += norm(c0) + conv(c0, config.get("out_channels", 4), config.get("conv_out_kernel", 3))
     extra = {"cross_attention_dim": cross, "time_embed_dim": temb, "text_time_embedding": int(text_time)}
     return ComponentSize(count.params, count.lora, stages, extra)
+
+
+def _top_level(config: dict[str, Any], count: _Counter, c0: int, temb: int) -> bool:
+    """Count the U-Net's layers outside its blocks — conv_in, the time embedding (c₀ → 4c₀ → 4c₀), SDXL's addition
+    embedding, the output norm and conv_out — and their LoRA sums; whether it has SDXL's addition embedding."""
+    in_channels, out_channels = config.get("in_channels", 4), config.get("out_channels", 4)
+    k_in, k_out = config.get("conv_in_kernel", 3), config.get("conv_out_kernel", 3)
+    count.params += conv(in_channels, c0, k_in) + linear(c0, temb) + linear(temb, temb)
+    count.params += norm(c0) + conv(c0, out_channels, k_out)
+    count.lora.top_linear = (c0 + temb) + (temb + temb)
+    count.lora.top_conv = (in_channels * k_in**2 + c0) + (c0 * k_out**2 + out_channels)
+    text_time = config.get("addition_embed_type") == "text_time"
+    if text_time:
+        count.params += linear(config["projection_class_embeddings_input_dim"], temb) + linear(temb, temb)
+    return text_time
 
 
 def _vae_attention(c: int) -> int:
