@@ -61,7 +61,9 @@ class Zygote:
     def _dispatch(self) -> None:
         for line in self.process.stdout:
             answer = json.loads(line)
-            self.answers[answer.get("id", 0)].put(answer)
+            waiting = self.answers.get(answer.get("id", 0))
+            if waiting is not None:  # None: a run that gave up waiting for its fork
+                waiting.put(answer)
         for waiting in list(self.answers.values()):  # the zygote ended: wake whoever waits
             waiting.put({"ended": True})
 
