@@ -31,8 +31,8 @@ sampling). What it leaves out: the CUDA context (~0.3–0.5 GB, not counted by `
 allocator fragmentation, cuDNN/cuBLAS workspaces and ``torch.compile``'s buffers. Cached latents
 (``data.cache_latents=memory``) live in host memory, reported separately. Block-wise ranks are taken as the base
 rank; ``network=full`` counts whole weights (every U-Net parameter; the text encoders' attention and MLP); LyCORIS
-LoCon and LoHa under the preset ``full`` count the preset's layers (LoHa: two pairs a layer); the other LyCORIS types
-and presets, LoRA-FA and OFT are counted as a LoRA of the same rank (a note says so).
+LoCon and LoHa count their preset's layers (LoHa: two pairs a layer; all presets but attn-only and ia3); the other
+LyCORIS types and presets, LoRA-FA and OFT are counted as a LoRA of the same rank (a note says so).
 """
 
 from __future__ import annotations

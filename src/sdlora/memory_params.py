@@ -4,7 +4,7 @@ estimate (:mod:`sdlora.memory`; docs/performance.md "Memory estimate").
 - kohya's LoRA, LoCon and DyLoRA: rank · Σ(in + out) over kohya's targets (LoCon adds its convs at ``conv_rank``) —
   the sums of :mod:`sdlora.models.sizes`;
 - ``network=full``: the whole weights of the targeted layers;
-- LyCORIS LoCon and LoHa under the preset ``full``: the preset's layers (LoHa: two pairs a layer);
+- LyCORIS LoCon and LoHa: their preset's layers (LoHa: two pairs a layer), for every preset but attn-only and ia3;
 - the other LyCORIS types and presets, LoRA-FA and OFT: a LoRA of the same rank on kohya's targets, which
   :func:`counted_exactly` tells the estimate to note.
 """
@@ -19,25 +19,38 @@ if TYPE_CHECKING:
     from sdlora.memory import RunShape
 
 EXACT_NETWORKS = ("lora", "locon", "dylora", "full")  # the types whose trained parameters are counted exactly
-# LyCORIS types counted exactly under their default preset `full`: parameters per layer, in LoRAs of the same rank
+# LyCORIS types counted from their preset's layers: parameters per layer, in LoRAs of the same rank
 LYCORIS_PER_LAYER = {"lycoris_locon": 1, "loha": 2}
+# The LoRA sums (models.sizes.LoRASums, plus "text": the text encoders' attention and MLP) that make up the layers of
+# each LyCORIS preset (docs/network-types.md §2), checked against the networks built on the tiny models. The top-level
+# layers count for SD 1.x/2.x only: SDXL's are named so that no preset finds them. attn-only and ia3 target parts of
+# the blocks the sums do not separate.
+PRESET_LAYERS = {
+    "full": ("attention", "resnet_linear", "resnet_conv", "top_linear", "top_conv", "text"),
+    "full-lin": ("attention", "resnet_linear", "top_linear", "text"),
+    "attn-mlp": ("attention", "text"),
+    "unet-only": ("attention", "resnet_linear", "resnet_conv", "top_linear", "top_conv"),
+    "unet-transformer-only": ("attention",),
+    "unet-convblock-only": ("resnet_linear", "resnet_conv", "top_linear", "top_conv"),
+}
+CONV_SUMS = ("resnet_conv", "top_conv")  # sized by network.conv_rank (LyCORIS: the rank when unset)
 
 
-def lycoris_full_preset(shape: RunShape) -> bool:
-    return shape.network in LYCORIS_PER_LAYER and shape.preset == "full"
+def lycoris_preset_counted(shape: RunShape) -> bool:
+    return shape.network in LYCORIS_PER_LAYER and shape.preset in PRESET_LAYERS
 
 
 def counted_exactly(shape: RunShape) -> bool:
     """Whether :func:`trained_parameter_count` counts ``shape``'s network exactly (``full``: within 0.3 %)."""
-    return shape.network in EXACT_NETWORKS or lycoris_full_preset(shape)
+    return shape.network in EXACT_NETWORKS or lycoris_preset_counted(shape)
 
 
 def trained_parameter_count(size: ModelSize, shape: RunShape) -> int:
     """P, the trained parameters: rank · Σ(in + out) over the targets (LoCon adds its convs); ``network=full`` the
     whole weights — every U-Net parameter, which overcounts by the norms and the top-level layers the preset leaves
     out (SD1.5 0.02 %, SDXL 0.3 %; up to 3 % on the tiny test models) — and :func:`text_encoder_full_weights`."""
-    if lycoris_full_preset(shape):
-        return LYCORIS_PER_LAYER[shape.network] * lycoris_full_preset_layers(size, shape)
+    if lycoris_preset_counted(shape):
+        return LYCORIS_PER_LAYER[shape.network] * lycoris_preset_layers(size, shape)
     full = shape.network == "full"
     params = 0
     if shape.train_unet:
@@ -51,18 +64,20 @@ def trained_parameter_count(size: ModelSize, shape: RunShape) -> int:
     return params
 
 
-def lycoris_full_preset_layers(size: ModelSize, shape: RunShape) -> int:
-    """Parameters of a rank-r LoRA on every layer LyCORIS's preset ``full`` targets: LoCon's layers with
-    ``conv_rank`` = rank when unset (LyCORIS's default), plus, for SD 1.x/2.x, ``conv_in``, ``conv_out`` and the time
-    embedding (SDXL's are named so that the preset does not find them; docs/network-types.md §2)."""
+def lycoris_preset_layers(size: ModelSize, shape: RunShape) -> int:
+    """Parameters of a rank-r LoRA on every layer ``shape.preset`` targets: Σ over its sums (:data:`PRESET_LAYERS`)
+    of rank · sum, the k×k convs at ``conv_rank`` (the rank when unset, LyCORIS's default); the U-Net's sums when
+    ``train_unet``, the text encoders' when ``train_text_encoder``."""
     rank, conv_rank = shape.rank, shape.conv_rank or shape.rank
+    sums = PRESET_LAYERS[shape.preset]
+    if size.unet.extra.get("text_time_embedding"):
+        sums = tuple(name for name in sums if not name.startswith("top_"))
     params = 0
     if shape.train_unet:
         lora = size.unet.lora
-        params += rank * (lora.attention + lora.resnet_linear) + conv_rank * lora.resnet_conv
-        if not size.unet.extra.get("text_time_embedding"):
-            params += rank * lora.top_linear + conv_rank * lora.top_conv
-    if shape.train_text_encoder:
+        unet_sums = [name for name in sums if name != "text"]
+        params += sum((conv_rank if name in CONV_SUMS else rank) * getattr(lora, name) for name in unet_sums)
+    if shape.train_text_encoder and "text" in sums:
         params += rank * sum(te.lora.attention for te in size.text_encoders)
     return params
 

@@ -158,25 +158,37 @@ def test_types_the_lora_sums_do_not_count_exactly_are_noted():
     assert not estimate(SD15, RunShape(rank=16, network="loha")).notes  # preset full: counted exactly
 
 
+COUNTED_PRESETS = ("full-lin", "attn-mlp", "unet-only", "unet-transformer-only", "unet-convblock-only")
+LYCORIS_CASES = [
+    ("lycoris_locon", {}),
+    ("loha", {}),
+    ("loha", {"conv_rank": 2}),
+    ("lycoris_locon", {"train_text_encoder": False}),
+] + [("loha", {"preset": p}) for p in COUNTED_PRESETS]
+
+
 @pytest.mark.parametrize("model", TINY_MODELS)
-@pytest.mark.parametrize(("network", "options"), [("lycoris_locon", {}), ("loha", {}), ("loha", {"conv_rank": 2})])
-@pytest.mark.parametrize("train_text_encoder", [False, True])
-def test_lycoris_types_under_the_full_preset_are_counted_exactly(model, network, options, train_text_encoder):
-    """LyCORIS LoCon and LoHa with the default preset: the estimate's parameters are the built network's (LoHa: two
+@pytest.mark.parametrize(("network", "options"), LYCORIS_CASES)
+def test_lycoris_locon_and_loha_are_counted_from_their_preset(model, network, options):
+    """LyCORIS LoCon and LoHa: the estimate's parameters are the built network's for every preset it counts (LoHa: two
     LoRA pairs a layer; convs at ``conv_rank``, which defaults to the rank; SD 1.x/2.x also ``conv_in``, ``conv_out``
     and the time embedding)."""
     from hydra.utils import get_class
 
+    from sdlora.config.choices import LycorisPreset
     from sdlora.config.schema import NetworkConfig, NetworkType
     from sdlora.models import presets
     from sdlora.network.build import build_network
 
     family = get_class(presets.FAMILY_CLASSES[model])()
-    config = NetworkConfig(name=NetworkType(network), rank=4, alpha=2, train_text_encoder=train_text_encoder, **options)
+    preset, te = options.get("preset", "full"), options.get("train_text_encoder", True)
+    config = NetworkConfig(name=NetworkType(network), rank=4, alpha=2, train_text_encoder=te,
+                           conv_rank=options.get("conv_rank"), preset=LycorisPreset(preset))  # fmt: skip
     built = build_network(family, family.load(), config)
-    shape = RunShape(network=network, rank=4, conv_rank=options.get("conv_rank", 0),
-                     train_text_encoder=train_text_encoder)  # fmt: skip
-    assert estimate(model_size(config_dir(model)), shape).lora_params == built.num_parameters()
+    shape = RunShape(network=network, preset=preset, rank=4, conv_rank=options.get("conv_rank", 0),
+                     train_text_encoder=te)  # fmt: skip
+    counted = estimate(model_size(config_dir(model)), shape)
+    assert counted.lora_params == built.num_parameters() and not counted.notes
 
 
 @pytest.mark.parametrize("network", ["locon", "ia3", "full", "glora"])
