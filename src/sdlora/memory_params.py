@@ -31,7 +31,7 @@ PRESET_LAYERS = {
     "attn-mlp": ("attention", "text"),
     "unet-only": ("attention", "resnet_linear", "resnet_conv", "top_linear", "top_conv"),
     "unet-transformer-only": ("attention",),
-    "unet-convblock-only": ("resnet_linear", "resnet_conv", "top_linear", "top_conv"),
+    "unet-convblock-only": ("resnet_linear", "resnet_conv", "top_conv"),
 }
 CONV_SUMS = ("resnet_conv", "top_conv")  # sized by network.conv_rank (LyCORIS: the rank when unset)
 

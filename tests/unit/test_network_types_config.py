@@ -117,6 +117,17 @@ def test_presets_pick_lycoris_layers():
     assert norms and all(n.endswith(("norm", "norm1", "norm2", "norm3")) for n in norms)
 
 
+def test_each_preset_takes_the_top_level_layers_it_names():
+    """LyCORIS names conv_in, conv_out and the time embedding in full and unet-only, only the time embedding in
+    full-lin (no convs), only conv_in and conv_out in unet-convblock-only."""
+    convs = {"lora_unet_conv_in", "lora_unet_conv_out"}
+    time = {"lora_unet_time_embedding_linear_1", "lora_unet_time_embedding_linear_2"}
+    expected = {LycorisPreset.full: convs | time, LycorisPreset.unet_only: convs | time, LycorisPreset.full_lin: time,
+                LycorisPreset.unet_convblock_only: convs, LycorisPreset.attn_mlp: set()}  # fmt: skip
+    for preset, top in expected.items():
+        assert _names(TinySD15Family, name=NetworkType.lycoris_locon, preset=preset) & (convs | time) == top, preset
+
+
 def test_sdxl_full_preset_has_no_top_level_layers_as_under_kohya():
     """kohya's SDXL U-Net names conv_in/time_embed/out by LDM paths, which LyCORIS's name list does not match."""
     names = _names(TinySDXLFamily, name=NetworkType.lokr, preset=LycorisPreset.full)

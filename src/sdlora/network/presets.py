@@ -30,7 +30,7 @@ class Preset:
     """One LyCORIS preset, in terms of sdlora's targets."""
 
     unet_containers: frozenset[str]  # class names; "Attention" = the attn1/attn2 layers only
-    unet_names: bool  # the top-level layers conv_in, conv_out, time_embedding.linear_1/2 (SD1/2)
+    unet_names: tuple[str, ...]  # top-level layers it names (SD1/2; convs among them only with enable_conv)
     text_encoder: str  # "all" (attention + MLP), "attn", "none"
     enable_conv: bool  # k×k convs get conv_rank (else they are left out)
     leaf_endings: tuple[str, ...] = ()  # only leaves whose path ends so (ia3)
@@ -38,22 +38,22 @@ class Preset:
 
 
 _FULL_CONTAINERS = frozenset({_TRANSFORMER, _RESNET, *_SAMPLERS})
+_CONVS = ("conv_in", "conv_out")
+_TIME = ("time_embedding.linear_1", "time_embedding.linear_2")
 PRESETS: dict[LycorisPreset, Preset] = {
-    LycorisPreset.full: Preset(_FULL_CONTAINERS, True, "all", True),
-    LycorisPreset.full_lin: Preset(frozenset({_TRANSFORMER, _RESNET}), True, "all", False),
-    LycorisPreset.attn_mlp: Preset(frozenset({_TRANSFORMER}), False, "all", False),
-    LycorisPreset.attn_only: Preset(frozenset({"Attention"}), False, "attn", False),
-    LycorisPreset.unet_only: Preset(_FULL_CONTAINERS, True, "none", True),
-    LycorisPreset.unet_transformer_only: Preset(frozenset({_TRANSFORMER}), False, "none", False),
-    LycorisPreset.unet_convblock_only: Preset(frozenset({_RESNET, *_SAMPLERS}), True, "none", True),
+    LycorisPreset.full: Preset(_FULL_CONTAINERS, _CONVS + _TIME, "all", True),
+    LycorisPreset.full_lin: Preset(frozenset({_TRANSFORMER, _RESNET}), _TIME, "all", False),
+    LycorisPreset.attn_mlp: Preset(frozenset({_TRANSFORMER}), (), "all", False),
+    LycorisPreset.attn_only: Preset(frozenset({"Attention"}), (), "attn", False),
+    LycorisPreset.unet_only: Preset(_FULL_CONTAINERS, _CONVS + _TIME, "none", True),
+    LycorisPreset.unet_transformer_only: Preset(frozenset({_TRANSFORMER}), (), "none", False),
+    LycorisPreset.unet_convblock_only: Preset(frozenset({_RESNET, *_SAMPLERS}), _CONVS, "none", True),
     LycorisPreset.ia3: Preset(
-        frozenset({_TRANSFORMER}), False, "all", False,
+        frozenset({_TRANSFORMER}), (), "all", False,
         leaf_endings=(".to_k", ".to_v", ".ff.net.2", ".k_proj", ".v_proj", ".mlp.fc2"),
         on_input_endings=(".ff.net.2", ".mlp.fc2"),
     ),
 }  # fmt: skip
-#: The top-level layers a preset names, by diffusers path (conv_in/conv_out are convs, the time embedding Linear).
-_NAMED = ("conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2")
 
 
 def kohya_selects(target: Target, unet: bool, convs: bool) -> bool:
@@ -79,7 +79,7 @@ def lycoris_selects(preset: Preset, target: Target, unet: bool, sgm_names: bool,
         mode = preset.text_encoder
         return mode == "all" or (mode == "attn" and ".self_attn." in f".{target.path}")
     if target.container == "":
-        return preset.unet_names and not sgm_names and target.path in _NAMED
+        return not sgm_names and target.path in preset.unet_names
     if "Attention" in preset.unet_containers:
         return target.container == _TRANSFORMER and any(a in f".{target.path}" for a in _ATTENTION)
     return target.container in preset.unet_containers
