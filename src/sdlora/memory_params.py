@@ -21,23 +21,32 @@ if TYPE_CHECKING:
 EXACT_NETWORKS = ("lora", "locon", "dylora", "full")  # the types whose trained parameters are counted exactly
 # LyCORIS types counted from their preset's layers: parameters per layer, in LoRAs of the same rank
 LYCORIS_PER_LAYER = {"lycoris_locon": 1, "loha": 2}
-# The LoRA sums (models.sizes.LoRASums, plus "text": the text encoders' attention and MLP) that make up the layers of
-# each LyCORIS preset (docs/network-types.md §2), checked against the networks built on the tiny models. The top-level
-# layers count for SD 1.x/2.x only: SDXL's are named so that no preset finds them. attn-only and ia3 target parts of
-# the blocks the sums do not separate.
-PRESET_LAYERS = {
-    "full": ("attention", "resnet_linear", "resnet_conv", "top_linear", "top_conv", "text"),
-    "full-lin": ("attention", "resnet_linear", "top_linear", "text"),
-    "attn-mlp": ("attention", "text"),
-    "unet-only": ("attention", "resnet_linear", "resnet_conv", "top_linear", "top_conv"),
-    "unet-transformer-only": ("attention",),
-    "unet-convblock-only": ("resnet_linear", "resnet_conv", "top_conv"),
-}
 CONV_SUMS = ("resnet_conv", "top_conv")  # sized by network.conv_rank (LyCORIS: the rank when unset)
 
 
+def preset_sums(preset: str) -> tuple[str, ...] | None:
+    """The LoRA sums (:class:`sdlora.models.sizes.LoRASums`, and "text": the text encoders' attention and MLP) that make
+    up the layers of a LyCORIS preset, read from its definition (:data:`sdlora.network.presets.PRESETS`); ``None``
+    for the presets that pick parts of blocks the sums do not separate (attn-only, ia3). The top-level layers count
+    for SD 1.x/2.x only: SDXL's are named so that no preset finds them."""
+    from sdlora.config.schema import LycorisPreset
+    from sdlora.network.presets import PRESETS, RESNET, TRANSFORMER
+
+    spec = PRESETS[LycorisPreset(preset)]
+    if "Attention" in spec.unet_containers or spec.leaf_endings:
+        return None
+    sums = ["attention"] if TRANSFORMER in spec.unet_containers else []
+    if RESNET in spec.unet_containers:
+        sums += ["resnet_linear", "resnet_conv"] if spec.enable_conv else ["resnet_linear"]
+    if any(name.startswith("time_embedding.") for name in spec.unet_names):
+        sums.append("top_linear")
+    if spec.enable_conv and any(name.startswith("conv_") for name in spec.unet_names):
+        sums.append("top_conv")
+    return (*sums, "text") if spec.text_encoder == "all" else tuple(sums)
+
+
 def lycoris_preset_counted(shape: RunShape) -> bool:
-    return shape.network in LYCORIS_PER_LAYER and shape.preset in PRESET_LAYERS
+    return shape.network in LYCORIS_PER_LAYER and preset_sums(shape.preset) is not None
 
 
 def counted_exactly(shape: RunShape) -> bool:
@@ -65,11 +74,11 @@ def trained_parameter_count(size: ModelSize, shape: RunShape) -> int:
 
 
 def lycoris_preset_layers(size: ModelSize, shape: RunShape) -> int:
-    """Parameters of a rank-r LoRA on every layer ``shape.preset`` targets: Σ over its sums (:data:`PRESET_LAYERS`)
+    """Parameters of a rank-r LoRA on every layer ``shape.preset`` targets: Σ over its sums (:func:`preset_sums`)
     of rank · sum, the k×k convs at ``conv_rank`` (the rank when unset, LyCORIS's default); the U-Net's sums when
     ``train_unet``, the text encoders' when ``train_text_encoder``."""
     rank, conv_rank = shape.rank, shape.conv_rank or shape.rank
-    sums = PRESET_LAYERS[shape.preset]
+    sums = preset_sums(shape.preset) or ()
     if size.unet.extra.get("text_time_embedding"):
         sums = tuple(name for name in sums if not name.startswith("top_"))
     params = 0

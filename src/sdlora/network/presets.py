@@ -17,11 +17,14 @@ matches them from the start of the path and so finds none in an SD model).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sdlora.config.schema import LycorisPreset
-from sdlora.network.targets import Target
 
-_TRANSFORMER, _RESNET, _SAMPLERS = "Transformer2DModel", "ResnetBlock2D", frozenset({"Downsample2D", "Upsample2D"})
+if TYPE_CHECKING:  # annotations only: the memory estimate reads the presets without importing torch
+    from sdlora.network.targets import Target
+
+TRANSFORMER, RESNET, SAMPLERS = "Transformer2DModel", "ResnetBlock2D", frozenset({"Downsample2D", "Upsample2D"})
 _ATTENTION = (".attn1.", ".attn2.")
 
 
@@ -37,19 +40,19 @@ class Preset:
     on_input_endings: tuple[str, ...] = ()  # these train_on_input (ia3)
 
 
-_FULL_CONTAINERS = frozenset({_TRANSFORMER, _RESNET, *_SAMPLERS})
+_FULL_CONTAINERS = frozenset({TRANSFORMER, RESNET, *SAMPLERS})
 _CONVS = ("conv_in", "conv_out")
 _TIME = ("time_embedding.linear_1", "time_embedding.linear_2")
 PRESETS: dict[LycorisPreset, Preset] = {
     LycorisPreset.full: Preset(_FULL_CONTAINERS, _CONVS + _TIME, "all", True),
-    LycorisPreset.full_lin: Preset(frozenset({_TRANSFORMER, _RESNET}), _TIME, "all", False),
-    LycorisPreset.attn_mlp: Preset(frozenset({_TRANSFORMER}), (), "all", False),
+    LycorisPreset.full_lin: Preset(frozenset({TRANSFORMER, RESNET}), _TIME, "all", False),
+    LycorisPreset.attn_mlp: Preset(frozenset({TRANSFORMER}), (), "all", False),
     LycorisPreset.attn_only: Preset(frozenset({"Attention"}), (), "attn", False),
     LycorisPreset.unet_only: Preset(_FULL_CONTAINERS, _CONVS + _TIME, "none", True),
-    LycorisPreset.unet_transformer_only: Preset(frozenset({_TRANSFORMER}), (), "none", False),
-    LycorisPreset.unet_convblock_only: Preset(frozenset({_RESNET, *_SAMPLERS}), _CONVS, "none", True),
+    LycorisPreset.unet_transformer_only: Preset(frozenset({TRANSFORMER}), (), "none", False),
+    LycorisPreset.unet_convblock_only: Preset(frozenset({RESNET, *SAMPLERS}), _CONVS, "none", True),
     LycorisPreset.ia3: Preset(
-        frozenset({_TRANSFORMER}), (), "all", False,
+        frozenset({TRANSFORMER}), (), "all", False,
         leaf_endings=(".to_k", ".to_v", ".ff.net.2", ".k_proj", ".v_proj", ".mlp.fc2"),
         on_input_endings=(".ff.net.2", ".mlp.fc2"),
     ),
@@ -63,7 +66,7 @@ def kohya_selects(target: Target, unet: bool, convs: bool) -> bool:
         return False
     if not unet:
         return True
-    return target.container == _TRANSFORMER or (convs and target.container in (_RESNET, *_SAMPLERS))
+    return target.container == TRANSFORMER or (convs and target.container in (RESNET, *SAMPLERS))
 
 
 def lycoris_selects(preset: Preset, target: Target, unet: bool, sgm_names: bool, train_norm: bool) -> bool:
@@ -81,7 +84,7 @@ def lycoris_selects(preset: Preset, target: Target, unet: bool, sgm_names: bool,
     if target.container == "":
         return not sgm_names and target.path in preset.unet_names
     if "Attention" in preset.unet_containers:
-        return target.container == _TRANSFORMER and any(a in f".{target.path}" for a in _ATTENTION)
+        return target.container == TRANSFORMER and any(a in f".{target.path}" for a in _ATTENTION)
     return target.container in preset.unet_containers
 
 
