@@ -13,7 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.config import ROOT
+
 ARTIFACTS = ROOT / "tests" / "artifacts" / "ui"
 
 

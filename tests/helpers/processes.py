@@ -31,7 +31,8 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.config import ROOT
+
 # Read by libraries while they are imported: a child that needs another value than the zygote's must start afresh.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "CUDA_", "TORCH", "PYTORCH_", "HF_", "TRANSFORMERS_",
                    "DIFFUSERS_", "PYTHON", "LD_", "TOKENIZERS_")  # fmt: skip

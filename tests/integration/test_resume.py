@@ -197,7 +197,8 @@ def test_resume_latest_through_the_command_line(tagged_dataset, tmp_path):
     """``python train.py ... resume=latest`` in the folder holding ``outputs/``: the newest state, its own new run
     folder, the same LoRA as the uninterrupted run."""
     from sdlora.sweep.record import read_record
-    from tests.helpers.processes import ROOT, run_python
+    from tests.helpers.config import ROOT
+    from tests.helpers.processes import run_python
 
     args = [str(ROOT / "train.py"), *tiny_overrides(tagged_dataset, *COMMON)]
     first = run_python([*args, "trainer.max_steps=4", "hydra.run.dir=outputs/first"], cwd=tmp_path)
@@ -218,7 +219,8 @@ def test_ctrl_c_on_the_command_line_exits_130_with_a_state(tagged_dataset, tmp_p
     import time
 
     from sdlora.sweep.record import read_record
-    from tests.helpers.processes import ROOT, start_python
+    from tests.helpers.config import ROOT
+    from tests.helpers.processes import start_python
 
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tagged_dataset, *COMMON, "trainer.max_steps=100000", f"hydra.run.dir={run_dir}")
