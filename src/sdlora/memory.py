@@ -6,10 +6,11 @@ target sums and the U-Net's stages); the run's options give dtypes, batch and th
 
 - frozen weights: Σ_component params × bytes(dtype) — U-Net and text encoders in ``precision.weight_dtype``, the VAE
   in float32 with ``no_half_vae``;
-- LoRA: P = rank · Σ(in + out) over the attention targets (+ LoCon: conv_rank · Σ(in·9 + out) over the resnet convs and
-  rank · Σ(in + out) over their Linear / 1×1 leaves), for the U-Net and, when trained, the text encoders; parameters
-  and gradients in ``precision.lora_dtype``; optimizer state = P × state bytes per element (:func:`optimizer_bytes`:
-  AdamW 2 states, 8-bit AdamW 2 bytes, Lion 1, Prodigy 4, D-Adaptation 2–5, Adafactor factored);
+- the network: P parameters, counted module by module on the layers its type and preset select
+  (:mod:`sdlora.memory_params`; a LoRA of rank r: r · (in·k² + out) a layer), for the U-Net and, when trained, the
+  text encoders; parameters and gradients in ``precision.lora_dtype`` (none for the parameters a type holds frozen,
+  LoRA-FA's ``lora_down``); optimizer state = P × state bytes per element (:func:`optimizer_bytes`: AdamW 2 states,
+  8-bit AdamW 2 bytes, Lion 1, Prodigy 4, D-Adaptation 2–5, Adafactor factored);
 - activations of the U-Net step for the largest bucket × batch (latent h × w = H/8 × W/8), per image, in elements:
 
       A = a_r · Σ_resnets (c_in + c_out)·hw_s + a_t · Σ_blocks D·hw_s + a_c · Σ_transformers C·hw_s + a_x · Σ_blocks L·X
@@ -30,9 +31,7 @@ Peak = weights + LoRA (parameters, gradients, optimizer) + max(activations + the
 sampling). What it leaves out: the CUDA context (~0.3–0.5 GB, not counted by ``torch.cuda.max_memory_allocated``),
 allocator fragmentation, cuDNN/cuBLAS workspaces and ``torch.compile``'s buffers. Cached latents
 (``data.cache_latents=memory``) live in host memory, reported separately. Block-wise ranks are taken as the base
-rank; ``network=full`` counts whole weights (every U-Net parameter; the text encoders' attention and MLP); LyCORIS
-LoCon and LoHa count their preset's layers (LoHa: two pairs a layer; all presets but attn-only and ia3); the other
-LyCORIS types and presets, LoRA-FA and OFT are counted as a LoRA of the same rank (a note says so).
+rank; LoKr, Diag-OFT and BOFT are counted as a LoRA of the same rank on their layers (a note says so).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdlora.memory_params import counted_exactly, trained_parameter_count
+from sdlora.memory_params import counted_exactly, network_parameters
 from sdlora.models.sizes import ComponentSize, ModelSize, model_size
 
 GB = 1e9
@@ -227,6 +226,12 @@ class RunShape:
     preset: str = "full"  # network.preset (LyCORIS types)
     rank: int = 8  # network.rank; 1 for the types without a rank (ia3: one vector per layer; full)
     conv_rank: int = 0
+    train_norm: bool = False  # the LyCORIS options that change what a module holds (sdlora.memory_params)
+    train_on_input: bool = False
+    use_tucker: bool = False
+    use_scalar: bool = False
+    weight_decompose: bool = False
+    wd_on_output: bool = True
     train_unet: bool = True
     train_text_encoder: bool = False
     optimizer: str = "torch.optim.AdamW"
@@ -243,7 +248,8 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     weights = {"U-Net": size.unet.params * wb, "VAE": size.vae.params * vb}
     if size.text_encoders:
         weights["text encoder(s)"] = size.text_encoder_params * wb
-    params = trained_parameter_count(size, shape)
+    counted = network_parameters(size, shape)
+    params = counted.trained
     opt_per, opt_note = optimizer_bytes(shape.optimizer, lb)
     if opt_note == "factored second moments":
         modules = size.unet.lora.modules + (sum(te.lora.modules for te in size.text_encoders)
@@ -270,20 +276,18 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     latents = size.vae.extra.get("latent_channels", 4) * (w // 8) * (h // 8) * 2 * vb  # mean and std
     host = shape.cached_images * latents if shape.cache_latents == "memory" else 0.0
     notes = []
-    if shape.network == "full":
-        notes.append(
-            "network=full: trains whole weights, counted as every U-Net parameter (slightly over: the norms and "
-            "the few layers its preset leaves out, 0.3 % of SDXL's) and the text encoders' attention and MLP weights"
-        )
-    elif not counted_exactly(shape):
+    if not counted_exactly(shape):
         notes.append(f"network={shape.network}: its trainable parameters are counted as a rank-{shape.rank} LoRA on "
-                     "the same layers (its module form and preset targets differ); weights and activations do not "
-                     "depend on it")  # fmt: skip
+                     "the same layers, not by its own factorisation")  # fmt: skip
+    if counted.frozen:
+        notes.append(f"network={shape.network}: {counted.frozen / 1e6:.2f} M of its parameters are held frozen "
+                     "(no gradient or optimizer state)")  # fmt: skip
     if opt_note == "2 states assumed":
         notes.append(f"optimizer {shape.optimizer} is not in the estimate's table: 2 states per parameter assumed")
     return MemoryEstimate(
-        weights, params, 2.0 * params * lb, opt_total, opt_note, activations, activations_other, encode, sampling,
-        host, shape.batch_size, shape.bucket, shape.gradient_checkpointing, size.source, notes,
+        weights, params + counted.frozen, (2.0 * params + counted.frozen) * lb, opt_total, opt_note, activations,
+        activations_other, encode, sampling, host, shape.batch_size, shape.bucket, shape.gradient_checkpointing,
+        size.source, notes,
     )  # fmt: skip
 
 
@@ -324,7 +328,10 @@ def run_shape(config: Any, plan: Any, family: Any) -> RunShape:
         autocast=precision.trainer_precision != "32-true", batch_size=data.batch_size, bucket=tuple(bucket),
         gradient_checkpointing=bool(config.model.gradient_checkpointing), network=network.name.value,
         preset=network.preset.value if network.preset is not None else "full",
-        rank=network.rank or 1, conv_rank=network.conv_rank or 0, train_unet=bool(network.train_unet),
+        rank=network.rank or 1, conv_rank=network.conv_rank or 0, train_norm=bool(network.train_norm),
+        train_on_input=bool(network.train_on_input), use_tucker=bool(network.use_tucker),
+        use_scalar=bool(network.use_scalar), weight_decompose=bool(network.weight_decompose),
+        wd_on_output=bool(network.wd_on_output), train_unet=bool(network.train_unet),
         train_text_encoder=bool(network.train_text_encoder), optimizer=rule_name(config.optimizer),
         cache_latents=data.cache_latents.value, cached_images=images,
         text_chunks=max(1, int(config.model.max_token_length) // 75), sample_size=sample,

@@ -1,98 +1,160 @@
-"""The parameters a run trains, by network type, from the model's config alone (no torch): the LoRA term of the memory
+"""The parameters a run's network has, by type, from the model's config alone (no torch): the LoRA term of the memory
 estimate (:mod:`sdlora.memory`; docs/performance.md "Memory estimate").
 
-- kohya's LoRA, LoCon and DyLoRA: rank · Σ(in + out) over kohya's targets (LoCon adds its convs at ``conv_rank``) —
-  the sums of :mod:`sdlora.models.sizes`;
-- ``network=full``: the whole weights of the targeted layers;
-- LyCORIS LoCon and LoHa: their preset's layers (LoHa: two pairs a layer), for every preset but attn-only and ia3;
-- the other LyCORIS types and presets, LoRA-FA and OFT: a LoRA of the same rank on kohya's targets, which
-  :func:`counted_exactly` tells the estimate to note.
+Which layers: the rules the network builder applies (:func:`sdlora.network.presets.kohya_selects` for kohya's types,
+:func:`~sdlora.network.presets.lycoris_selects` with the preset for LyCORIS's), on the layers
+:mod:`sdlora.models.sizes` lists from the config. What one module holds, on a layer in → out with a k×k kernel
+(k = 1 for Linear), r = ``network.rank`` (k×k convs: ``network.conv_rank``; LyCORIS: the rank when unset):
+
+- kohya's LoRA, LoCon and DyLoRA, LyCORIS's LoCon and DyLoRA: r·(in·k² + out); LoCon with ``use_tucker`` on a k×k
+  conv: r·in + r²·k² + r·out;
+- LoRA-FA: r·out trained (``lora_up``) and r·in·k² kept frozen (``lora_down``);
+- LoHa: 2·r·(in·k² + out); with ``use_tucker`` on a k×k conv: 2·(r²·k² + r·in + r·out);
+- iA3: out (in for the layers it trains on their input);
+- GLoRA: r·(2·in + in·k² + out);
+- full: the layer's weight and bias; ``train_norm``: each norm's weight and bias;
+- DoRA (``weight_decompose``) adds out (``wd_on_output``) or in; ``use_scalar`` adds 1;
+- LoKr, Diag-OFT and BOFT: counted as LoRA of the same rank (:func:`counted_exactly` is false: the estimate notes it).
+
+Block-wise ranks (``network.block_dims``) are taken as the base rank.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sdlora.models.sizes import ComponentSize, ModelSize
+from sdlora.models.sizes import Layer, ModelSize
 
 if TYPE_CHECKING:
     from sdlora.memory import RunShape
 
-EXACT_NETWORKS = ("lora", "locon", "dylora", "full")  # the types whose trained parameters are counted exactly
-# LyCORIS types counted from their preset's layers: parameters per layer, in LoRAs of the same rank
-LYCORIS_PER_LAYER = {"lycoris_locon": 1, "loha": 2}
-CONV_SUMS = ("resnet_conv", "top_conv")  # sized by network.conv_rank (LyCORIS: the rank when unset)
+#: Types whose modules are not counted here (a LoRA of the same rank stands in for them).
+APPROXIMATED = frozenset({"lokr", "oft", "boft"})
 
 
-def preset_sums(preset: str) -> tuple[str, ...] | None:
-    """The LoRA sums (:class:`sdlora.models.sizes.LoRASums`, and "text": the text encoders' attention and MLP) that make
-    up the layers of a LyCORIS preset, read from its definition (:data:`sdlora.network.presets.PRESETS`); ``None``
-    for the presets that pick parts of blocks the sums do not separate (attn-only, ia3). The top-level layers count
-    for SD 1.x/2.x only: SDXL's are named so that no preset finds them."""
-    from sdlora.config.schema import LycorisPreset
-    from sdlora.network.presets import PRESETS, RESNET, TRANSFORMER
+@dataclass(frozen=True)
+class NetworkParameters:
+    """The network's parameters: those trained, and those it holds frozen (LoRA-FA's ``lora_down``)."""
 
-    spec = PRESETS[LycorisPreset(preset)]
-    if "Attention" in spec.unet_containers or spec.leaf_endings:
-        return None
-    sums = ["attention"] if TRANSFORMER in spec.unet_containers else []
-    if RESNET in spec.unet_containers:
-        sums += ["resnet_linear", "resnet_conv"] if spec.enable_conv else ["resnet_linear"]
-    if any(name.startswith("time_embedding.") for name in spec.unet_names):
-        sums.append("top_linear")
-    if spec.enable_conv and any(name.startswith("conv_") for name in spec.unet_names):
-        sums.append("top_conv")
-    return (*sums, "text") if spec.text_encoder == "all" else tuple(sums)
-
-
-def lycoris_preset_counted(shape: RunShape) -> bool:
-    return shape.network in LYCORIS_PER_LAYER and preset_sums(shape.preset) is not None
+    trained: int
+    frozen: int = 0
 
 
 def counted_exactly(shape: RunShape) -> bool:
-    """Whether :func:`trained_parameter_count` counts ``shape``'s network exactly (``full``: within 0.3 %)."""
-    return shape.network in EXACT_NETWORKS or lycoris_preset_counted(shape)
+    """Whether :func:`network_parameters` counts ``shape``'s network module by module (else as a LoRA)."""
+    return shape.network not in APPROXIMATED
 
 
-def trained_parameter_count(size: ModelSize, shape: RunShape) -> int:
-    """P, the trained parameters: rank · Σ(in + out) over the targets (LoCon adds its convs); ``network=full`` the
-    whole weights — every U-Net parameter, which overcounts by the norms and the top-level layers the preset leaves
-    out (SD1.5 0.02 %, SDXL 0.3 %; up to 3 % on the tiny test models) — and :func:`text_encoder_full_weights`."""
-    if lycoris_preset_counted(shape):
-        return LYCORIS_PER_LAYER[shape.network] * lycoris_preset_layers(size, shape)
-    full = shape.network == "full"
-    params = 0
-    if shape.train_unet:
-        lora = size.unet.lora
-        params += size.unet.params if full else shape.rank * lora.attention
-        if shape.network == "locon":
-            params += shape.rank * lora.resnet_linear + shape.conv_rank * lora.resnet_conv
+def network_parameters(size: ModelSize, shape: RunShape) -> NetworkParameters:
+    """The trained and frozen parameters of ``shape``'s network on the architecture ``size``: Σ over the layers its
+    type selects of what one module holds there (the module docstring)."""
+    selects = _selector(shape, bool(size.unet.extra.get("text_time_embedding")))
+    module = _MODULES.get(shape.network, _lora)
+    sides = [(size.unet, True)] if shape.train_unet else []
     if shape.train_text_encoder:
-        params += sum(text_encoder_full_weights(te) if full else shape.rank * te.lora.attention
-                      for te in size.text_encoders)  # fmt: skip
-    return params
+        sides += [(te, False) for te in size.text_encoders]
+    trained = frozen = 0
+    for component, unet in sides:
+        for layer in component.layers:
+            if not selects(layer, unet):
+                continue
+            rank = _rank(shape, layer)
+            if rank == 0 and layer.kind != "norm":
+                continue  # kohya's types: no module on a conv without network.conv_rank
+            if layer.kind == "norm":
+                trained += layer.params  # LyCORIS's train_norm: w_norm and b_norm
+                continue
+            own, held = module(layer, rank, shape)
+            trained += own + _extras(layer, shape)
+            frozen += held
+    return NetworkParameters(trained, frozen)
 
 
-def lycoris_preset_layers(size: ModelSize, shape: RunShape) -> int:
-    """Parameters of a rank-r LoRA on every layer ``shape.preset`` targets: Σ over its sums (:func:`preset_sums`)
-    of rank · sum, the k×k convs at ``conv_rank`` (the rank when unset, LyCORIS's default); the U-Net's sums when
-    ``train_unet``, the text encoders' when ``train_text_encoder``."""
-    rank, conv_rank = shape.rank, shape.conv_rank or shape.rank
-    sums = preset_sums(shape.preset) or ()
-    if size.unet.extra.get("text_time_embedding"):
-        sums = tuple(name for name in sums if not name.startswith("top_"))
-    params = 0
-    if shape.train_unet:
-        lora = size.unet.lora
-        unet_sums = [name for name in sums if name != "text"]
-        params += sum((conv_rank if name in CONV_SUMS else rank) * getattr(lora, name) for name in unet_sums)
-    if shape.train_text_encoder and "text" in sums:
-        params += rank * sum(te.lora.attention for te in size.text_encoders)
-    return params
+def _selector(shape: RunShape, sgm_names: bool) -> Callable[[Layer, bool], bool]:
+    """The network builder's choice of layers for ``shape`` (``sgm_names``: SDXL, whose top-level layers kohya names
+    so that LyCORIS's presets do not find them)."""
+    from sdlora.config.schema import LycorisPreset
+    from sdlora.network.presets import PRESETS, kohya_selects, lycoris_selects
+    from sdlora.network.types import trains_convs, type_info
+
+    if not type_info(shape.network).lycoris:
+        convs = bool(trains_convs(shape.network, shape.conv_rank or None))
+        return lambda layer, unet: kohya_selects(layer, unet, convs)
+    preset = PRESETS[LycorisPreset(shape.preset)]
+    return lambda layer, unet: lycoris_selects(preset, layer, unet, sgm_names, shape.train_norm)
 
 
-def text_encoder_full_weights(te: ComponentSize) -> int:
-    """Weights and biases of a CLIP text encoder's attention and MLP layers — what ``network=full`` trains in it:
-    layers · (4·(D² + D) + 2·D·I + I + D) (q, k, v, out; fc1, fc2)."""
-    d, layers, inner = te.extra["hidden_size"], te.extra["layers"], te.extra["intermediate_size"]
-    return layers * (4 * (d * d + d) + 2 * d * inner + inner + d)
+def _rank(shape: RunShape, layer: Layer) -> int:
+    """Linear and 1×1 layers: the rank; k×k convs: ``conv_rank`` (LyCORIS: the rank when unset)."""
+    from sdlora.network.types import type_info
+
+    if layer.kind != "conv":
+        return shape.rank
+    return shape.conv_rank or (shape.rank if type_info(shape.network).lycoris else 0)
+
+
+def _reads(shape: RunShape, option: str) -> bool:
+    """Whether ``shape``'s network type reads the boolean option ``option`` and it is set."""
+    from sdlora.network.types import type_info
+
+    return bool(getattr(shape, option)) and option in type_info(shape.network).options
+
+
+def _extras(layer: Layer, shape: RunShape) -> int:
+    """DoRA's magnitude vector and a trained scalar, for the types that read those options."""
+    extra = 0
+    if _reads(shape, "weight_decompose"):
+        extra += layer.out_features if shape.wd_on_output else layer.in_features
+    if _reads(shape, "use_scalar"):
+        extra += 1
+    return extra
+
+
+def _tucker(layer: Layer, shape: RunShape) -> bool:
+    return layer.kernel > 1 and _reads(shape, "use_tucker")
+
+
+Module = Callable[[Layer, int, "RunShape"], tuple[int, int]]
+
+
+def _lora(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    """lora_down + lora_up: r·(in·k² + out); LyCORIS LoCon with use_tucker on a k×k conv: down 1×1, mid k×k r → r."""
+    if _tucker(layer, shape):
+        return rank * layer.in_features + rank * rank * layer.kernel**2 + rank * layer.out_features, 0
+    return rank * layer.lora_sum, 0
+
+
+def _lora_fa(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    """lora_up trained (r·out), lora_down frozen (r·in·k²)."""
+    return rank * layer.out_features, rank * layer.in_features * layer.kernel**2
+
+
+def _loha(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    """Two pairs hada_w*_a (out × r), hada_w*_b (r × in·k²); with use_tucker on a k×k conv also hada_t* (r × r × k²)
+    and the pairs' b side r × in."""
+    if _tucker(layer, shape):
+        return 2 * (rank * rank * layer.kernel**2 + rank * layer.in_features + rank * layer.out_features), 0
+    return 2 * rank * layer.lora_sum, 0
+
+
+def _ia3(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    """One scale per output channel, or per input channel where the layer is trained on its input."""
+    from sdlora.config.schema import LycorisPreset
+    from sdlora.network.presets import PRESETS, on_input
+
+    on_inputs = shape.train_on_input or on_input(PRESETS[LycorisPreset(shape.preset)], layer)
+    return (layer.in_features if on_inputs else layer.out_features), 0
+
+
+def _glora(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    """a2 (in → r), a1 (r → in), b2 (in → r, the layer's kernel), b1 (r → out)."""
+    return rank * (2 * layer.in_features + layer.in_features * layer.kernel**2 + layer.out_features), 0
+
+
+def _full(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    return layer.params, 0
+
+
+_MODULES: dict[str, Module] = {"lora_fa": _lora_fa, "loha": _loha, "ia3": _ia3, "glora": _glora, "full": _full}

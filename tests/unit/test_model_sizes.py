@@ -11,7 +11,7 @@ import torch
 
 from sdlora.models.configs import CONFIG_NAMES, config_dir
 from sdlora.models.sizes import UnknownLayout, model_size, unet_size
-from sdlora.network.targets import text_encoder_targets, unet_targets
+from sdlora.network.targets import text_encoder_targets, unet_candidates, unet_targets
 
 
 def _built(folder):
@@ -41,6 +41,26 @@ def _io(targets) -> int:
         shape = target.module.weight.shape  # [out, in] or [out, in, kh, kw]
         total += shape[0] + (shape[1] * shape[2] * shape[3] if target.kind == "conv" else shape[1])
     return total
+
+
+def _layers(targets) -> list[tuple]:
+    """(path, container, kind, in, out, k, bias) of built targets, as :class:`sdlora.models.sizes.Layer` lists them."""
+    rows = []
+    for target in targets:  # text encoders: the path from encoder.layers on
+        path = target.path[target.path.find("encoder.layers.") :] if "encoder.layers." in target.path else target.path
+        module = target.module
+        if target.kind == "norm":
+            channels = module.num_channels if hasattr(module, "num_channels") else module.normalized_shape[0]
+            rows.append((path, target.container, "norm", channels, channels, 1, True))
+            continue
+        shape = module.weight.shape
+        kernel = shape[2] if target.kind == "conv" else 1
+        rows.append((path, target.container, target.kind, shape[1], shape[0], kernel, module.bias is not None))
+    return sorted(rows)
+
+
+def _size_layers(layers) -> list[tuple]:
+    return sorted((x.path, x.container, x.kind, x.in_features, x.out_features, x.kernel, x.bias) for x in layers)
 
 
 def _mid_size(tmp_path):
@@ -74,6 +94,9 @@ def test_sizes_match_the_built_models(name, tmp_path):
     assert size.unet.lora.resnet_linear == _io([t for t in resnet if t.kind != "conv"])
     assert size.unet.lora.conv_modules == len(resnet)
     assert [te.lora.attention for te in size.text_encoders] == [_io(text_encoder_targets(te)) for te in encoders]
+    assert _size_layers(size.unet.layers) == _layers(unet_candidates(unet))
+    assert [_size_layers(te.layers) for te in size.text_encoders] == [_layers(text_encoder_targets(te))
+                                                                      for te in encoders]  # fmt: skip
 
 
 def test_full_size_counts_are_the_known_ones():

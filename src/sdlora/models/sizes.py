@@ -15,10 +15,12 @@ The layout follows diffusers' constructors (``UNet2DConditionModel``, ``Autoenco
   resnets, attentions, a stride-2 conv), the mid block (resnet, attention, resnet), up blocks (layers_per_block + 1
   resnets over the concatenated skip, attentions, an upsampling conv), GN, conv_out.
 
-LoRA targets (:mod:`sdlora.network.targets`) are summed as Σ(in + out) over the Linear / 1×1-conv leaves of the
-attention blocks (``network.rank`` each) and, for LoCon, Σ(in·k² + out) over the resnets' and samplers' 3×3 convs
-(``network.conv_rank``) plus Σ(in + out) over their Linear / 1×1 leaves (``network.rank``). A LoRA module of rank r
-then has r · (in·k² + out) parameters.
+Every layer a network type may target is listed as a :class:`Layer` — its diffusers path, the class of the block it
+sits in, its kind and shape — exactly as :func:`sdlora.network.targets.unet_candidates` and
+:func:`~sdlora.network.targets.text_encoder_targets` find it in the built model (a test compares the two), so the
+targets of any type can be chosen by the same rules the network builder uses (:mod:`sdlora.network.presets`). The
+LoRA sums (:class:`LoRASums`) are read from those layers: Σ(in·k² + out) over kohya's targets, by the rank option
+that sizes them; a LoRA module of rank r has r · (in·k² + out) parameters.
 """
 
 from __future__ import annotations
@@ -28,9 +30,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdlora.network.presets import RESNET, SAMPLERS, TRANSFORMER
+
 
 class UnknownLayout(ValueError):
     """A config with a block type (or option) this module does not lay out."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer some network type may target: its path in the component (diffusers / transformers names), the class
+    name of the block it is in (``""`` for a top-level layer or a text-encoder layer), its kind (``linear``,
+    ``conv1x1``, ``conv`` for k×k, ``norm``) and shape. Norms have ``in_features == out_features``."""
+
+    path: str
+    container: str
+    kind: str
+    in_features: int
+    out_features: int
+    kernel: int = 1
+    bias: bool = True
+
+    @property
+    def lora_sum(self) -> int:
+        """in·k² + out: a rank-r LoRA on this layer has r times this many parameters."""
+        return self.in_features * self.kernel**2 + self.out_features
+
+    @property
+    def params(self) -> int:
+        """The layer's own parameters: weight (and bias); a norm's weight and bias."""
+        if self.kind == "norm":
+            return 2 * self.out_features
+        return self.in_features * self.out_features * self.kernel**2 + (self.out_features if self.bias else 0)
 
 
 @dataclass
@@ -44,6 +75,30 @@ class LoRASums:
     conv_modules: int = 0  # number of LoCon targets (resnet_linear + resnet_conv)
     top_linear: int = 0  # the time embedding's two Linear layers (LyCORIS preset full, SD 1.x/2.x: network.rank)
     top_conv: int = 0  # conv_in and conv_out (LyCORIS preset full, SD 1.x/2.x: network.conv_rank)
+
+
+def lora_sums(layers: list[Layer]) -> LoRASums:
+    """The sums of a component's :class:`Layer` list (norms left out): transformer leaves → ``attention``, resnet and
+    sampler leaves → ``resnet_conv`` (k×k) or ``resnet_linear``, top-level layers → ``top_conv`` / ``top_linear``."""
+    sums = LoRASums()
+    for layer in layers:
+        if layer.kind == "norm":
+            continue
+        conv = layer.kind == "conv"
+        if layer.container == TRANSFORMER:
+            sums.attention += layer.lora_sum
+            sums.modules += 1
+        elif layer.container == RESNET or layer.container in SAMPLERS:
+            if conv:
+                sums.resnet_conv += layer.lora_sum
+            else:
+                sums.resnet_linear += layer.lora_sum
+            sums.conv_modules += 1
+        elif conv:
+            sums.top_conv += layer.lora_sum
+        else:
+            sums.top_linear += layer.lora_sum
+    return sums
 
 
 @dataclass
@@ -64,6 +119,7 @@ class ComponentSize:
     lora: LoRASums = field(default_factory=LoRASums)
     stages: list[Stage] = field(default_factory=list)
     extra: dict[str, int] = field(default_factory=dict)  # e.g. hidden size, layers, cross-attention width
+    layers: list[Layer] = field(default_factory=list)  # the layers network types may target (U-Net, text encoders)
 
 
 def linear(i: int, o: int, bias: bool = True) -> int:
@@ -79,44 +135,48 @@ def norm(c: int) -> int:
 
 
 class _Counter:
+    """Adds up a component's parameters; the layers a network may target are also listed (:class:`Layer`)."""
+
     def __init__(self) -> None:
         self.params = 0
-        self.lora = LoRASums()
+        self.layers: list[Layer] = []
 
-    def resnet(self, i: int, o: int, temb: int | None) -> None:
-        self.params += norm(i) + conv(i, o) + norm(o) + conv(o, o)
-        self.lora.resnet_conv += (i * 9 + o) + (o * 9 + o)
-        self.lora.conv_modules += 2
+    def layer(self, path: str, container: str, kind: str, i: int, o: int, k: int = 1, bias: bool = True) -> None:
+        self.layers.append(Layer(path, container, kind, i, o, k, bias))
+        self.params += self.layers[-1].params
+
+    def resnet(self, path: str, i: int, o: int, temb: int | None) -> None:
+        """ResnetBlock2D: norm1, conv1, time_emb_proj (U-Net only), norm2, conv2, a 1×1 conv_shortcut when i ≠ o."""
+        self.layer(f"{path}.norm1", RESNET, "norm", i, i)
+        self.layer(f"{path}.conv1", RESNET, "conv", i, o, 3)
         if temb is not None:
-            self.params += linear(temb, o)
-            self.lora.resnet_linear += temb + o
-            self.lora.conv_modules += 1
+            self.layer(f"{path}.time_emb_proj", RESNET, "linear", temb, o)
+        self.layer(f"{path}.norm2", RESNET, "norm", o, o)
+        self.layer(f"{path}.conv2", RESNET, "conv", o, o, 3)
         if i != o:
-            self.params += conv(i, o, 1)
-            self.lora.resnet_linear += i + o
-            self.lora.conv_modules += 1
+            self.layer(f"{path}.conv_shortcut", RESNET, "conv1x1", i, o)
 
-    def sampler(self, c: int) -> None:
-        self.params += conv(c, c)
-        self.lora.resnet_conv += c * 9 + c
-        self.lora.conv_modules += 1
+    def sampler(self, path: str, container: str, c: int) -> None:
+        self.layer(f"{path}.conv", container, "conv", c, c, 3)
 
-    def transformer(self, c: int, heads: int, depth: int, cross: int, linear_projection: bool) -> int:
-        inner = heads * (c // heads)
-        self.params += norm(c) + (linear(c, inner) + linear(inner, c) if linear_projection else conv(c, inner, 1)
-                                  + conv(inner, c, 1))  # fmt: skip
-        self.lora.attention += (c + inner) * 2
-        self.lora.modules += 2
-        for _ in range(depth):
-            attn1 = 3 * linear(inner, inner, bias=False) + linear(inner, inner)
-            attn2 = linear(inner, inner, bias=False) + 2 * linear(cross, inner, bias=False) + linear(inner, inner)
-            ff = linear(inner, 8 * inner) + linear(4 * inner, inner)
-            self.params += 3 * norm(inner) + attn1 + attn2 + ff
-            lora_attn1 = 4 * (inner + inner)  # to_q, to_k, to_v, to_out.0
-            lora_attn2 = 2 * (inner + inner) + 2 * (cross + inner)  # to_q, to_out.0; to_k, to_v from the text
-            lora_ff = (inner + 8 * inner) + (4 * inner + inner)  # ff.net.0.proj, ff.net.2
-            self.lora.attention += lora_attn1 + lora_attn2 + lora_ff
-            self.lora.modules += 10
+    def transformer(self, path: str, c: int, heads: int, depth: int, cross: int, linear_projection: bool) -> int:
+        """Transformer2DModel: norm, proj_in, ``depth`` BasicTransformerBlocks, proj_out; returns the inner width."""
+        inner, t = heads * (c // heads), TRANSFORMER
+        projection = "linear" if linear_projection else "conv1x1"
+        self.layer(f"{path}.norm", t, "norm", c, c)
+        self.layer(f"{path}.proj_in", t, projection, c, inner)
+        for d in range(depth):
+            block = f"{path}.transformer_blocks.{d}"
+            for n, (attn, source) in enumerate((("attn1", inner), ("attn2", cross)), start=1):
+                self.layer(f"{block}.norm{n}", t, "norm", inner, inner)
+                self.layer(f"{block}.{attn}.to_q", t, "linear", inner, inner, bias=False)
+                self.layer(f"{block}.{attn}.to_k", t, "linear", source, inner, bias=False)
+                self.layer(f"{block}.{attn}.to_v", t, "linear", source, inner, bias=False)
+                self.layer(f"{block}.{attn}.to_out.0", t, "linear", inner, inner)
+            self.layer(f"{block}.norm3", t, "norm", inner, inner)
+            self.layer(f"{block}.ff.net.0.proj", t, "linear", inner, 8 * inner)  # GEGLU: value and gate
+            self.layer(f"{block}.ff.net.2", t, "linear", 4 * inner, inner)
+        self.layer(f"{path}.proj_out", t, projection, inner, c)
         return inner
 
 
@@ -143,69 +203,83 @@ def _check_unet_layout(config: dict[str, Any]) -> None:
 
 
 def unet_size(config: dict[str, Any]) -> ComponentSize:
-    """Parameters, LoRA sums and stages of a ``UNet2DConditionModel`` config."""
+    """Parameters, LoRA sums, candidate layers and stages of a ``UNet2DConditionModel`` config."""
     _check_unet_layout(config)
-    down, up = config["down_block_types"], config["up_block_types"]
     channels = list(config["block_out_channels"])
     n = len(channels)
     heads = _per_block(config.get("num_attention_heads") or config.get("attention_head_dim", 8), n)
     depths = _per_block(config.get("transformer_layers_per_block", 1), n)
     reverse_depths = config.get("reverse_transformer_layers_per_block") or list(reversed(depths))
-    cross = config["cross_attention_dim"]
-    linear_projection = bool(config.get("use_linear_projection", False))
-    layers = config.get("layers_per_block", 2)
     count = _Counter()
     c0, temb = channels[0], channels[0] * 4
     text_time = _top_level(config, count, c0, temb)
     stages = [Stage(2**i) for i in range(n)]
+    blocks = _Blocks(count, stages, temb, config["cross_attention_dim"], bool(config.get("use_linear_projection")))
+    layers = config.get("layers_per_block", 2)
     out = c0
-    for i, kind in enumerate(down):
+    for i, kind in enumerate(config["down_block_types"]):
         cin, out = out, channels[i]
         for j in range(layers):
-            count.resnet(cin if j == 0 else out, out, temb)
-            stages[i].resnets.append((cin if j == 0 else out, out))
+            blocks.resnet(f"down_blocks.{i}.resnets.{j}", i, cin if j == 0 else out, out)
             if kind == "CrossAttnDownBlock2D":
-                inner = count.transformer(out, heads[i], depths[i], cross, linear_projection)
-                stages[i].transformers.append((out, inner, depths[i]))
+                blocks.transformer(f"down_blocks.{i}.attentions.{j}", i, out, heads[i], depths[i])
         if i < n - 1:
-            count.sampler(out)
-            stages[i].samplers.append(out)
+            blocks.sampler(f"down_blocks.{i}.downsamplers.0", "Downsample2D", i, out)
     mid = channels[-1]
-    count.resnet(mid, mid, temb)
-    inner = count.transformer(mid, heads[-1], depths[-1], cross, linear_projection)
-    count.resnet(mid, mid, temb)
-    stages[-1].resnets += [(mid, mid), (mid, mid)]
-    stages[-1].transformers.append((mid, inner, depths[-1]))
+    blocks.resnet("mid_block.resnets.0", n - 1, mid, mid)
+    blocks.transformer("mid_block.attentions.0", n - 1, mid, heads[-1], depths[-1])
+    blocks.resnet("mid_block.resnets.1", n - 1, mid, mid)
     reversed_channels, reversed_heads = list(reversed(channels)), list(reversed(heads))
     previous = reversed_channels[0]
-    for i, kind in enumerate(up):
+    for i, kind in enumerate(config["up_block_types"]):
         out, skip_in = reversed_channels[i], reversed_channels[min(i + 1, n - 1)]
-        stage = stages[n - 1 - i]
         for j in range(layers + 1):
-            skip = skip_in if j == layers else out
-            cin = (previous if j == 0 else out) + skip
-            count.resnet(cin, out, temb)
-            stage.resnets.append((cin, out))
+            cin = (previous if j == 0 else out) + (skip_in if j == layers else out)
+            blocks.resnet(f"up_blocks.{i}.resnets.{j}", n - 1 - i, cin, out)
             if kind == "CrossAttnUpBlock2D":
-                inner = count.transformer(out, reversed_heads[i], reverse_depths[i], cross, linear_projection)
-                stage.transformers.append((out, inner, reverse_depths[i]))
+                blocks.transformer(f"up_blocks.{i}.attentions.{j}", n - 1 - i, out, reversed_heads[i],
+                                   reverse_depths[i])  # fmt: skip
         if i < n - 1:
-            count.sampler(out)
-            stage.samplers.append(out)
+            blocks.sampler(f"up_blocks.{i}.upsamplers.0", "Upsample2D", n - 1 - i, out)
         previous = out
-    extra = {"cross_attention_dim": cross, "time_embed_dim": temb, "text_time_embedding": int(text_time)}
-    return ComponentSize(count.params, count.lora, stages, extra)
+    extra = {"cross_attention_dim": config["cross_attention_dim"], "time_embed_dim": temb,
+             "text_time_embedding": int(text_time)}  # fmt: skip
+    return ComponentSize(count.params, lora_sums(count.layers), stages, extra, count.layers)
+
+
+@dataclass
+class _Blocks:
+    """Lays out the U-Net's blocks into the counter and records the stages the activation estimate reads."""
+
+    count: _Counter
+    stages: list[Stage]
+    temb: int
+    cross: int
+    linear_projection: bool
+
+    def resnet(self, path: str, stage: int, i: int, o: int) -> None:
+        self.count.resnet(path, i, o, self.temb)
+        self.stages[stage].resnets.append((i, o))
+
+    def transformer(self, path: str, stage: int, c: int, heads: int, depth: int) -> None:
+        inner = self.count.transformer(path, c, heads, depth, self.cross, self.linear_projection)
+        self.stages[stage].transformers.append((c, inner, depth))
+
+    def sampler(self, path: str, container: str, stage: int, c: int) -> None:
+        self.count.sampler(path, container, c)
+        self.stages[stage].samplers.append(c)
 
 
 def _top_level(config: dict[str, Any], count: _Counter, c0: int, temb: int) -> bool:
     """Count the U-Net's layers outside its blocks — conv_in, the time embedding (c₀ → 4c₀ → 4c₀), SDXL's addition
-    embedding, the output norm and conv_out — and their LoRA sums; whether it has SDXL's addition embedding."""
+    embedding, the output norm and conv_out; the four LyCORIS's presets name are listed as layers. Returns whether it
+    has SDXL's addition embedding."""
     in_channels, out_channels = config.get("in_channels", 4), config.get("out_channels", 4)
-    k_in, k_out = config.get("conv_in_kernel", 3), config.get("conv_out_kernel", 3)
-    count.params += conv(in_channels, c0, k_in) + linear(c0, temb) + linear(temb, temb)
-    count.params += norm(c0) + conv(c0, out_channels, k_out)
-    count.lora.top_linear = (c0 + temb) + (temb + temb)
-    count.lora.top_conv = (in_channels * k_in**2 + c0) + (c0 * k_out**2 + out_channels)
+    count.layer("conv_in", "", "conv", in_channels, c0, config.get("conv_in_kernel", 3))
+    count.layer("time_embedding.linear_1", "", "linear", c0, temb)
+    count.layer("time_embedding.linear_2", "", "linear", temb, temb)
+    count.layer("conv_out", "", "conv", c0, out_channels, config.get("conv_out_kernel", 3))
+    count.params += norm(c0)  # conv_norm_out
     text_time = config.get("addition_embed_type") == "text_time"
     if text_time:
         count.params += linear(config["projection_class_embeddings_input_dim"], temb) + linear(temb, temb)
@@ -229,39 +303,47 @@ def vae_size(config: dict[str, Any]) -> ComponentSize:
     out = channels[0]
     for i, c in enumerate(channels):  # encoder
         for j in range(layers):
-            count.resnet(out if j == 0 else c, c, None)
+            count.resnet(f"encoder.down_blocks.{i}.resnets.{j}", out if j == 0 else c, c, None)
             stages[i].resnets.append((out if j == 0 else c, c))
         out = c
         if i < n - 1:
-            count.sampler(c)
+            count.sampler(f"encoder.down_blocks.{i}.downsamplers.0", "Downsample2D", c)
     mid = channels[-1]
-    for _ in range(4):  # two resnets in the encoder's and in the decoder's mid block
-        count.resnet(mid, mid, None)
+    for coder in ("encoder", "decoder"):
+        for j in range(2):
+            count.resnet(f"{coder}.mid_block.resnets.{j}", mid, mid, None)
     count.params += 2 * _vae_attention(mid)
     count.params += norm(mid) + conv(mid, 2 * latent) + conv(2 * latent, 2 * latent, 1)  # encoder out, quant_conv
     count.params += conv(latent, latent, 1) + conv(latent, mid)  # post_quant_conv, decoder conv_in
     reversed_channels, previous = list(reversed(channels)), mid
     for i, c in enumerate(reversed_channels):  # decoder
         for j in range(layers + 1):
-            count.resnet(previous if j == 0 else c, c, None)
+            count.resnet(f"decoder.up_blocks.{i}.resnets.{j}", previous if j == 0 else c, c, None)
         previous = c
         if i < n - 1:
-            count.sampler(c)
+            count.sampler(f"decoder.up_blocks.{i}.upsamplers.0", "Upsample2D", c)
     count.params += norm(channels[0]) + conv(channels[0], config.get("out_channels", 3))
     return ComponentSize(count.params, LoRASums(), stages, {"latent_channels": latent})
 
 
 def text_encoder_size(config: dict[str, Any]) -> ComponentSize:
-    """Parameters and LoRA sums of a ``CLIPTextModel`` / ``CLIPTextModelWithProjection`` config."""
+    """Parameters, LoRA sums and candidate layers of a ``CLIPTextModel`` / ``CLIPTextModelWithProjection`` config."""
     d, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    params = config["vocab_size"] * d + config.get("max_position_embeddings", 77) * d + norm(d)
-    params += layers * (2 * norm(d) + 4 * linear(d, d) + linear(d, inner) + linear(inner, d))
+    count = _Counter()
+    for n in range(layers):
+        path = f"encoder.layers.{n}"  # transformers 5 adds "text_model." in front in the model with projection
+        for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            count.layer(f"{path}.self_attn.{projection}", "", "linear", d, d)
+        count.layer(f"{path}.mlp.fc1", "", "linear", d, inner)
+        count.layer(f"{path}.mlp.fc2", "", "linear", inner, d)
+    params = count.params + layers * 2 * norm(d) + norm(d)  # two LayerNorms a layer, the final one
+    params += config["vocab_size"] * d + config.get("max_position_embeddings", 77) * d
     if "CLIPTextModelWithProjection" in config.get("architectures", []):
         params += linear(d, config.get("projection_dim", d), bias=False)
-    lora = LoRASums(attention=layers * (4 * 2 * d + (d + inner) * 2), modules=layers * 6)
+    sums = LoRASums(attention=sum(layer.lora_sum for layer in count.layers), modules=len(count.layers))
     extra = {"hidden_size": d, "layers": layers, "positions": config.get("max_position_embeddings", 77),
              "intermediate_size": inner}  # fmt: skip
-    return ComponentSize(params, lora, [], extra)
+    return ComponentSize(params, sums, [], extra, count.layers)
 
 
 @dataclass

@@ -1,0 +1,115 @@
+"""The network's parameters in the memory estimate (:mod:`sdlora.memory_params`), counted from the model's config
+alone, equal those of the network sdlora builds on the tiny models — for every network type counted module by module,
+its presets and the options that change what a module holds; LoKr, OFT and BOFT are counted as a LoRA and noted."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdlora.memory import RunShape, estimate
+from sdlora.models.configs import config_dir
+from sdlora.models.sizes import model_size
+from tests.helpers.config import TINY_MODELS
+
+PRESET_NAMES = ("full", "full-lin", "attn-mlp", "attn-only", "unet-only", "unet-transformer-only",
+                "unet-convblock-only", "ia3")  # fmt: skip
+CASES = [
+    ("lora", {}),
+    ("lora", {"train_text_encoder": False}),
+    ("locon", {"conv_rank": 2}),
+    ("dylora", {}),
+    ("dylora", {"conv_rank": 4}),
+    ("lora_fa", {}),
+    ("lora_fa", {"conv_rank": 2}),
+    ("lycoris_locon", {}),
+    ("lycoris_locon", {"conv_rank": 2, "use_tucker": True, "use_scalar": True, "weight_decompose": True}),
+    ("lycoris_locon", {"weight_decompose": True, "wd_on_output": False, "train_norm": True}),
+    ("loha", {"use_tucker": True, "conv_rank": 2}),
+    ("lycoris_dylora", {"block_size": 2}),
+    ("ia3", {}),
+    ("ia3", {"train_on_input": True}),
+    ("glora", {}),
+    ("glora", {"use_scalar": True, "conv_rank": 2}),
+    ("full", {}),
+    ("full", {"preset": "attn-mlp", "train_text_encoder": False}),
+    *[("loha", {"preset": preset}) for preset in PRESET_NAMES],
+    *[("ia3", {"preset": preset}) for preset in ("ia3", "attn-only", "unet-convblock-only")],
+]
+NO_RANK = ("ia3", "full")
+
+
+def _network_config(network: str, options: dict):
+    from sdlora.config.schema import LycorisPreset, NetworkConfig, NetworkType
+    from sdlora.network.types import type_info
+
+    values = {"train_text_encoder": True, **options}
+    if "preset" in values:
+        values["preset"] = LycorisPreset(values["preset"])
+    elif type_info(network).lycoris:
+        values["preset"] = LycorisPreset.full
+    if network == "lycoris_dylora":
+        values.setdefault("block_size", 1)
+    if network == "dylora":
+        values.setdefault("unit", 1)
+    rank, alpha = (None, None) if network in NO_RANK else (4, 2.0)
+    return NetworkConfig(name=NetworkType(network), rank=rank, alpha=alpha, **values)
+
+
+def _shape(network: str, options: dict) -> RunShape:
+    fields = {"train_text_encoder": True, **{k: v for k, v in options.items() if k not in ("block_size", "unit")}}
+    return RunShape(network=network, rank=1 if network in NO_RANK else 4, **fields)
+
+
+def _held(network) -> int:
+    """Every parameter the network's modules hold but the layers they wrap: trained ones and LoRA-FA's frozen
+    ``lora_down``."""
+    frozen = sum(m.lora_down.weight.numel() for m in network.modules.values() if hasattr(m, "lora_down")
+                 and not m.lora_down.weight.requires_grad)  # fmt: skip
+    return network.num_parameters() + frozen
+
+
+@pytest.fixture(scope="module", params=TINY_MODELS)
+def family(request):
+    from hydra.utils import get_class
+
+    from sdlora.models import presets
+
+    return request.param, get_class(presets.FAMILY_CLASSES[request.param])()
+
+
+def test_every_type_is_counted_as_built(family):
+    """All cases on one tiny model: the estimate's parameters equal the built network's (a list of the mismatches)."""
+    from sdlora.network.build import build_network
+
+    model, built_family = family
+    size = model_size(config_dir(model))
+    wrong = []
+    for network, options in CASES:
+        built = build_network(built_family, built_family.load(), _network_config(network, options))
+        counted = estimate(size, _shape(network, options))
+        if counted.lora_params != _held(built) or (counted.notes and network != "lora_fa"):
+            wrong.append((network, options, counted.lora_params, _held(built), counted.notes))
+    assert not wrong, "\n".join(map(str, wrong))
+
+
+def test_lora_fa_keeps_its_down_matrices_out_of_the_gradients_and_the_optimizer():
+    """Same parameters as a LoRA; gradients and AdamW's two states (4 bytes each) only for ``lora_up``."""
+    from sdlora.memory_params import network_parameters
+
+    size = model_size(config_dir("sd15"))
+    shape = RunShape(rank=16, network="lora_fa")
+    lora, fa, counted = estimate(size, RunShape(rank=16)), estimate(size, shape), network_parameters(size, shape)
+    assert fa.lora_params == lora.lora_params == counted.trained + counted.frozen and counted.frozen > 0
+    assert fa.lora_bytes == lora.lora_bytes - 4 * counted.frozen
+    assert fa.optimizer_bytes == lora.optimizer_bytes - 8 * counted.frozen
+    assert any("held frozen" in note for note in fa.notes)
+
+
+@pytest.mark.parametrize("network", ["lokr", "oft", "boft"])
+def test_types_counted_as_a_lora_say_so(network):
+    size = model_size(config_dir("sd15"))
+    counted = estimate(size, RunShape(rank=16, network=network, train_text_encoder=True))
+    same_layers = estimate(size, RunShape(rank=16, network="lycoris_locon", train_text_encoder=True))
+    assert counted.lora_params == same_layers.lora_params
+    assert any(f"network={network}:" in note for note in counted.notes) and "note: network=" in counted.format()
+    assert not estimate(size, RunShape(rank=16, network="loha")).notes
