@@ -31,7 +31,7 @@ Peak = weights + LoRA (parameters, gradients, optimizer) + max(activations + the
 sampling). What it leaves out: the CUDA context (~0.3–0.5 GB, not counted by ``torch.cuda.max_memory_allocated``),
 allocator fragmentation, cuDNN/cuBLAS workspaces and ``torch.compile``'s buffers. Cached latents
 (``data.cache_latents=memory``) live in host memory, reported separately. Block-wise ranks are taken as the base
-rank; LoKr, Diag-OFT and BOFT are counted as a LoRA of the same rank on their layers (a note says so).
+rank.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdlora.memory_params import counted_exactly, network_parameters
+from sdlora.memory_params import network_parameters
 from sdlora.models.sizes import ComponentSize, ModelSize, model_size
 
 GB = 1e9
@@ -211,6 +211,11 @@ class MemoryEstimate:
         }  # fmt: skip
 
 
+#: The boolean ``network`` options :class:`RunShape` copies: they change which layers get a module or what one holds.
+MODULE_OPTIONS = ("train_norm", "train_on_input", "use_tucker", "use_scalar", "weight_decompose", "wd_on_output",
+                  "decompose_both", "rescaled")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RunShape:
     """What the estimate reads of a run (from the resolved config and the data plan; tests build it directly)."""
@@ -226,12 +231,15 @@ class RunShape:
     preset: str = "full"  # network.preset (LyCORIS types)
     rank: int = 8  # network.rank; 1 for the types without a rank (ia3: one vector per layer; full)
     conv_rank: int = 0
-    train_norm: bool = False  # the LyCORIS options that change what a module holds (sdlora.memory_params)
+    train_norm: bool = False  # MODULE_OPTIONS: the network options that change what a module holds (memory_params)
     train_on_input: bool = False
     use_tucker: bool = False
     use_scalar: bool = False
     weight_decompose: bool = False
     wd_on_output: bool = True
+    factor: int = -1  # LoKr
+    decompose_both: bool = False  # LoKr
+    rescaled: bool = False  # OFT, BOFT
     train_unet: bool = True
     train_text_encoder: bool = False
     optimizer: str = "torch.optim.AdamW"
@@ -276,9 +284,6 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     latents = size.vae.extra.get("latent_channels", 4) * (w // 8) * (h // 8) * 2 * vb  # mean and std
     host = shape.cached_images * latents if shape.cache_latents == "memory" else 0.0
     notes = []
-    if not counted_exactly(shape):
-        notes.append(f"network={shape.network}: its trainable parameters are counted as a rank-{shape.rank} LoRA on "
-                     "the same layers, not by its own factorisation")  # fmt: skip
     if counted.frozen:
         notes.append(f"network={shape.network}: {counted.frozen / 1e6:.2f} M of its parameters are held frozen "
                      "(no gradient or optimizer state)")  # fmt: skip
@@ -328,12 +333,10 @@ def run_shape(config: Any, plan: Any, family: Any) -> RunShape:
         autocast=precision.trainer_precision != "32-true", batch_size=data.batch_size, bucket=tuple(bucket),
         gradient_checkpointing=bool(config.model.gradient_checkpointing), network=network.name.value,
         preset=network.preset.value if network.preset is not None else "full",
-        rank=network.rank or 1, conv_rank=network.conv_rank or 0, train_norm=bool(network.train_norm),
-        train_on_input=bool(network.train_on_input), use_tucker=bool(network.use_tucker),
-        use_scalar=bool(network.use_scalar), weight_decompose=bool(network.weight_decompose),
-        wd_on_output=bool(network.wd_on_output), train_unet=bool(network.train_unet),
-        train_text_encoder=bool(network.train_text_encoder), optimizer=rule_name(config.optimizer),
-        cache_latents=data.cache_latents.value, cached_images=images,
+        rank=network.rank or 1, conv_rank=network.conv_rank or 0, factor=int(network.factor),
+        **{option: bool(getattr(network, option)) for option in MODULE_OPTIONS},
+        train_unet=bool(network.train_unet), train_text_encoder=bool(network.train_text_encoder),
+        optimizer=rule_name(config.optimizer), cache_latents=data.cache_latents.value, cached_images=images,
         text_chunks=max(1, int(config.model.max_token_length) // 75), sample_size=sample,
     )  # fmt: skip
 

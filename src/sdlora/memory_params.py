@@ -12,9 +12,17 @@ Which layers: the rules the network builder applies (:func:`sdlora.network.prese
 - LoHa: 2·r·(in·k² + out); with ``use_tucker`` on a k×k conv: 2·(r²·k² + r·in + r·out);
 - iA3: out (in for the layers it trains on their input);
 - GLoRA: r·(2·in + in·k² + out);
+- LoKr: w1 ⊗ w2 with out = a·b and in = c·d split by LyCORIS's rule (:func:`factorization` with ``factor``): w1 is a×c
+  (``decompose_both`` and r < max(a, c)/2: r·(a + c)), w2 is b×d·k² when r ≥ max(b, d)/2, else r·(b + d·k²)
+  (``use_tucker`` on a k×k conv: r²·k² + r·(b + d));
+- Diag-OFT: out / s blocks of s × s, s the smaller factor of out by :func:`factorization` with the rank: out·s;
+- BOFT: m·2^p = out (m even, ≤ rank; :func:`power2_factorization`), (popcount(2^p − 1) + 1) · 2^p · m²; a layer with
+  no such split gets no module; ``rescaled`` (OFT, BOFT) adds out;
 - full: the layer's weight and bias; ``train_norm``: each norm's weight and bias;
-- DoRA (``weight_decompose``) adds out (``wd_on_output``) or in; ``use_scalar`` adds 1;
-- LoKr, Diag-OFT and BOFT: counted as LoRA of the same rank (:func:`counted_exactly` is false: the estimate notes it).
+- DoRA (``weight_decompose``) adds out (``wd_on_output``) or in; ``use_scalar`` adds 1.
+
+The two splitting rules are LyCORIS's (lycoris-lora 4.1, ``lycoris.functional.general``), restated here because the
+estimate runs before torch is imported; the tests compare every count with the modules LyCORIS builds.
 
 Block-wise ranks (``network.block_dims``) are taken as the base rank.
 """
@@ -30,9 +38,6 @@ from sdlora.models.sizes import Layer, ModelSize
 if TYPE_CHECKING:
     from sdlora.memory import RunShape
 
-#: Types whose modules are not counted here (a LoRA of the same rank stands in for them).
-APPROXIMATED = frozenset({"lokr", "oft", "boft"})
-
 
 @dataclass(frozen=True)
 class NetworkParameters:
@@ -40,11 +45,6 @@ class NetworkParameters:
 
     trained: int
     frozen: int = 0
-
-
-def counted_exactly(shape: RunShape) -> bool:
-    """Whether :func:`network_parameters` counts ``shape``'s network module by module (else as a LoRA)."""
-    return shape.network not in APPROXIMATED
 
 
 def network_parameters(size: ModelSize, shape: RunShape) -> NetworkParameters:
@@ -157,4 +157,74 @@ def _full(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
     return layer.params, 0
 
 
-_MODULES: dict[str, Module] = {"lora_fa": _lora_fa, "loha": _loha, "ia3": _ia3, "glora": _glora, "full": _full}
+def _lokr(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    """w1 ⊗ w2 (the module docstring)."""
+    (a, b), (c, d) = factorization(layer.out_features, shape.factor), factorization(layer.in_features, shape.factor)
+    kk = layer.kernel**2
+    w1 = rank * (a + c) if shape.decompose_both and rank < max(a, c) / 2 else a * c
+    if rank >= max(b, d) / 2:
+        w2 = b * d * kk
+    elif _tucker(layer, shape):
+        w2 = rank * rank * kk + rank * (b + d)
+    else:
+        w2 = rank * (b + d * kk)
+    return w1 + w2, 0
+
+
+def _rescale(layer: Layer, shape: RunShape) -> int:
+    return layer.out_features if shape.rescaled else 0
+
+
+def _oft(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    """out / s blocks of s × s (s ≤ rank, the smaller factor of out)."""
+    size, _ = factorization(layer.out_features, rank)
+    return layer.out_features * size + _rescale(layer, shape), 0
+
+
+def _boft(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
+    """popcount(n − 1) + 1 butterfly factors of n blocks m × m, out = m·n (none when out has no such split)."""
+    m, n = power2_factorization(layer.out_features, rank)
+    if not n:
+        return 0, 0
+    return (f"{n - 1:b}".count("1") + 1) * n * m * m + _rescale(layer, shape), 0
+
+
+def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
+    """LyCORIS's split of ``dimension`` into m ≤ n with m·n = dimension: m = ``factor`` when it divides (and is the
+    smaller), else the divisor m ≤ ``factor`` (any, for -1) grown from 1 while m + n falls."""
+    if factor > 0 and dimension % factor == 0:
+        m, n = factor, dimension // factor
+        return (n, m) if m > n else (m, n)
+    limit = dimension if factor < 0 else factor
+    m, n = 1, dimension
+    while m < n:
+        new_m = m + 1
+        while dimension % new_m:
+            new_m += 1
+        new_n = dimension // new_m
+        if new_m + new_n > m + n or new_m > limit:
+            break
+        m, n = new_m, new_n
+    return (n, m) if m > n else (m, n)
+
+
+def power2_factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
+    """LyCORIS's BOFT split: (m, n) with m even, m ≤ ``factor`` (any, for -1), n = dimension / m a power of two — the
+    largest such m; (0, 0) when there is none."""
+    limit = dimension if factor == -1 else factor
+    m = n = 0
+    while m <= limit:
+        m += 2
+        while dimension % m and m < dimension:
+            m += 2
+        if m > limit:
+            break
+        if (dimension // m).bit_count() == 1:
+            n = dimension // m
+    return (dimension // n, n) if n else (0, 0)
+
+
+_MODULES: dict[str, Module] = {
+    "lora_fa": _lora_fa, "loha": _loha, "ia3": _ia3, "glora": _glora, "full": _full, "lokr": _lokr, "oft": _oft,
+    "boft": _boft,
+}  # fmt: skip

@@ -1,6 +1,7 @@
 """The network's parameters in the memory estimate (:mod:`sdlora.memory_params`), counted from the model's config
 alone, equal those of the network sdlora builds on the tiny models — for every network type counted module by module,
-its presets and the options that change what a module holds; LoKr, OFT and BOFT are counted as a LoRA and noted."""
+its presets and the options that change what a module holds. LoKr's, OFT's and BOFT's splits of a dimension are
+LyCORIS's own."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ CASES = [
     ("ia3", {"train_on_input": True}),
     ("glora", {}),
     ("glora", {"use_scalar": True, "conv_rank": 2}),
+    ("lokr", {}),
+    ("lokr", {"factor": 4, "decompose_both": True, "use_tucker": True, "conv_rank": 2}),
+    ("lokr", {"factor": 8, "weight_decompose": True, "use_scalar": True}),
+    ("oft", {}),
+    ("oft", {"rescaled": True, "preset": "attn-mlp"}),
+    ("boft", {}),
+    ("boft", {"rescaled": True}),
     ("full", {}),
     ("full", {"preset": "attn-mlp", "train_text_encoder": False}),
     *[("loha", {"preset": preset}) for preset in PRESET_NAMES],
@@ -105,11 +113,13 @@ def test_lora_fa_keeps_its_down_matrices_out_of_the_gradients_and_the_optimizer(
     assert any("held frozen" in note for note in fa.notes)
 
 
-@pytest.mark.parametrize("network", ["lokr", "oft", "boft"])
-def test_types_counted_as_a_lora_say_so(network):
-    size = model_size(config_dir("sd15"))
-    counted = estimate(size, RunShape(rank=16, network=network, train_text_encoder=True))
-    same_layers = estimate(size, RunShape(rank=16, network="lycoris_locon", train_text_encoder=True))
-    assert counted.lora_params == same_layers.lora_params
-    assert any(f"network={network}:" in note for note in counted.notes) and "note: network=" in counted.format()
-    assert not estimate(size, RunShape(rank=16, network="loha")).notes
+def test_the_splits_are_lycoris_own():
+    from lycoris.functional.general import factorization, power2factorization
+
+    from sdlora import memory_params
+
+    for dimension in range(1, 1300):
+        for factor in (-1, 1, 2, 3, 4, 8, 16, 32):
+            assert memory_params.factorization(dimension, factor) == factorization(dimension, factor)
+            expected = power2factorization(dimension, factor)
+            assert memory_params.power2_factorization(dimension, factor) == (expected if expected[1] else (0, 0))
