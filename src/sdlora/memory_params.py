@@ -60,12 +60,12 @@ def network_parameters(size: ModelSize, shape: RunShape) -> NetworkParameters:
         for layer in component.layers:
             if not selects(layer, unet):
                 continue
-            rank = _rank(shape, layer)
-            if rank == 0 and layer.kind != "norm":
-                continue  # kohya's types: no module on a conv without network.conv_rank
             if layer.kind == "norm":
                 trained += layer.params  # LyCORIS's train_norm: w_norm and b_norm
                 continue
+            rank = _rank(shape, layer)
+            if rank == 0:
+                continue  # kohya's types: no module on a conv without network.conv_rank
             own, held = module(layer, rank, shape)
             trained += own + _extras(layer, shape)
             frozen += held

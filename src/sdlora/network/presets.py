@@ -17,12 +17,24 @@ matches them from the start of the path and so finds none in an SD model).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sdlora.config.schema import LycorisPreset
 
-if TYPE_CHECKING:  # annotations only: the memory estimate reads the presets without importing torch
-    from sdlora.network.targets import Target
+
+class Candidate(Protocol):
+    """What the rules below read of a layer: a built model's :class:`sdlora.network.targets.Target`, or a layer the
+    memory estimate lists from a config (:class:`sdlora.models.sizes.Layer`) — no torch needed."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def container(self) -> str: ...
+
 
 TRANSFORMER, RESNET, SAMPLERS = "Transformer2DModel", "ResnetBlock2D", frozenset({"Downsample2D", "Upsample2D"})
 _ATTENTION = (".attn1.", ".attn2.")
@@ -59,7 +71,7 @@ PRESETS: dict[LycorisPreset, Preset] = {
 }  # fmt: skip
 
 
-def kohya_selects(target: Target, unet: bool, convs: bool) -> bool:
+def kohya_selects(target: Candidate, unet: bool, convs: bool) -> bool:
     """kohya's ``networks.*`` rule: transformer leaves (and with ``convs`` resnet/sampler leaves); never norms or the
     top-level layers. Text-encoder targets are all taken."""
     if target.kind == "norm":
@@ -69,7 +81,7 @@ def kohya_selects(target: Target, unet: bool, convs: bool) -> bool:
     return target.container == TRANSFORMER or (convs and target.container in (RESNET, *SAMPLERS))
 
 
-def lycoris_selects(preset: Preset, target: Target, unet: bool, sgm_names: bool, train_norm: bool) -> bool:
+def lycoris_selects(preset: Preset, target: Candidate, unet: bool, sgm_names: bool, train_norm: bool) -> bool:
     """LyCORIS's rule for ``preset`` (see the module docstring). ``sgm_names``: the U-Net is named as kohya's SDXL
     U-Net (its top-level layers are not found by name)."""
     if target.kind == "norm" and not train_norm:
@@ -88,6 +100,6 @@ def lycoris_selects(preset: Preset, target: Target, unet: bool, sgm_names: bool,
     return target.container in preset.unet_containers
 
 
-def on_input(preset: Preset, target: Target) -> bool:
+def on_input(preset: Preset, target: Candidate) -> bool:
     """Whether ``preset`` trains iA3 on this layer's input (ia3: the feed-forward outputs)."""
     return bool(preset.on_input_endings) and target.path.endswith(preset.on_input_endings)
