@@ -130,13 +130,18 @@ def test_damage_inside_a_complete_file_is_an_error_naming_it_when_decoded(tmp_pa
         decode_rgb(path)
 
 
-def test_duplicates_are_confirmed_by_hashing_only_files_of_equal_length(tmp_path, monkeypatch):
+def test_duplicates_are_confirmed_by_hashing_only_files_of_equal_length_size_and_head(tmp_path, monkeypatch):
+    """Only files that share their length, size and first bytes' CRC-32 are hashed; the hash decides."""
     folder = tmp_path / "1_x"
     folder.mkdir()
     _noise(20, 20, seed=1).save(folder / "a.png")
     (folder / "copy_of_a.png").write_bytes((folder / "a.png").read_bytes())
-    _noise(20, 20, seed=2).save(folder / "b.png")  # same length as a.png (incompressible), other bytes
+    _noise(20, 20, seed=2).save(folder / "b.png")  # same length as a.png (incompressible), other first bytes
     _noise(30, 10, seed=3).save(folder / "c.png")  # a length of its own: never hashed
+    _noise(64, 64, seed=4).save(folder / "d.png")  # 12 KB: d_tail differs from it after the first 4 KB only
+    tail = bytearray((folder / "d.png").read_bytes())
+    tail[8000] ^= 0xFF
+    (folder / "d_tail.png").write_bytes(bytes(tail))
     hashed = []
     import sdlora.utils.hashing as hashing
 
@@ -145,7 +150,7 @@ def test_duplicates_are_confirmed_by_hashing_only_files_of_equal_length(tmp_path
     scan = scan_records(scan_subsets(tmp_path)[0], ".txt")
     groups = duplicate_groups(scan.records)
     assert [[p.name for p in g] for g in groups] == [["a.png", "copy_of_a.png"]]
-    assert sorted(set(hashed)) == ["a.png", "b.png", "copy_of_a.png"]
+    assert sorted(set(hashed)) == ["a.png", "copy_of_a.png", "d.png", "d_tail.png"]
     assert any("duplicate images" in w and "copy_of_a.png" in w for w in scan.warnings)
 
 

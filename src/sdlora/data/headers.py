@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 
 HEAD_BYTES = 4096  # the first read; a JPEG's SOF after a larger EXIF block is reached by further reads
@@ -40,6 +41,7 @@ class Header:
     size: tuple[int, int]  # (W, H)
     format: str  # "PNG", "JPEG", "WEBP", "BMP"
     file_bytes: int  # the file's length (duplicate candidates share it)
+    head_crc: int = 0  # CRC-32 of the first HEAD_BYTES bytes (identical files share it too)
 
 
 def read_header(path: str | os.PathLike, max_pixels: int | None = None) -> Header | None:
@@ -63,7 +65,7 @@ def read_header(path: str | os.PathLike, max_pixels: int | None = None) -> Heade
     (w, h), fmt = parsed
     if w < 1 or h < 1 or (max_pixels is not None and w * h > max_pixels):
         return None
-    return Header((w, h), fmt, length)
+    return Header((w, h), fmt, length, zlib.crc32(head))
 
 
 def _parse(fd: int, head: bytes, length: int) -> tuple[tuple[int, int], str] | None:
