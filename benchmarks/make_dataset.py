@@ -3,7 +3,8 @@
 ``make_dataset(root, n)`` writes ``n`` images: 80 % training images in four ``<repeats>_<tokens>`` folders under
 ``root/train`` and 20 % regularisation images in ``root/reg/1_person``. Images are 48–96 px in seven aspect ratios
 (1:1, 4:3, 3:4, 3:2, 2:3, 16:9, 9:16), PNG and JPEG in turn; each file is different (colours and noise follow its
-index) and file lengths vary, as photos' do. Nine in ten training images have a ``.txt`` caption of a few tags; the
+index) and file lengths vary — though small files have few lengths to choose from: of 100k, 88k share their length
+and size with another (photos rarely do). Nine in ten training images have a ``.txt`` caption of a few tags; the
 others fall back to their folder's class tokens. A finished dataset is marked with ``.complete`` and reused.
 
     python benchmarks/make_dataset.py /tmp/sdlora_bench/10000 --images 10000
@@ -25,7 +26,7 @@ TAGS = ["portrait", "outdoors", "smiling", "red hair", "studio light", "bokeh", 
 
 def _image(index: int) -> Image.Image:
     """A gradient in colours that follow ``index``, with ``index``-seeded noise on a part of it whose height varies,
-    so that files differ in content and in length as photos do (few share a length)."""
+    so that files differ in content and in length."""
     w, h = SIZES[index % len(SIZES)]
     base = np.array([index % 251, (index // 251) % 253, (index // 63_253) % 255], dtype=np.float32)
     ramp = np.linspace(0, 60, w, dtype=np.float32)[None, :, None]
