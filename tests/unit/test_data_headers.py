@@ -190,3 +190,26 @@ def small_plan(tmp_path: Path):
     data = build_training_data(data_config(train_dir=str(tmp_path), resolution="32", min_bucket_reso=16,
                                            bucket_reso_steps=16, batch_size=2), (32, 32), 0, max_steps=10)  # fmt: skip
     return data.plan
+
+
+def test_chunks_stay_on_the_calling_thread_while_fast_and_go_to_the_pool_once_slow():
+    """Cached reads are Python work (threads only contend for the GIL); slow items, such as reads waiting on the disk,
+    overlap on the pool. The results keep their order either way."""
+    import threading
+    import time
+
+    from sdlora.data.records import CHUNK, map_chunks
+
+    main = threading.get_ident()
+    fast = map_chunks(lambda i: (i, threading.get_ident()), list(range(3 * CHUNK)), workers=4)
+    assert [i for i, _ in fast] == list(range(3 * CHUNK)) and {t for _, t in fast} == {main}
+
+    def slow(i):
+        time.sleep(0.0002)  # over the 100 µs an item of a fast chunk
+        return i, threading.get_ident()
+
+    mixed = map_chunks(slow, list(range(3 * CHUNK)), workers=4)
+    assert [i for i, _ in mixed] == list(range(3 * CHUNK))
+    assert {t for _, t in mixed[:CHUNK]} == {main} and main not in {t for _, t in mixed[CHUNK:]}
+    single = map_chunks(slow, list(range(2 * CHUNK)), workers=1)
+    assert {t for _, t in single} == {main}
