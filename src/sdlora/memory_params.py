@@ -33,7 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sdlora.config.schema import LycorisPreset
 from sdlora.models.sizes import Layer, ModelSize
+from sdlora.network.presets import PRESETS, kohya_selects, lycoris_selects, on_input
+from sdlora.network.types import trains_convs, type_info
 
 if TYPE_CHECKING:
     from sdlora.memory import RunShape
@@ -75,10 +78,6 @@ def network_parameters(size: ModelSize, shape: RunShape) -> NetworkParameters:
 def _selector(shape: RunShape, sgm_names: bool) -> Callable[[Layer, bool], bool]:
     """The network builder's choice of layers for ``shape`` (``sgm_names``: SDXL, whose top-level layers kohya names
     so that LyCORIS's presets do not find them)."""
-    from sdlora.config.schema import LycorisPreset
-    from sdlora.network.presets import PRESETS, kohya_selects, lycoris_selects
-    from sdlora.network.types import trains_convs, type_info
-
     if not type_info(shape.network).lycoris:
         convs = bool(trains_convs(shape.network, shape.conv_rank or None))
         return lambda layer, unet: kohya_selects(layer, unet, convs)
@@ -88,8 +87,6 @@ def _selector(shape: RunShape, sgm_names: bool) -> Callable[[Layer, bool], bool]
 
 def _rank(shape: RunShape, layer: Layer) -> int:
     """Linear and 1×1 layers: the rank; k×k convs: ``conv_rank`` (LyCORIS: the rank when unset)."""
-    from sdlora.network.types import type_info
-
     if layer.kind != "conv":
         return shape.rank
     return shape.conv_rank or (shape.rank if type_info(shape.network).lycoris else 0)
@@ -97,8 +94,6 @@ def _rank(shape: RunShape, layer: Layer) -> int:
 
 def _reads(shape: RunShape, option: str) -> bool:
     """Whether ``shape``'s network type reads the boolean option ``option`` and it is set."""
-    from sdlora.network.types import type_info
-
     return bool(getattr(shape, option)) and option in type_info(shape.network).options
 
 
@@ -141,9 +136,6 @@ def _loha(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
 
 def _ia3(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
     """One scale per output channel, or per input channel where the layer is trained on its input."""
-    from sdlora.config.schema import LycorisPreset
-    from sdlora.network.presets import PRESETS, on_input
-
     on_inputs = shape.train_on_input or on_input(PRESETS[LycorisPreset(shape.preset)], layer)
     return (layer.in_features if on_inputs else layer.out_features), 0
 

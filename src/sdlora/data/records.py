@@ -1,11 +1,10 @@
 """Scanning a dataset into image records: usable images, their sizes and captions, plus the warnings found.
 
 One listing per folder (``os.scandir``), then per image, in chunks (on a thread pool when reads wait on the disk:
-:func:`map_chunks`): its header (size, file length,
-and that the file is complete: :mod:`sdlora.data.headers`; files the header cannot vouch for are decoded fully) and its
-caption file, when the listing holds one. Nothing else is read per image. Duplicate files are found by their length,
-size and the CRC-32 of their first bytes (read with the header) first; only files sharing all three are hashed
-(SHA-256) to confirm.
+:func:`map_chunks`): its header (size, file length, and that the file is complete: :mod:`sdlora.data.headers`; files
+the header cannot vouch for are decoded fully) and its caption file, when the listing holds one. Nothing else is read
+per image. Duplicate files are found by their length, size and the CRC-32 of their first bytes (read with the header)
+first; only files sharing all three are hashed (SHA-256) to confirm.
 """
 
 from __future__ import annotations
@@ -85,9 +84,10 @@ class _Read:
 
 def _read_image(path: Path, caption: str | None, max_bytes: int) -> _Read:
     header = read_header(path, Image.MAX_IMAGE_PIXELS and 2 * Image.MAX_IMAGE_PIXELS)
-    size, length, problem, crc = (None, 0, None, 0) if header is None else (header.size, header.file_bytes, None,
-                                                                           header.head_crc)  # fmt: skip
-    if header is None:  # the slow path: decode the file to decide
+    size, length, problem, crc = None, 0, None, 0
+    if header is not None:
+        size, length, crc = header.size, header.file_bytes, header.head_crc
+    else:  # the slow path: decode the file to decide
         try:
             size, length = probe_image(path), os.stat(path).st_size
         except ImageProblem as exc:

@@ -73,31 +73,24 @@ class LoRASums:
     resnet_conv: int = 0  # LoCon: 3×3 convs of resnets, down- and upsamplers (network.conv_rank)
     modules: int = 0  # number of attention targets
     conv_modules: int = 0  # number of LoCon targets (resnet_linear + resnet_conv)
-    top_linear: int = 0  # the time embedding's two Linear layers (LyCORIS preset full, SD 1.x/2.x: network.rank)
-    top_conv: int = 0  # conv_in and conv_out (LyCORIS preset full, SD 1.x/2.x: network.conv_rank)
 
 
 def lora_sums(layers: list[Layer]) -> LoRASums:
-    """The sums of a component's :class:`Layer` list (norms left out): transformer leaves → ``attention``, resnet and
-    sampler leaves → ``resnet_conv`` (k×k) or ``resnet_linear``, top-level layers → ``top_conv`` / ``top_linear``."""
+    """The sums of a U-Net's :class:`Layer` list over kohya's targets (no norms, no top-level layers): transformer
+    leaves → ``attention``, resnet and sampler leaves → ``resnet_conv`` (k×k) or ``resnet_linear``."""
     sums = LoRASums()
     for layer in layers:
         if layer.kind == "norm":
             continue
-        conv = layer.kind == "conv"
         if layer.container == TRANSFORMER:
             sums.attention += layer.lora_sum
             sums.modules += 1
         elif layer.container == RESNET or layer.container in SAMPLERS:
-            if conv:
+            if layer.kind == "conv":
                 sums.resnet_conv += layer.lora_sum
             else:
                 sums.resnet_linear += layer.lora_sum
             sums.conv_modules += 1
-        elif conv:
-            sums.top_conv += layer.lora_sum
-        else:
-            sums.top_linear += layer.lora_sum
     return sums
 
 
