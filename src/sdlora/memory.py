@@ -11,6 +11,9 @@ target sums and the U-Net's stages); the run's options give dtypes, batch and th
   text encoders; parameters and gradients in ``precision.lora_dtype`` (none for the parameters a type holds frozen,
   LoRA-FA's ``lora_down``); optimizer state = P × state bytes per element (:func:`optimizer_bytes`: AdamW 2 states,
   8-bit AdamW 2 bytes, Lion 1, Prodigy 4, D-Adaptation 2–5, Adafactor factored);
+- rebuilt weights: LyCORIS's types (outside ``bypass_mode``) run each layer with a rebuilt W′ = W + ΔW, which
+  autograd keeps for backward — about one copy of every targeted weight in the activation dtype (fewer with gradient
+  checkpointing; :func:`sdlora.memory_params.rebuilt_weights`), counted with the activations;
 - activations of the U-Net step for the largest bucket × batch (latent h × w = H/8 × W/8), per image, in elements:
 
       A = a_r · Σ_resnets (c_in + c_out)·hw_s + a_t · Σ_blocks D·hw_s + a_c · Σ_transformers C·hw_s + a_x · Σ_blocks L·X
@@ -51,7 +54,8 @@ TEXT_TOKENS = 77
 # Activation coefficients: elements saved per feature-map element, in units of the activation bytes (4 for fp32, 2
 # under autocast). Fitted to the bytes autograd saves in a LoRA step (docs/performance.md "Memory estimate"): under
 # bf16 autocast the LoRA branch keeps float32 copies of its inputs (LoRA weights in float32), which the full_* options
-# (16-bit LoRA weights) do not, so they save about 13 % less; LoCon adds the resnet convs' inputs.
+# (16-bit LoRA weights) do not, so they save about 13 % less; LoCon adds the resnet convs' inputs (measured with
+# kohya's LoCon; used for every network with modules on those convs, such as LyCORIS's types under the full preset).
 COEFFICIENTS_BY_KIND = {
     "fp32": {"resnet": 5.2, "block": 18.3, "transformer": 7.0, "text": 1.5, "locon": 0.3},
     "mixed": {"resnet": 4.45, "block": 30.1, "transformer": 2.55, "text": 4.85, "locon": 2.5},
@@ -213,7 +217,7 @@ class MemoryEstimate:
 
 #: The boolean ``network`` options :class:`RunShape` copies: they change which layers get a module or what one holds.
 MODULE_OPTIONS = ("train_norm", "train_on_input", "use_tucker", "use_scalar", "weight_decompose", "wd_on_output",
-                  "decompose_both", "rescaled")  # fmt: skip
+                  "decompose_both", "rescaled", "bypass_mode")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,7 @@ class RunShape:
     factor: int = -1  # LoKr
     decompose_both: bool = False  # LoKr
     rescaled: bool = False  # OFT, BOFT
+    bypass_mode: bool = False  # LyCORIS: the branch added to the layer's output instead of a rebuilt weight
     train_unet: bool = True
     train_text_encoder: bool = False
     optimizer: str = "torch.optim.AdamW"
@@ -270,13 +275,15 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     kind = "fp32" if act_bytes == 4 else "mixed"
     scale = FULL_16BIT_FACTOR if kind == "mixed" and shape.lora_dtype != "float32" else 1.0
     coefficients = {k: v * scale for k, v in COEFFICIENTS_BY_KIND[kind].items()}
-    unet_act = unet_activations(size.unet, (h // 8, w // 8), tokens, coefficients, shape.network == "locon")
+    unet_act = unet_activations(size.unet, (h // 8, w // 8), tokens, coefficients, counted.block_convs)
     per_image = (unet_act.checkpointed, unet_act.full)
     te_act = sum(text_encoder_activations(te, tokens) for te in size.text_encoders) if shape.train_text_encoder else 0
     chosen, other = per_image if shape.gradient_checkpointing else per_image[::-1]
+    rebuilt = (counted.rebuilt_checkpointed, counted.rebuilt)  # weights, not per image
+    kept, kept_other = rebuilt if shape.gradient_checkpointing else rebuilt[::-1]
     grads = 2 * unet_act.first_stage  # the largest gradients alive in backward
-    activations = shape.batch_size * (chosen + te_act + grads) * act_bytes
-    activations_other = shape.batch_size * (other + te_act + grads) * act_bytes
+    activations = (shape.batch_size * (chosen + te_act + grads) + kept) * act_bytes
+    activations_other = (shape.batch_size * (other + te_act + grads) + kept_other) * act_bytes
     vae_c0 = size.vae.stages[0].resnets[0][1] if size.vae.stages and size.vae.stages[0].resnets else 128
     encode = 0.0 if shape.cache_latents != "none" else shape.batch_size * 2 * vae_c0 * w * h * vb
     sw, sh = shape.sample_size or (0, 0)

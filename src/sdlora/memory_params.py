@@ -29,7 +29,8 @@ Block-wise ranks (``network.block_dims``) are taken as the base rank.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,35 +45,78 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class NetworkParameters:
-    """The network's parameters: those trained, and those it holds frozen (LoRA-FA's ``lora_down``)."""
+    """The network's parameters: those trained, and those it holds frozen (LoRA-FA's ``lora_down``); whether it has
+    modules on the U-Net's resnet and sampler k×k convs (their inputs are then kept for backward too); and the weight
+    elements its forward rebuilds and autograd keeps for backward (:func:`rebuilt_weights`), without and with
+    gradient checkpointing."""
 
     trained: int
     frozen: int = 0
+    block_convs: bool = False
+    rebuilt: int = 0
+    rebuilt_checkpointed: int = 0
 
 
 def network_parameters(size: ModelSize, shape: RunShape) -> NetworkParameters:
     """The trained and frozen parameters of ``shape``'s network on the architecture ``size``: Σ over the layers its
     type selects of what one module holds there (the module docstring)."""
+    modules = list(_modules(size, shape))
+    trained = sum(own for _, _, own, _ in modules)
+    frozen = sum(held for _, _, _, held in modules)
+    block_convs = any(unet and layer.kind == "conv" and layer.container != "" for layer, unet, _, _ in modules)
+    return NetworkParameters(trained, frozen, block_convs, *rebuilt_weights(modules, shape))
+
+
+def _modules(size: ModelSize, shape: RunShape) -> Iterator[tuple[Layer, bool, int, int]]:
+    """(layer, in the U-Net, trained, frozen) of every module ``shape``'s network puts on ``size``."""
     selects = _selector(shape, bool(size.unet.extra.get("text_time_embedding")))
     module = _MODULES.get(shape.network, _lora)
     sides = [(size.unet, True)] if shape.train_unet else []
     if shape.train_text_encoder:
         sides += [(te, False) for te in size.text_encoders]
-    trained = frozen = 0
     for component, unet in sides:
         for layer in component.layers:
             if not selects(layer, unet):
                 continue
             if layer.kind == "norm":
-                trained += layer.params  # LyCORIS's train_norm: w_norm and b_norm
+                yield layer, unet, layer.params, 0  # LyCORIS's train_norm: w_norm and b_norm
                 continue
             rank = _rank(shape, layer)
             if rank == 0:
                 continue  # kohya's types: no module on a conv without network.conv_rank
             own, held = module(layer, rank, shape)
-            trained += own + _extras(layer, shape)
-            frozen += held
-    return NetworkParameters(trained, frozen)
+            if own or held:
+                yield layer, unet, own + _extras(layer, shape), held
+
+
+#: A diffusers gradient-checkpointing unit: each resnet and each transformer block is recomputed on its own.
+_CHECKPOINT_UNIT = re.compile(r"^(.*?\.(?:resnets|transformer_blocks)\.\d+)\.")
+#: Rebuilt weight copies autograd keeps per layer, beyond one (measured on the tiny models: GLoRA 1.4–1.75).
+_GLORA_COPIES = 1.75
+
+
+def rebuilt_weights(modules: list[tuple[Layer, bool, int, int]], shape: RunShape) -> tuple[int, int]:
+    """Weight elements kept for backward because the forward rebuilds W′ = W + ΔW and runs the layer with it: every
+    LyCORIS type outside ``bypass_mode`` (kohya's types add their branch to the layer's output instead). One copy of
+    each targeted weight (measured 0.98–1.05 on the tiny models), BOFT one per butterfly factor and one more, GLoRA
+    :data:`_GLORA_COPIES`. With gradient checkpointing only the layers outside the resnets and transformer blocks keep
+    theirs, plus the largest such block while it is recomputed. Returns (without, with checkpointing)."""
+    if not type_info(shape.network).lycoris or _reads(shape, "bypass_mode"):
+        return 0, 0
+    kept, units = 0.0, {}
+    for layer, unet, _, _ in modules:
+        if layer.kind == "norm":
+            continue
+        copies = _GLORA_COPIES if shape.network == "glora" else 1.0
+        if shape.network == "boft":
+            copies = _boft_factors(layer.out_features, _rank(shape, layer)) + 1
+        elements = copies * (layer.params - (layer.out_features if layer.bias else 0))
+        unit = _CHECKPOINT_UNIT.match(layer.path) if unet else None
+        if unit is None:
+            kept += elements
+        else:
+            units[unit.group(1)] = units.get(unit.group(1), 0.0) + elements
+    return round(kept + sum(units.values())), round(kept + max(units.values(), default=0.0))
 
 
 def _selector(shape: RunShape, sgm_names: bool) -> Callable[[Layer, bool], bool]:
@@ -178,7 +222,13 @@ def _boft(layer: Layer, rank: int, shape: RunShape) -> tuple[int, int]:
     m, n = power2_factorization(layer.out_features, rank)
     if not n:
         return 0, 0
-    return (f"{n - 1:b}".count("1") + 1) * n * m * m + _rescale(layer, shape), 0
+    return _boft_factors(layer.out_features, rank) * n * m * m + _rescale(layer, shape), 0
+
+
+def _boft_factors(out_features: int, rank: int) -> int:
+    """BOFT's butterfly factors on a layer: popcount(n − 1) + 1 for its n blocks (0 when it has no module)."""
+    _, n = power2_factorization(out_features, rank)
+    return f"{n - 1:b}".count("1") + 1 if n else 0
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:

@@ -87,24 +87,39 @@ def _saved_bytes(unet, *inputs, **kwargs) -> int:
     return saved[0]
 
 
+NETWORKS_SAVED = [("lora", {}), ("locon", {"conv_rank": 4}), ("lycoris_locon", {}),
+                  ("lycoris_locon", {"bypass_mode": True}), ("loha", {}), ("boft", {}), ("glora", {})]  # fmt: skip
+
+
+@pytest.mark.parametrize(("network", "options"), NETWORKS_SAVED)
 @pytest.mark.parametrize("family", TINY_MODELS)
-def test_the_activation_formula_agrees_with_what_autograd_saves(family):
-    """The estimate's activations (without the gradient allowance) against a real LoRA step's saved tensors."""
-    from sdlora.config.schema import NetworkConfig
+def test_the_activation_formula_agrees_with_what_autograd_saves(family, network, options):
+    """The estimate's activations (without the gradient allowance) against a real step's saved tensors: a LoRA and
+    kohya's LoCon (the resnet convs' inputs kept too), and LyCORIS's types under the full preset, which rebuild each
+    weight (kept for backward; not in bypass mode)."""
+    from sdlora.config.schema import LycorisPreset, NetworkConfig, NetworkType
+    from sdlora.memory_params import network_parameters
     from sdlora.network.build import build_network
     from sdlora.tools.families import family as make_family
 
     torch.manual_seed(0)
     fam = make_family(family)
     components = fam.load()
-    build_network(fam, components, NetworkConfig(rank=4, alpha=4.0, train_text_encoder=False))
+    preset = LycorisPreset.full if network not in ("lora", "locon") else None
+    config = NetworkConfig(name=NetworkType(network), rank=4, alpha=4.0, train_text_encoder=False, preset=preset,
+                           **options)  # fmt: skip
+    build_network(fam, components, config)
+    size = model_size(config_dir(family))
+    counted = network_parameters(size, RunShape(network=network, rank=4, **options))
+    assert counted.block_convs == (network != "lora") and bool(counted.rebuilt) == bool(preset and not options)
     unet, batch, side = components.unet, 2, 16
     kwargs = {"encoder_hidden_states": torch.randn(batch, 77, unet.config.cross_attention_dim)}
     if unet.config.addition_embed_type == "text_time":
         pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
         kwargs["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, pooled), "time_ids": torch.zeros(batch, 6)}
     measured = _saved_bytes(unet, torch.randn(batch, 4, side, side), torch.tensor([10, 500]), **kwargs)
-    predicted = batch * 4 * unet_activations(model_size(config_dir(family)).unet, (side, side)).full
+    activations = unet_activations(size.unet, (side, side), locon=counted.block_convs).full
+    predicted = (batch * activations + counted.rebuilt) * 4
     assert predicted == pytest.approx(measured, rel=0.15)
 
 

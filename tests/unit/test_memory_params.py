@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sdlora.memory import RunShape, estimate
+from sdlora.memory_params import network_parameters
 from sdlora.models.configs import config_dir
 from sdlora.models.sizes import model_size
 from tests.helpers.config import TINY_MODELS
@@ -102,8 +103,6 @@ def test_every_type_is_counted_as_built(family):
 
 def test_lora_fa_keeps_its_down_matrices_out_of_the_gradients_and_the_optimizer():
     """Same parameters as a LoRA; gradients and AdamW's two states (4 bytes each) only for ``lora_up``."""
-    from sdlora.memory_params import network_parameters
-
     size = model_size(config_dir("sd15"))
     shape = RunShape(rank=16, network="lora_fa")
     lora, fa, counted = estimate(size, RunShape(rank=16)), estimate(size, shape), network_parameters(size, shape)
@@ -123,3 +122,21 @@ def test_the_splits_are_lycoris_own():
             assert memory_params.factorization(dimension, factor) == factorization(dimension, factor)
             expected = power2factorization(dimension, factor)
             assert memory_params.power2_factorization(dimension, factor) == (expected if expected[1] else (0, 0))
+
+
+def test_lycoris_types_keep_their_rebuilt_weights_for_backward():
+    """Outside bypass mode a LyCORIS module runs its layer with W + ΔW, which autograd keeps: one copy of each
+    targeted weight (BOFT one per butterfly factor and one more); with gradient checkpointing the layers outside the
+    resnets and transformer blocks, plus the largest block. kohya's types and bypass mode add nothing."""
+    size = model_size(config_dir("sdxl"))
+    locon = network_parameters(size, RunShape(network="lycoris_locon", rank=16))
+    weights = sum(
+        x.in_features * x.out_features * x.kernel**2 for x in size.unet.layers if x.kind != "norm" and x.container
+    )  # fmt: skip  (SDXL: no top-level layer is found by name)
+    assert locon.rebuilt == weights and 0 < locon.rebuilt_checkpointed < locon.rebuilt / 10
+    assert network_parameters(size, RunShape(network="boft", rank=16)).rebuilt > 2 * weights
+    for shape in (RunShape(network="lycoris_locon", bypass_mode=True), RunShape(network="locon", conv_rank=8)):
+        assert network_parameters(size, shape).rebuilt == 0
+    xl = RunShape(network="lycoris_locon", rank=16, weight_dtype="bfloat16", autocast=True, bucket=(1024, 1024))
+    rebuilt, bypass = estimate(size, xl), estimate(size, RunShape(**{**xl.__dict__, "bypass_mode": True}))
+    assert rebuilt.activations - bypass.activations == 2 * locon.rebuilt  # bf16 copies
