@@ -1,6 +1,7 @@
 """``trainer.memory_budget_gb``: whether the memory estimate (:mod:`sdlora.memory`) fits the budget, and when it does
-not, which options would make it fit — each alone (gradient checkpointing, an 8-bit optimizer, a latent cache, the
-largest smaller batch) or else the shortest combination, re-estimated for each variant of the run's shape."""
+not, which options would make it fit — each alone (gradient checkpointing, LyCORIS's bypass mode, an 8-bit optimizer, a
+latent cache, the largest smaller batch) or else the shortest combination, re-estimated for each variant of the run's
+shape."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from typing import Any
 
 from sdlora.memory import GB, MemoryEstimate, RunShape, estimate, human
 from sdlora.models.sizes import ModelSize
+from sdlora.network.types import type_info
 
 
 def fitting_options(size: ModelSize, shape: RunShape, budget: float) -> list[str]:
-    """Changes that bring the estimate within ``budget`` bytes: each that fits alone (gradient checkpointing, an 8-bit
-    optimizer, a latent cache, the largest smaller batch); else the shortest combination, added in that order."""
+    """Changes that bring the estimate within ``budget`` bytes: each that fits alone (gradient checkpointing, LyCORIS's
+    bypass mode — no rebuilt weights kept for backward —, an 8-bit optimizer, a latent cache, the largest smaller
+    batch); else the shortest combination, added in that order."""
     steps: list[tuple[str, dict[str, Any]]] = []
     if not shape.gradient_checkpointing:
         steps.append(("model.gradient_checkpointing=true", {"gradient_checkpointing": True}))
+    if not shape.bypass_mode and "bypass_mode" in type_info(shape.network).options:
+        steps.append(("network.bypass_mode=true", {"bypass_mode": True}))
     if "8bit" not in shape.optimizer:
         steps.append(("optimizer=adamw8bit", {"optimizer": "bitsandbytes.optim.AdamW8bit"}))
     if shape.cache_latents == "none":

@@ -132,6 +132,10 @@ def test_budget_names_options_that_fit():
     assert "data.batch_size=2" in message
     assert "together these would fit" in budget_message(e, 12, SDXL, big)
     assert "nothing among" in budget_message(e, 1, SDXL, big)
+    lycoris = dataclasses.replace(XL_1024, network="lycoris_locon", rank=16)  # 21.3 GB; bypass mode 16.2 GB
+    message = budget_message(estimate(SDXL, lycoris), 18, SDXL, lycoris)
+    assert "network.bypass_mode=true" in message and "model.gradient_checkpointing=true" in message
+    assert "bypass_mode" not in budget_message(e, 24, SDXL, big)  # kohya's LoRA has no such option
 
 
 def test_dry_run_prints_the_estimate_and_writes_it(tmp_path, caplog):
