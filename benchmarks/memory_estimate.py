@@ -39,6 +39,12 @@ CASES = [  # (name, overrides)
         ["precision=fp32", "data.batch_size=2", "model.gradient_checkpointing=true"],
     ),
     ("bf16_mixed, batch 2, 256 px", ["precision=bf16_mixed", "data.batch_size=2"]),
+    # LyCORIS (preset full): the rebuilt weights autograd keeps, and their share with gradient checkpointing
+    ("LyCORIS LoCon, fp32, batch 2, 256 px", ["precision=fp32", "data.batch_size=2", "network=lycoris_locon"]),
+    (
+        "LyCORIS LoCon, fp32, batch 2, 256 px, checkpointing",
+        ["precision=fp32", "data.batch_size=2", "network=lycoris_locon", "model.gradient_checkpointing=true"],
+    ),
 ]
 
 
@@ -186,6 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--part", choices=("all", "activations", "run"), default="all")
+    parser.add_argument("--cases", nargs="+", metavar="TEXT", help="whole runs: only the cases whose name has a TEXT")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -199,15 +206,17 @@ def main() -> None:
             print(f"  {precision:10} batch {batch}: saved {measured:7.1f} MB, estimated {estimated:7.1f} MB "
                   f"({estimated / measured:.2f}x)")  # fmt: skip
     if args.part in ("all", "run"):
-        whole_runs(args.steps)
+        whole_runs(args.steps, args.cases)
 
 
-def whole_runs(steps: int) -> None:
+def whole_runs(steps: int, only: list[str] | None = None) -> None:
     if steps < 3:
         raise SystemExit("--steps: at least 3 (the second step's RSS and the third's allocations are read)")
     print("training peak of each case, measured two ways, against the estimate's training peak")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])}
     for name, overrides in CASES:
+        if only and not any(text in name for text in only):
+            continue
         command = [sys.executable, __file__, "--worker", json.dumps(overrides), "--steps", str(steps)]
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
