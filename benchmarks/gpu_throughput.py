@@ -85,6 +85,7 @@ class Case:
     channels_last: bool = False
     train_text_encoder: bool = False
     rank: int = 32
+    network: str = "lora"  # network=<name>; LyCORIS types with their default preset (full)
 
 
 def cases(tiny: bool = False) -> list[Case]:
@@ -106,6 +107,9 @@ def cases(tiny: bool = False) -> list[Case]:
     out += [
         dataclasses.replace(sdxl, name="sdxl-b4-compile", batch=4, compile=True),
         dataclasses.replace(sdxl, name="sdxl-b1-ckpt-target", checkpointing=True),
+        # LyCORIS keeps each rebuilt weight for backward: the memory estimate's term for it, checked on a GPU
+        dataclasses.replace(sdxl, name="sdxl-lycoris", network="lycoris_locon", rank=16),
+        dataclasses.replace(sdxl, name="sdxl-lycoris-ckpt", network="lycoris_locon", rank=16, checkpointing=True),
     ]
     return out
 
@@ -168,7 +172,8 @@ def sdlora_overrides(case: Case, args, dataset: Path) -> list[str]:
     overrides = [
         f"model={preset}", f"data.train_dir={dataset}", "data.caption_extension=.txt",
         f"data.resolution={case.resolution}", f"data.min_bucket_reso={min(case.resolution, 64 if args.tiny else 256)}",
-        f"data.batch_size={case.batch}", f"precision={case.precision}", f"network.rank={case.rank}",
+        f"data.batch_size={case.batch}", f"precision={case.precision}", f"network={case.network}",
+        f"network.rank={case.rank}",
         f"network.alpha={case.rank // 2}", f"network.train_text_encoder={str(case.train_text_encoder).lower()}",
         f"model.gradient_checkpointing={str(case.checkpointing).lower()}", f"model.compile={str(case.compile).lower()}",
         f"model.channels_last={str(case.channels_last).lower()}", "model.attention=sdpa",
@@ -230,16 +235,19 @@ def build_components(case: Case, args):
     """The case's model (random weights, as sdlora builds it) with sdlora's LoRA on it, on the device."""
     import torch
 
-    from sdlora.config.schema import NetworkConfig
+    from sdlora.config.schema import LycorisPreset, NetworkConfig, NetworkType
     from sdlora.models.tiny import TinySD15Family, TinySDXLFamily
     from sdlora.network.build import build_network
+    from sdlora.network.types import type_info
 
     preset, config = family_options(case, args.tiny)
     family = (TinySDXLFamily if preset == "tiny_sdxl" else TinySD15Family)(config=config, init_seed=0)
     weights = torch.bfloat16 if case.precision in ("bf16_mixed", "full_bf16") else torch.float32
     components = family.load(weights, torch.float32 if case.model == "sdxl" else weights)
-    network = build_network(family, components, NetworkConfig(rank=case.rank, alpha=case.rank // 2,
-                                                              train_text_encoder=case.train_text_encoder))  # fmt: skip
+    lycoris = LycorisPreset.full if type_info(case.network).lycoris else None
+    options = NetworkConfig(name=NetworkType(case.network), rank=case.rank, alpha=case.rank // 2,
+                            train_text_encoder=case.train_text_encoder, preset=lycoris)  # fmt: skip
+    network = build_network(family, components, options)
     network.cast_(torch.bfloat16 if case.precision == "full_bf16" else torch.float32)
     for module in (components.unet, components.vae, *components.text_encoders):
         module.to(args.device)
