@@ -24,7 +24,9 @@ Which layers: the rules the network builder applies (:func:`sdlora.network.prese
 The two splitting rules are LyCORIS's (lycoris-lora 4.1, ``lycoris.functional.general``), restated here because the
 estimate runs before torch is imported; the tests compare every count with the modules LyCORIS builds.
 
-Block-wise ranks (``network.block_dims``) are taken as the base rank.
+LyCORIS's types (outside ``bypass_mode``) also make autograd keep a rebuilt copy of each targeted weight
+(:func:`rebuilt_weights`), which the estimate counts with the activations. Block-wise ranks (``network.block_dims``)
+are taken as the base rank.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def _modules(size: ModelSize, shape: RunShape) -> Iterator[tuple[Layer, bool, in
 
 #: A diffusers gradient-checkpointing unit: each resnet and each transformer block is recomputed on its own.
 _CHECKPOINT_UNIT = re.compile(r"^(.*?\.(?:resnets|transformer_blocks)\.\d+)\.")
-#: Rebuilt weight copies autograd keeps per layer, beyond one (measured on the tiny models: GLoRA 1.4–1.75).
+#: Rebuilt weight copies autograd keeps per GLoRA layer (measured on the tiny models: 1.4–1.75).
 _GLORA_COPIES = 1.75
 
 
@@ -110,7 +112,7 @@ def rebuilt_weights(modules: list[tuple[Layer, bool, int, int]], shape: RunShape
         copies = _GLORA_COPIES if shape.network == "glora" else 1.0
         if shape.network == "boft":
             copies = _boft_factors(layer.out_features, _rank(shape, layer)) + 1
-        elements = copies * (layer.params - (layer.out_features if layer.bias else 0))
+        elements = copies * layer.in_features * layer.out_features * layer.kernel**2
         unit = _CHECKPOINT_UNIT.match(layer.path) if unet else None
         if unit is None:
             kept += elements
