@@ -112,7 +112,7 @@ def rebuilt_weights(modules: list[tuple[Layer, bool, int, int]], shape: RunShape
         copies = _GLORA_COPIES if shape.network == "glora" else 1.0
         if shape.network == "boft":
             copies = _boft_factors(layer.out_features, _rank(shape, layer)) + 1
-        elements = copies * layer.in_features * layer.out_features * layer.kernel**2
+        elements = copies * layer.weights
         unit = _CHECKPOINT_UNIT.match(layer.path) if unet else None
         if unit is None:
             kept += elements

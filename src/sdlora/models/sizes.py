@@ -57,11 +57,14 @@ class Layer:
         return self.in_features * self.kernel**2 + self.out_features
 
     @property
+    def weights(self) -> int:
+        """Elements of the weight: in·out·k² (a norm's: its channels)."""
+        return self.out_features if self.kind == "norm" else self.in_features * self.out_features * self.kernel**2
+
+    @property
     def params(self) -> int:
-        """The layer's own parameters: weight (and bias); a norm's weight and bias."""
-        if self.kind == "norm":
-            return 2 * self.out_features
-        return self.in_features * self.out_features * self.kernel**2 + (self.out_features if self.bias else 0)
+        """The layer's own parameters: weight and bias (norms have both)."""
+        return self.weights + (self.out_features if self.bias else 0)
 
 
 @dataclass
