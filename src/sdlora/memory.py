@@ -10,7 +10,9 @@ target sums and the U-Net's stages); the run's options give dtypes, batch and th
   (:mod:`sdlora.memory_params`; a LoRA of rank r: r · (in·k² + out) a layer), for the U-Net and, when trained, the
   text encoders; parameters and gradients in ``precision.lora_dtype`` (none for the parameters a type holds frozen,
   LoRA-FA's ``lora_down``); optimizer state = P × state bytes per element (:func:`optimizer_bytes`: AdamW 2 states,
-  8-bit AdamW 2 bytes, Lion 1, Prodigy 4, D-Adaptation 2–5, Adafactor factored);
+  8-bit AdamW 2 bytes, Lion 1, Prodigy 4, D-Adaptation 2–5); Adafactor keeps float32 row and column means of each
+  parameter of two or more dimensions (:func:`sdlora.memory_params.factored_elements`) and, with ``beta1``, a
+  float32 first moment;
 - rebuilt weights: LyCORIS's types (outside ``bypass_mode``) run each layer with a rebuilt W′ = W + ΔW, which
   autograd keeps for backward — about one copy of every targeted weight in the activation dtype (fewer with gradient
   checkpointing; :func:`sdlora.memory_params.rebuilt_weights`), counted with the activations;
@@ -33,8 +35,7 @@ target sums and the U-Net's stages); the run's options give dtypes, batch and th
 Peak = weights + LoRA (parameters, gradients, optimizer) + max(activations + the first-stage gradient, encoding,
 sampling). What it leaves out: the CUDA context (~0.3–0.5 GB, not counted by ``torch.cuda.max_memory_allocated``),
 allocator fragmentation, cuDNN/cuBLAS workspaces and ``torch.compile``'s buffers. Cached latents
-(``data.cache_latents=memory``) live in host memory, reported separately. Block-wise ranks are taken as the base
-rank.
+(``data.cache_latents=memory``) live in host memory, reported separately.
 """
 
 from __future__ import annotations
@@ -245,9 +246,14 @@ class RunShape:
     decompose_both: bool = False  # LoKr
     rescaled: bool = False  # OFT, BOFT
     bypass_mode: bool = False  # LyCORIS: the branch added to the layer's output instead of a rebuilt weight
+    block_size: int = 1  # LyCORIS DyLoRA: down/up held in rank / block_size pieces
+    block_lr_weight: tuple[float, ...] | None = None  # a U-Net block of weight 0 gets no module
+    block_dims: tuple[int, ...] | None = None  # rank per U-Net block (Linear and 1×1 layers)
+    conv_block_dims: tuple[int, ...] | None = None  # rank per U-Net block (k×k convs)
     train_unet: bool = True
     train_text_encoder: bool = False
     optimizer: str = "torch.optim.AdamW"
+    first_moment: bool = False  # Adafactor with beta1 set: a first moment besides the factored second
     cache_latents: str = "none"
     cached_images: int = 0  # images (and flips) held by a latent cache
     text_chunks: int = 1  # model.max_token_length / 75
@@ -264,10 +270,9 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     counted = network_parameters(size, shape)
     params = counted.trained
     opt_per, opt_note = optimizer_bytes(shape.optimizer, lb)
-    if opt_note == "factored second moments":
-        modules = size.unet.lora.modules + (sum(te.lora.modules for te in size.text_encoders)
-                                            if shape.train_text_encoder else 0)  # fmt: skip
-        opt_total = 4.0 * (params / max(1, shape.rank) + 2 * shape.rank * modules)
+    if opt_note == "factored second moments":  # float32 row and column means; beta1: a float32 first moment
+        opt_total = 4.0 * (counted.factored + (params if shape.first_moment else 0))
+        opt_note += ", a first moment (beta1)" if shape.first_moment else ""
     else:
         opt_total = opt_per * params
     tokens = TEXT_TOKENS + 75 * (shape.text_chunks - 1)
@@ -342,10 +347,17 @@ def run_shape(config: Any, plan: Any, family: Any) -> RunShape:
         preset=network.preset.value if network.preset is not None else "full",
         rank=network.rank or 1, conv_rank=network.conv_rank or 0, factor=int(network.factor),
         **{option: bool(getattr(network, option)) for option in MODULE_OPTIONS},
+        block_size=network.block_size or 1,
+        **{key: _values(getattr(network, key)) for key in ("block_lr_weight", "block_dims", "conv_block_dims")},
         train_unet=bool(network.train_unet), train_text_encoder=bool(network.train_text_encoder),
-        optimizer=rule_name(config.optimizer), cache_latents=data.cache_latents.value, cached_images=images,
+        optimizer=rule_name(config.optimizer), first_moment=config.optimizer.get("beta1") is not None,
+        cache_latents=data.cache_latents.value, cached_images=images,
         text_chunks=max(1, int(config.model.max_token_length) // 75), sample_size=sample,
     )  # fmt: skip
+
+
+def _values(values: Any) -> tuple | None:
+    return None if values is None else tuple(values)
 
 
 @dataclass(frozen=True)

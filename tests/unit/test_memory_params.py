@@ -1,14 +1,14 @@
 """The network's parameters in the memory estimate (:mod:`sdlora.memory_params`), counted from the model's config
 alone, equal those of the network sdlora builds on the tiny models — for every network type counted module by module,
-its presets and the options that change what a module holds. LoKr's, OFT's and BOFT's splits of a dimension are
-LyCORIS's own."""
+its presets, block-wise ranks and the options that change what a module holds, and so do the Adafactor states of its
+parameters' shapes. LoKr's, OFT's and BOFT's splits of a dimension are LyCORIS's own."""
 
 from __future__ import annotations
 
 import pytest
 
 from sdlora.memory import RunShape, estimate
-from sdlora.memory_params import network_parameters
+from sdlora.memory_params import factored_elements, network_parameters
 from sdlora.models.configs import config_dir
 from sdlora.models.sizes import model_size
 from tests.helpers.config import TINY_MODELS
@@ -20,7 +20,7 @@ CASES = [
     ("lora", {"train_text_encoder": False}),
     ("locon", {"conv_rank": 2}),
     ("dylora", {}),
-    ("dylora", {"conv_rank": 4}),
+    ("dylora", {"conv_rank": 4, "unit": 2}),
     ("lora_fa", {}),
     ("lora_fa", {"conv_rank": 2}),
     ("lycoris_locon", {}),
@@ -28,6 +28,7 @@ CASES = [
     ("lycoris_locon", {"weight_decompose": True, "wd_on_output": False, "train_norm": True}),
     ("loha", {"use_tucker": True, "conv_rank": 2}),
     ("lycoris_dylora", {"block_size": 2}),
+    ("lycoris_dylora", {"block_size": 1, "conv_rank": 2}),
     ("ia3", {}),
     ("ia3", {"train_on_input": True}),
     ("glora", {}),
@@ -65,7 +66,10 @@ def _network_config(network: str, options: dict):
 
 
 def _shape(network: str, options: dict) -> RunShape:
-    fields = {"train_text_encoder": True, **{k: v for k, v in options.items() if k not in ("block_size", "unit")}}
+    lists = ("block_lr_weight", "block_dims", "conv_block_dims")
+    given = {k: tuple(v) if k in lists else v for k, v in options.items() if k != "unit"}
+    fields = {"train_text_encoder": True, **given}
+    fields.setdefault("block_size", 1)
     return RunShape(network=network, rank=1 if network in NO_RANK else 4, **fields)
 
 
@@ -75,6 +79,10 @@ def _held(network) -> int:
     frozen = sum(m.lora_down.weight.numel() for m in network.modules.values() if hasattr(m, "lora_down")
                  and not m.lora_down.weight.requires_grad)  # fmt: skip
     return network.num_parameters() + frozen
+
+
+def _factored(network) -> int:
+    return sum(factored_elements(tuple(p.shape)) for p in network.trainable_parameters())
 
 
 @pytest.fixture(scope="module", params=TINY_MODELS)
@@ -93,12 +101,42 @@ def test_every_type_is_counted_as_built(family):
     model, built_family = family
     size = model_size(config_dir(model))
     wrong = []
-    for network, options in CASES:
+    for network, options in [*CASES, *_block_cases(model)]:
         built = build_network(built_family, built_family.load(), _network_config(network, options))
-        counted = estimate(size, _shape(network, options))
-        if counted.lora_params != _held(built) or (counted.notes and network != "lora_fa"):
-            wrong.append((network, options, counted.lora_params, _held(built), counted.notes))
+        shape = _shape(network, options)
+        counted, parameters = estimate(size, shape), network_parameters(size, shape)
+        found = (counted.lora_params, parameters.factored)
+        if found != (_held(built), _factored(built)) or (counted.notes and network != "lora_fa"):
+            wrong.append((network, options, found, (_held(built), _factored(built)), counted.notes))
     assert not wrong, "\n".join(map(str, wrong))
+
+
+def _block_cases(model: str) -> list[tuple[str, dict]]:
+    """Block-wise ranks, a block of rank 0 and a block of learning-rate weight 0 (kohya's 25 blocks, SDXL's 23)."""
+    blocks = 23 if "xl" in model else 25
+    dims = [0 if i % 5 == 3 else 2 + 2 * (i % 3) for i in range(blocks)]
+    weights = [0.0 if i % 4 == 2 else 1.0 for i in range(blocks)]
+    return [
+        ("lora", {"block_dims": dims}),
+        ("locon", {"conv_rank": 2, "block_dims": dims, "conv_block_dims": dims[::-1], "block_lr_weight": weights}),
+        ("lycoris_locon", {"block_dims": dims, "conv_block_dims": dims[::-1]}),
+        ("loha", {"block_lr_weight": weights}),
+    ]
+
+
+def test_adafactor_state_is_what_the_estimate_counts():
+    """transformers' Adafactor keeps row and column means of a parameter of two or more dimensions and a full second
+    moment of a vector or a scalar: :func:`factored_elements` of each shape the network types hold."""
+    import torch
+    from transformers.optimization import Adafactor
+
+    for shape in [(), (7,), (6, 5), (4, 5, 1, 1), (4, 5, 3, 3), (5, 16, 4, 4), (16, 4, 4), (1, 9, 1, 1)]:
+        parameter = torch.nn.Parameter(torch.zeros(shape))
+        parameter.grad = torch.ones(shape)
+        optimizer = Adafactor([parameter], lr=1e-3, relative_step=False, scale_parameter=False)
+        optimizer.step()
+        kept = sum(t.numel() for key, t in optimizer.state[parameter].items() if key.startswith("exp_avg_sq"))
+        assert kept == factored_elements(shape), shape
 
 
 def test_lora_fa_keeps_its_down_matrices_out_of_the_gradients_and_the_optimizer():

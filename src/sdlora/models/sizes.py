@@ -116,6 +116,7 @@ class ComponentSize:
     stages: list[Stage] = field(default_factory=list)
     extra: dict[str, int] = field(default_factory=dict)  # e.g. hidden size, layers, cross-attention width
     layers: list[Layer] = field(default_factory=list)  # the layers network types may target (U-Net, text encoders)
+    config: dict[str, Any] = field(default_factory=dict)  # the diffusers config it was read from (U-Net)
 
 
 def linear(i: int, o: int, bias: bool = True) -> int:
@@ -240,7 +241,7 @@ def unet_size(config: dict[str, Any]) -> ComponentSize:
         previous = out
     extra = {"cross_attention_dim": config["cross_attention_dim"], "time_embed_dim": temb,
              "text_time_embedding": int(text_time)}  # fmt: skip
-    return ComponentSize(count.params, lora_sums(count.layers), stages, extra, count.layers)
+    return ComponentSize(count.params, lora_sums(count.layers), stages, extra, count.layers, dict(config))
 
 
 @dataclass

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sdlora.network.targets import Target
+if TYPE_CHECKING:  # torch-free at run time: the memory estimate numbers blocks by these names
+    from sdlora.network.targets import Target
 
 #: Key suffixes of a kohya LoRA module's tensors: ``<name>.lora_down.weight``, ``<name>.lora_up.weight``,
 #: ``<name>.alpha``.
