@@ -32,6 +32,7 @@ def make_objective(run: Run, prediction_type: str):
 def make_module(run: Run, components, network):
     from sdlora.distributed.world import uses_fsdp
     from sdlora.lit.module import LoRATrainingModule
+    from sdlora.models.host_parts import host_parts
     from sdlora.optim.factory import fused_allowed, instantiate_partial, with_fast_kernels
 
     config = run.config
@@ -58,6 +59,7 @@ def make_module(run: Run, components, network):
         validation=validation,
         skip_nonfinite=config.trainer.skip_nonfinite,
         max_skipped=int(config.trainer.max_skipped_fraction * batches),
+        host=host_parts(config.data),
     )
 
 

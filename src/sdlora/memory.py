@@ -32,10 +32,12 @@ target sums and the U-Net's stages); the run's options give dtypes, batch and th
 - sampling: the VAE decoder's largest two feature maps at the sample size (2 · c₀ · H · W) and the U-Net under
   ``no_grad`` (a few feature maps) on top of the weights.
 
-Peak = weights + LoRA (parameters, gradients, optimizer) + max(activations + the first-stage gradient, encoding,
-sampling). What it leaves out: the CUDA context (~0.3–0.5 GB, not counted by ``torch.cuda.max_memory_allocated``),
-allocator fragmentation, cuDNN/cuBLAS workspaces and ``torch.compile``'s buffers. Cached latents
-(``data.cache_latents=memory``) live in host memory, reported separately.
+Training peak = weights on the accelerator + LoRA (parameters, gradients, optimizer) + max(activations + the
+first-stage gradient, encoding): with a latent cache the VAE, with cached text-encoder outputs the text encoders wait
+in host memory (:mod:`sdlora.models.host_parts`). Sampling and validation bring them over: every weight + LoRA +
+optimizer state + sampling. Peak = the larger of the two. What it leaves out: the CUDA context (~0.3–0.5 GB, not
+counted by ``torch.cuda.max_memory_allocated``), allocator fragmentation, cuDNN/cuBLAS workspaces and
+``torch.compile``'s buffers. Cached latents (``data.cache_latents=memory``) live in host memory, reported separately.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlora.memory_params import network_parameters
+from sdlora.models.host_parts import HostParts, caches_text
 from sdlora.models.sizes import ComponentSize, ModelSize, model_size
 
 GB = 1e9
@@ -169,23 +172,37 @@ class MemoryEstimate:
     checkpointing: bool
     architecture: str
     notes: list[str] = field(default_factory=list)
+    host: tuple[str, ...] = ()  # the weights that wait in host memory while training (models/host_parts.py)
+    visits: bool = False  # they come to the accelerator during the run (sampling, validation)
 
     @property
     def static(self) -> float:
-        return sum(self.weights.values()) + self.lora_bytes + self.optimizer_bytes
+        """What stays on the accelerator through training: the weights there, the LoRA and the optimizer state."""
+        on_device = sum(value for name, value in self.weights.items() if name not in self.host)
+        return on_device + self.lora_bytes + self.optimizer_bytes
 
     @property
     def training_peak(self) -> float:
         return self.static + max(self.activations, self.encode_peak)
 
     @property
+    def visiting_peak(self) -> float:
+        """Sampling or validating: every weight, the LoRA and its optimizer state, and the sampling peak."""
+        if not (self.visits or self.sampling_peak):
+            return 0.0
+        return sum(self.weights.values()) + self.lora_bytes + self.optimizer_bytes + self.sampling_peak
+
+    @property
     def peak(self) -> float:
-        return max(self.training_peak, sum(self.weights.values()) + self.lora_bytes + self.sampling_peak)
+        return max(self.training_peak, self.visiting_peak)
 
     def format(self) -> str:
         w, h = self.bucket
         lines = [f"Memory estimate (accelerator peak ≈ {human(self.peak)}; {self.architecture})"]
-        lines.append("  frozen weights: " + ", ".join(f"{name} {human(value)}" for name, value in self.weights.items()))
+        lines.append("  frozen weights: " + ", ".join(
+            f"{name} {human(value)}" + (" (in host memory while training)" if name in self.host else "")
+            for name, value in self.weights.items()
+        ))  # fmt: skip
         lines.append(f"  LoRA: {self.lora_params / 1e6:.2f} M parameters, with gradients {human(self.lora_bytes)}; "
                      f"optimizer state {human(self.optimizer_bytes)} ({self.optimizer_note})")  # fmt: skip
         other = "with" if not self.checkpointing else "without"
@@ -212,7 +229,7 @@ class MemoryEstimate:
             "encode_gb": self.encode_peak / GB, "sampling_gb": self.sampling_peak / GB,
             "host_cached_latents_gb": self.host_cached_latents / GB, "bucket": list(self.bucket),
             "batch_size": self.batch_size, "gradient_checkpointing": self.checkpointing,
-            "architecture": self.architecture, "notes": list(self.notes),
+            "architecture": self.architecture, "notes": list(self.notes), "host_memory_weights": list(self.host),
         }  # fmt: skip
 
 
@@ -255,6 +272,8 @@ class RunShape:
     optimizer: str = "torch.optim.AdamW"
     first_moment: bool = False  # Adafactor with beta1 set: a first moment besides the factored second
     cache_latents: str = "none"
+    cache_text: bool = False  # text-encoder outputs cached
+    validation: bool = False  # a validation loss (held-out images encoded with the VAE and text encoders)
     cached_images: int = 0  # images (and flips) held by a latent cache
     text_chunks: int = 1  # model.max_token_length / 75
     sample_size: tuple[int, int] | None = None  # (W, H) of sample images, when sampling
@@ -301,10 +320,12 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
                      "(no gradient or optimizer state)")  # fmt: skip
     if opt_note == "2 states assumed":
         notes.append(f"optimizer {shape.optimizer} is not in the estimate's table: 2 states per parameter assumed")
+    parts = HostParts.of(shape.cache_latents != "none", shape.cache_text)
+    on_host = (("VAE",) if parts.vae else ()) + (("text encoder(s)",) if parts.text_encoders else ())
     return MemoryEstimate(
         weights, params + counted.frozen, (2.0 * params + counted.frozen) * lb, opt_total, opt_note, activations,
         activations_other, encode, sampling, host, shape.batch_size, shape.bucket, shape.gradient_checkpointing,
-        size.source, notes,
+        size.source, notes, on_host, shape.validation,
     )  # fmt: skip
 
 
@@ -351,7 +372,8 @@ def run_shape(config: Any, plan: Any, family: Any) -> RunShape:
         **{key: _values(getattr(network, key)) for key in ("block_lr_weight", "block_dims", "conv_block_dims")},
         train_unet=bool(network.train_unet), train_text_encoder=bool(network.train_text_encoder),
         optimizer=rule_name(config.optimizer), first_moment=config.optimizer.get("beta1") is not None,
-        cache_latents=data.cache_latents.value, cached_images=images,
+        cache_latents=data.cache_latents.value, cache_text=caches_text(data),
+        validation=bool(config.validation.dir or config.validation.split), cached_images=images,
         text_chunks=max(1, int(config.model.max_token_length) // 75), sample_size=sample,
     )  # fmt: skip
 

@@ -116,7 +116,7 @@ def test_precision_dtypes(option, extra, model, small_dataset, tmp_path):
     assert probe.grad_dtypes == {lora_dtype}
     base = [p for n, p in module.named_parameters() if "lora_" not in n and not n.startswith("vae.")]
     assert {p.dtype for p in base if p.is_floating_point()} == {frozen_dtype}
-    assert {p.dtype for p in module.vae.parameters()} == {vae_dtype}
+    assert {p.dtype for p in module.components.vae.parameters()} == {vae_dtype}
     assert _state_dtypes(probe.optimizer) == ({torch.float32} if sr else {state_dtype})
     tensors, meta = load_lora(summary["files"][0])
     assert {t.dtype for k, t in tensors.items() if not k.endswith(".alpha")} == {lora_dtype}  # saved as trained

@@ -116,6 +116,7 @@ class SampleImages(L.Callback):
                 preserved_rng(generators),
                 evaluation_weights(trainer, pl_module),  # schedule-free evaluation point, EMA weights
                 pl_module.network.evaluating(),
+                pl_module.host_parts_here(),  # the VAE and text encoders, when they wait in host memory
                 torch.no_grad(),
                 trainer.precision_plugin.forward_context(),
             ):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from sdlora.config.schema import CacheMode, DataConfig
+from sdlora.models.host_parts import caches_text, host_parts, move_parts
 
 log = logging.getLogger("sdlora")
 
@@ -24,15 +25,12 @@ def cache_folder(data: DataConfig, run_dir: Path) -> Path:
     return Path(data.cache_dir).expanduser() if data.cache_dir else Path(run_dir) / "cache"
 
 
-def caches_text(data: DataConfig) -> bool:
-    return bool(data.cache_text_encoder_outputs or data.cache_text_encoder_outputs_to_disk)
-
-
 def prepare_caches(
     data_cfg: DataConfig, dataset, family, components, run_dir: Path, device: torch.device, write: bool = True
 ) -> dict[str, Any]:
     """Fill the dataset's latent and text caches; returns the reports by cache name. ``write=False``: use valid
-    cache files but write none (every distributed rank but 0; see :class:`DataCaches`)."""
+    cache files but write none (every distributed rank but 0; see :class:`DataCaches`). The VAE and text encoders
+    go to ``device`` to fill them and back to host memory after (:mod:`sdlora.models.host_parts`)."""
     from sdlora.data.latent_cache import cache_latents
     from sdlora.data.text_cache import cache_text_outputs
     from sdlora.utils.atomic import clean_leftovers
@@ -59,6 +57,7 @@ def prepare_caches(
             num_variants=data_cfg.caption_variants, write=write,
         )  # fmt: skip
         _log("text-encoder outputs", reports["text"], to_disk)
+    move_parts(host_parts(data_cfg), components, "cpu")  # the training step does not call them
     return reports
 
 

@@ -43,6 +43,7 @@ from sdlora.lightning_compat import logs_this_step
 from sdlora.lit.running_mean import RunningMean
 from sdlora.lit.val_loss import ValidationLoss
 from sdlora.models.family import Components, ModelFamily, TextConditioning
+from sdlora.models.host_parts import HostParts, move_parts, parts_on
 from sdlora.network.io import NONFINITE_CAUSES, all_finite
 from sdlora.network.network import LoRANetwork
 from sdlora.optim.factory import build_lr_scheduler
@@ -104,13 +105,18 @@ class LoRATrainingModule(L.LightningModule):
         validation: ValidationLoss | None = None,
         skip_nonfinite: bool = False,
         max_skipped: int | None = None,
+        host: HostParts | None = None,
     ) -> None:
         super().__init__()
         self.family = family
         self.components = components
         self.unet = components.unet
-        self.vae = components.vae
-        self.text_encoders = nn.ModuleList(components.text_encoders)
+        # submodules move with the module; the host parts (their caches made) stay out of it (models/host_parts.py)
+        self.host = host or HostParts()
+        if not self.host.vae:
+            self.vae = components.vae
+        if not self.host.text_encoders:
+            self.text_encoders = nn.ModuleList(components.text_encoders)
         self.network = network
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -133,17 +139,22 @@ class LoRATrainingModule(L.LightningModule):
         """Frozen parts stay in eval mode (train mode only where gradient checkpointing needs it)."""
         super().train(mode)
         checkpointing = mode and self.family.gradient_checkpointing
-        self.vae.eval()
+        self.components.vae.eval()
         self.unet.train(checkpointing)
-        for encoder in self.text_encoders:
+        for encoder in self.components.text_encoders:
             encoder.train(checkpointing and self.train_text_encoder)
         self.network.set_training(mode)
         return self
 
     def unsharded_modules(self) -> list[nn.Module]:
         """What a sharding strategy (trainer=fsdp) must keep whole on every process: the LoRA branches (trained,
-        saved and regularised whole) and the VAE (called through encode/decode, which FSDP does not hook)."""
-        return [*self.network.adapter_modules(), self.vae]
+        saved and regularised whole) and the VAE (called through encode/decode, which FSDP does not hook) unless it
+        waits in host memory."""
+        return [*self.network.adapter_modules(), *([] if self.host.vae else [self.components.vae])]
+
+    def host_parts_here(self) -> Any:
+        """A context in which the host parts are on this module's device (sampling)."""
+        return parts_on(self.host, self.components, self.device)
 
     @property
     def batch_share(self) -> BatchShare:
@@ -161,7 +172,7 @@ class LoRATrainingModule(L.LightningModule):
     def encode_latents(self, pixels: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """[B, 3, H, W] in [−1, 1] → scaled latents [B, 4, H/8, W/8] (float32): a sample of the VAE posterior, or
         its mean with ``sample=False`` (validation)."""
-        vae = self.vae
+        vae = self.components.vae
         with torch.autocast(device_type=self.device.type, enabled=False):
             posterior = vae.encode(pixels.to(device=self.device, dtype=vae.dtype)).latent_dist
             if not sample:
@@ -282,12 +293,15 @@ class LoRATrainingModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         if self.validation is not None:
             self.validation.reset()
+            move_parts(self.host, self.components, self.device)  # validation encodes its images and captions
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if self.validation is not None:
             self.validation.update(self, batch)
 
     def on_validation_epoch_end(self) -> None:
+        if self.validation is not None:
+            move_parts(self.host, self.components, "cpu")
         if self.validation is not None and self.validation.count:
             value = self.validation.value
             self.validation.history.append((self.global_step, value))
