@@ -1,7 +1,7 @@
 """``trainer.memory_budget_gb``: whether the memory estimate (:mod:`sdlora.memory`) fits the budget, and when it does
-not, which options would make it fit — each alone (gradient checkpointing, LyCORIS's bypass mode, an 8-bit optimizer, a
-latent cache, the largest smaller batch) or else the shortest combination, re-estimated for each variant of the run's
-shape."""
+not, which options would make it fit — each alone (16-bit frozen weights, gradient checkpointing, LyCORIS's bypass
+mode, an 8-bit optimizer, a latent cache, cached text-encoder outputs, the largest smaller batch) or else the shortest
+combination, re-estimated for each variant of the run's shape."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from sdlora.network.types import type_info
 
 
 def fitting_options(size: ModelSize, shape: RunShape, budget: float) -> list[str]:
-    """Changes that bring the estimate within ``budget`` bytes: each that fits alone (gradient checkpointing, LyCORIS's
-    bypass mode — no rebuilt weights kept for backward —, an 8-bit optimizer, a latent cache, the largest smaller
-    batch); else the shortest combination, added in that order."""
+    """Changes that bring the estimate within ``budget`` bytes: each that fits alone (bf16 mixed precision — the
+    frozen weights in 16 bits —, gradient checkpointing, LyCORIS's bypass mode — no rebuilt weights kept for
+    backward —, an 8-bit optimizer, a latent cache — the VAE then waits in host memory —, cached text-encoder outputs
+    — the text encoders too —, the largest smaller batch); else the shortest combination, added in that order."""
     steps: list[tuple[str, dict[str, Any]]] = []
+    if shape.weight_dtype == "float32":
+        steps.append(("precision=bf16_mixed", {"weight_dtype": "bfloat16", "autocast": True}))
     if not shape.gradient_checkpointing:
         steps.append(("model.gradient_checkpointing=true", {"gradient_checkpointing": True}))
     if not shape.bypass_mode and "bypass_mode" in type_info(shape.network).options:
@@ -26,6 +29,8 @@ def fitting_options(size: ModelSize, shape: RunShape, budget: float) -> list[str
         steps.append(("optimizer=adamw8bit", {"optimizer": "bitsandbytes.optim.AdamW8bit"}))
     if shape.cache_latents == "none":
         steps.append(("data.cache_latents=disk", {"cache_latents": "disk"}))
+    if not shape.cache_text and not shape.train_text_encoder:
+        steps.append(("data.cache_text_encoder_outputs=true", {"cache_text": True}))
     batches = []
     batch = shape.batch_size
     while batch > 1:
@@ -55,7 +60,8 @@ def budget_message(estimate_: MemoryEstimate, budget_gb: float, size: ModelSize,
         return None
     fits = fitting_options(size, shape, budget_gb * GB)
     if not fits:
-        advice = "; nothing among gradient checkpointing, a smaller batch, an 8-bit optimizer or cached latents fits"
+        advice = ("; nothing among bf16 mixed precision, gradient checkpointing, a smaller batch, an 8-bit optimizer, "
+                  "cached latents or cached text-encoder outputs fits")  # fmt: skip
     elif len(fits) == 1 and " " in fits[0]:
         advice = f"; together these would fit: {fits[0]}"
     else:

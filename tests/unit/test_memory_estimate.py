@@ -148,6 +148,18 @@ def test_budget_names_options_that_fit():
     assert "bypass_mode" not in budget_message(e, 24, SDXL, big)  # kohya's LoRA has no such option
 
 
+def test_budget_names_16_bit_weights_and_cached_text_encoder_outputs():
+    """SDXL's frozen weights in float32 are 13.9 GB: bf16 mixed precision halves them. With cached text-encoder
+    outputs the text encoders wait in host memory (1.6 GB in bf16) — not an option when they are trained."""
+    fp32 = RunShape(bucket=(1024, 1024), rank=32, gradient_checkpointing=True, cache_latents="disk")
+    assert "each of these would fit: precision=bf16_mixed" in budget_message(estimate(SDXL, fp32), 12, SDXL, fp32)
+    bf16 = dataclasses.replace(XL_1024, gradient_checkpointing=True, cache_latents="disk")  # 9.15 GB
+    message = budget_message(estimate(SDXL, bf16), 8, SDXL, bf16)
+    assert "data.cache_text_encoder_outputs=true" in message and "precision=" not in message
+    trained = dataclasses.replace(bf16, train_text_encoder=True)
+    assert "cache_text_encoder_outputs" not in budget_message(estimate(SDXL, trained), 8, SDXL, trained)
+
+
 def test_dry_run_prints_the_estimate_and_writes_it(tmp_path, caplog):
     from sdlora.run import train
 
