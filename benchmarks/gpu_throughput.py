@@ -372,6 +372,8 @@ def environment(device: str) -> dict:
                                         text=True, timeout=20).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         info["commit"] = None
+    # a copy of the working tree without its .git (a lent GPU machine): the commit is passed in
+    info["commit"] = info["commit"] or os.environ.get("SDLORA_COMMIT") or None
     return info
 
 
@@ -476,15 +478,18 @@ def main() -> None:
         case = table[name]
         rows.append(combine(case, measure(case, "sdlora", args), measure(case, "plain", args), peak))
         print(json.dumps(rows[-1]), flush=True)
-    text = markdown(rows, info)
-    print(text)
+        write_results(args, info, rows)  # after every case: a run cut short keeps what it measured
+    print(markdown(rows, info))
     ratios = [r["ratio"] for r in rows if "ratio" in r]
     if ratios:
         print(f"median ratio sdlora / plain: {statistics.median(ratios):.3f}")
+
+
+def write_results(args, info: dict, rows: list[dict]) -> None:
     if args.json:
         args.json.write_text(json.dumps({"environment": info, "rows": rows}, indent=2))
     if args.markdown:
-        args.markdown.write_text(text + "\n")
+        args.markdown.write_text(markdown(rows, info) + "\n")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,20 @@ def test_gpu_benchmark_knows_the_gpus_and_lists_every_case_of_the_issue():
     assert cases["sdxl-b4-compile"].batch == 4 and cases["sdxl-b4-compile"].compile
 
 
+def test_the_gpu_session_script_runs_cases_the_benchmark_has():
+    """benchmarks/gpu_session.sh (the prepared checks of a short GPU lease) names cases by hand: they must exist, and
+    together its parts must cover the three targets of docs/performance.md."""
+    import re
+
+    script = (ROOT / "benchmarks" / "gpu_session.sh").read_text()
+    named = {
+        name for line in re.findall(r"^\s*(?:\w+\)\s*)?bench \d+ (.+?)(?: ;;)?$", script, re.M) for name in line.split()
+    }
+    cases = {case.name for case in _module("gpu_throughput").cases()}
+    assert named and named <= cases, named - cases
+    assert {"sdxl-base", "sdxl-b4-compile", "sdxl-b1-ckpt-target"} <= named
+
+
 def test_gpu_benchmark_without_cuda_says_so_and_exits_0():
     import torch
 
