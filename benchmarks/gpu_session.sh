@@ -5,8 +5,8 @@
 #
 #     bash benchmarks/gpu_session.sh [tests|compile|all]     # default: tests
 #
-#   tests    tests/gpu, then the cases sdxl-base and sdxl-b1-ckpt-target  (about 5 minutes on an H100)
-#   compile  the case sdxl-b4-compile (torch.compile, batch 4: the MFU target; about 4 minutes)
+#   tests    tests/gpu, then the cases sdxl-base and sdxl-b1-ckpt-target  (estimated 5 minutes on an H100; not yet run)
+#   compile  the case sdxl-b4-compile (torch.compile, batch 4: the MFU target; estimated 4 minutes)
 #   all      every case of the benchmark (30-40 minutes)
 #
 # Results go to $OUT (or ./gpu-out): env.txt (GPU, driver, versions), gpu_tests.log, bench.log, gpu.json and gpu.md
