@@ -21,6 +21,7 @@ from sdlora.data.build import TrainingData
 from sdlora.data.held_out import ValidationData
 from sdlora.data.run_caches import DataCaches
 from sdlora.data.sampler import BucketBatchSampler
+from sdlora.data.workers import quiet_worker
 
 
 class ResumableDataLoader(DataLoader):
@@ -93,6 +94,7 @@ class LoRADataModule(L.LightningDataModule):
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0 and self.persistent_workers,
             generator=torch.Generator().manual_seed(self.data.sampler.seed),
+            worker_init_fn=quiet_worker,  # no traceback from a worker when the training process is killed
         )
         loader.position = self._batches_processed
         return loader
