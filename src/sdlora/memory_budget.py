@@ -59,7 +59,10 @@ def budget_message(estimate_: MemoryEstimate, budget_gb: float, size: ModelSize,
     if estimate_.peak <= budget_gb * GB:
         return None
     fits = fitting_options(size, shape, budget_gb * GB)
-    if not fits:
+    if estimate_.training_peak <= budget_gb * GB < estimate_.visiting_peak:
+        advice = f"; the training steps fit ({human(estimate_.training_peak)}), but {_visitors(estimate_)} do not"
+        advice += f"; or: {', '.join(fits)}" if fits else ""
+    elif not fits:
         advice = ("; nothing among bf16 mixed precision, gradient checkpointing, a smaller batch, an 8-bit optimizer, "
                   "cached latents or cached text-encoder outputs fits")  # fmt: skip
     elif len(fits) == 1 and " " in fits[0]:
@@ -70,3 +73,13 @@ def budget_message(estimate_: MemoryEstimate, budget_gb: float, size: ModelSize,
         f"the estimated peak memory {human(estimate_.peak)} exceeds trainer.memory_budget_gb={budget_gb:g}"
         f"{advice} (the estimate is printed above; trainer.memory_budget_gb=null turns the check off)"
     )
+
+
+def _visitors(estimate_: MemoryEstimate) -> str:
+    """What needs every weight on the accelerator at once, and how to do without it."""
+    found = []
+    if estimate_.sampling_peak:
+        found.append("the sample images (smaller ones: --w/--h in sample.prompts; none: sample.prompts=null)")
+    if estimate_.visits:
+        found.append("the validation loss (none: validation.split=0 and validation.dir=null)")
+    return " and ".join(found) + ", which bring the VAE and text encoders over,"

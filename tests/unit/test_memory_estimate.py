@@ -226,3 +226,18 @@ def test_cached_parts_wait_in_host_memory_until_sampling():
     for visiting in (dataclasses.replace(both, validation=True), dataclasses.replace(both, sample_size=(1024, 1024))):
         visit = estimate(SDXL, visiting)
         assert visit.peak == visit.visiting_peak >= sum(visit.weights.values()) + visit.lora_bytes
+
+
+def test_budget_says_when_only_sampling_or_validation_does_not_fit():
+    """With both caches the training steps of SDXL fit 8.5 GB (7.2 GB); the samples and the validation loss bring the
+    VAE and text encoders back (9.6 GB), and the message says so, with what turns them off."""
+    shape = RunShape(weight_dtype="bfloat16", autocast=True, rank=32, gradient_checkpointing=True,
+                     bucket=(1024, 1024), cache_latents="disk", cache_text=True, sample_size=(1024, 1024),
+                     validation=True)  # fmt: skip
+    e = estimate(SDXL, shape)
+    assert e.training_peak < 8.5 * GB < e.visiting_peak == e.peak
+    message = budget_message(e, 8.5, SDXL, shape)
+    assert "the training steps fit (7.18 GB), but the sample images" in message
+    assert "sample.prompts=null" in message and "validation.split=0" in message
+    no_validation = dataclasses.replace(shape, validation=False)
+    assert "validation" not in budget_message(estimate(SDXL, no_validation), 8.5, SDXL, no_validation)
