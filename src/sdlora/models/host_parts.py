@@ -38,7 +38,8 @@ class HostParts:
 
     def modules(self, components: Any) -> list[nn.Module]:
         """These parts of ``components`` (a :class:`sdlora.models.family.Components`)."""
-        return [components.vae] * self.vae + list(components.text_encoders) * self.text_encoders
+        parts = [components.vae] if self.vae else []
+        return parts + list(components.text_encoders) if self.text_encoders else parts
 
 
 def caches_text(data: DataConfig) -> bool:
