@@ -128,11 +128,11 @@ class LoRAFSDPStrategy(FSDPModelSetup):
         self._broadcast_replicated()
         if self.is_global_zero:
             units = len(FullyShardedDataParallel.fsdp_modules(self._root))
-            frozen = any(not any(p.requires_grad for p in m.parameters()) for m in unsharded)  # the VAE
+            host_vae = getattr(getattr(model, "host", None), "vae", False)  # waits in host memory: not held here
             log.info(
                 "FSDP shards the frozen model over %d processes (%s) in %d units; the LoRA (%s parameters)%s whole "
                 "on every process", self.world_size, self.sharding_strategy.name, units,
-                f"{sum(p.numel() for p in self._replicated):,}", " and the VAE stay" if frozen else " stays",
+                f"{sum(p.numel() for p in self._replicated):,}", " stays" if host_vae else " and the VAE stay",
             )  # fmt: skip
         return self._root
 

@@ -300,9 +300,10 @@ class LoRATrainingModule(L.LightningModule):
             self.validation.update(self, batch)
 
     def on_validation_epoch_end(self) -> None:
-        if self.validation is not None:
-            move_parts(self.host, self.components, "cpu")
-        if self.validation is not None and self.validation.count:
+        if self.validation is None:
+            return
+        move_parts(self.host, self.components, "cpu")
+        if self.validation.count:
             value = self.validation.value
             self.validation.history.append((self.global_step, value))
             # every process evaluates the whole validation set: the mean over them is the same value
