@@ -54,14 +54,20 @@ def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(examp
 
 def test_ema_under_ddp_equals_one_process(example_data, tmp_path):
     """The EMA (its post-hoc snapshots, val/loss_ema) of a two-process run is the one-process EMA with the same global
-    batch; rank 0 alone writes the -ema files and snapshots."""
+    batch; rank 0 alone writes the -ema files and snapshots. Both with disk caches of latents and text-encoder outputs:
+    rank 0 fills them, rank 1 reads its files, and the VAE and text encoders wait in host memory between
+    validations."""
     common = ["optimizer.lr=1e-2", "trainer.max_steps=4", "ema=default", "ema.decay=0.5", "ema.posthoc=true",
-              "ema.snapshot_every=2", "validation.split=0.25", "validation.every_n_steps=2"]  # fmt: skip
+              "ema.snapshot_every=2", "validation.split=0.25", "validation.every_n_steps=2", "data.cache_latents=disk",
+              "data.cache_text_encoder_outputs_to_disk=true", "network.train_text_encoder=false"]  # fmt: skip
     ddp_dir = tmp_path / "ddp"
     run_train_py(
         tiny_overrides(example_data, "data.batch_size=1", *common, "trainer=ddp", "trainer.devices=2"), ddp_dir
     )
     assert sorted(p.name for p in ddp_dir.glob("*.safetensors")) == ["last-ema.safetensors", "last.safetensors"]
+    for log, counts in (("train.log", "9 computed, 0 reused"), ("train_ddp_process_1.log", "0 computed, 9 reused")):
+        cached = [line for line in (ddp_dir / log).read_text().splitlines() if "Cached" in line]
+        assert len(cached) == 2 and all(counts in line for line in cached), cached
     snapshots = sorted(p.name for p in (ddp_dir / "posthoc_ema").iterdir())
     assert snapshots == [f"sigma{s}-step0000000{n}.safetensors" for s in ("0.050", "0.100") for n in (2, 4)]
     single = train(compose_config(*tiny_overrides(example_data, "data.batch_size=2", *common)), tmp_path / "single")
