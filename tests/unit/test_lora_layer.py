@@ -91,3 +91,35 @@ def test_lora_branch_runs_in_fp32_beside_a_bf16_base():
 def test_grouped_conv_is_rejected():
     with pytest.raises(ValueError, match="grouped"):
         lora(nn.Conv2d(4, 4, 3, groups=2), rank=2, alpha=1)
+
+
+def test_the_branch_takes_its_input_uncast_under_autocast():
+    """float32 LoRA weights beside bfloat16 layers: without autocast the branch casts its input to float32; under
+    autocast it passes it on as it is — the same outputs and gradients as casting first (bf16 → fp32 → bf16 is
+    exact), without the float32 copy autograd would keep (branch_input)."""
+    from sdlora.network.functional import branch_input
+
+    x16 = torch.randn(3, 12, dtype=torch.bfloat16)
+    assert branch_input(x16, torch.float32).dtype == torch.float32
+    assert branch_input(x16, torch.bfloat16) is x16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert branch_input(x16, torch.float32) is x16
+    for kind in ("linear", "conv3x3"):
+        torch.manual_seed(0)
+        make_base, make_x = BASES[kind]
+        module = lora(make_base().to(torch.bfloat16), rank=3, alpha=1.5)
+        nn.init.normal_(module.lora_up.weight)
+        x = make_x().to(torch.bfloat16)
+        results = []
+        for cast_first in (False, True):
+            module.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = (
+                    module(x)
+                    if not cast_first
+                    else module.base(x)
+                    + (module.lora_up(module.lora_down(x.float())) * module.scale).to(torch.bfloat16)
+                )
+            out.float().square().sum().backward()
+            results.append((out, module.lora_down.weight.grad.clone(), module.lora_up.weight.grad.clone()))
+        assert all(torch.equal(a, b) for a, b in zip(*results, strict=True)), kind

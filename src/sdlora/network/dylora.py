@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdlora.network.functional import delta_weight, delta_weight_norm, effective_alpha, lora_scale, max_norm_ratio
+from sdlora.network.functional import (
+    branch_input,
+    delta_weight,
+    delta_weight_norm,
+    effective_alpha,
+    lora_scale,
+    max_norm_ratio,
+)
 from sdlora.network.module import ModuleSpec, NetworkModule
 from sdlora.network.naming import ALPHA, LORA_DOWN, LORA_UP
 
@@ -84,7 +91,7 @@ class DyLoRAModule(NetworkModule):
             return out
         b = self.trainable_row if self.training else self.rank - self.unit
         down, up = self._factors()
-        x = x.to(down.dtype)
+        x = branch_input(x, down.dtype)
         if isinstance(self.base, nn.Conv2d):
             base = self.base
             lx = F.conv2d(x, down, stride=base.stride, padding=base.padding, dilation=base.dilation)

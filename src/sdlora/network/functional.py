@@ -52,6 +52,24 @@ def init_up_(weight: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ dropouts (§2)
+def branch_input(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The layer's input ``x`` as the LoRA branch takes it: in the branch weights' ``dtype`` (float32 LoRA weights
+    beside 16-bit frozen layers) — unless autocast is on for ``x``'s device. Autocast then runs the branch's matmuls
+    in its own 16-bit dtype whatever ``x`` is, and a 16-bit ``x`` cast to float32 and back is the same ``x``: the
+    cast would only cost a kernel and a float32 copy per module, in forward and backward (as kohya, which never
+    casts)."""
+    if x.dtype == dtype or _autocast_on(x.device.type):
+        return x
+    return x.to(dtype)
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: one flag per device kind
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def module_dropout_skips(p: float) -> bool:
     """[kohya: module_dropout] True with probability ``p``: the whole LoRA branch is skipped for this forward call.
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from sdlora.network.functional import (
+    branch_input,
     delta_weight,
     delta_weight_norm,
     effective_alpha,
@@ -67,11 +68,11 @@ class LoRAModule(NetworkModule):
         if self.merged:
             return out
         if not self.training:
-            lora = self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype)))
+            lora = self.lora_up(self.lora_down(branch_input(x, self.lora_down.weight.dtype)))
             return out + (lora * self.scale).to(out.dtype)
         if module_dropout_skips(self.module_dropout):
             return out
-        lx = self.lora_down(x.to(self.lora_down.weight.dtype))  # [B, …, r] or [B, r, h, w]
+        lx = self.lora_down(branch_input(x, self.lora_down.weight.dtype))  # [B, …, r] or [B, r, h, w]
         lx = neuron_dropout(lx, self.dropout)
         lx, factor = rank_dropout(lx, self.rank_dropout)
         return out + (self.lora_up(lx) * (self.scale * factor)).to(out.dtype)
