@@ -23,7 +23,8 @@ target sums and the U-Net's stages); the run's options give dtypes, batch and th
   over the stages s (hw_s = h·w / 4^s), transformer blocks of inner width D, transformers of C channels, text length
   L = 77 + 75·(chunks − 1) and cross-attention width X; times the activation bytes (4 for fp32, 2 under bf16/fp16).
   The coefficients are measured: bytes autograd saves for backward (``saved_tensors_hooks``) on SD1.5- and SDXL-
-  shaped U-Nets of four sizes at 64–512 px, fitted by least squares (docs/performance.md). With gradient
+  shaped U-Nets of several sizes at 64–512 px, fitted by least squares (docs/performance.md; the mixed-precision
+  ones by ``benchmarks/fit_activations.py``). With gradient
   checkpointing (diffusers checkpoints every resnet and transformer block) the saved part is the inputs of those
   blocks plus the largest block recomputed in backward: Σ_resnets c_in·hw + Σ_blocks D·hw + a_c·Σ C·hw + max(block);
 - text encoders trained: their activations, the same way per layer (a_te · layers · L · (4·hidden + intermediate));
@@ -56,15 +57,15 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 TEXT_TOKENS = 77
 
 # Activation coefficients: elements saved per feature-map element, in units of the activation bytes (4 for fp32, 2
-# under autocast). Fitted to the bytes autograd saves in a LoRA step (docs/performance.md "Memory estimate"): under
-# bf16 autocast the LoRA branch keeps float32 copies of its inputs (LoRA weights in float32), which the full_* options
-# (16-bit LoRA weights) do not, so they save about 13 % less; LoCon adds the resnet convs' inputs (measured with
-# kohya's LoCon; used for every network with modules on those convs, such as LyCORIS's types under the full preset).
+# under autocast). Fitted to the bytes autograd saves in a LoRA step (docs/performance.md "Memory estimate"; the mixed
+# ones by benchmarks/fit_activations.py, SD1.5- and SDXL-shaped U-Nets of five widths at 128–512 px, 0.92–1.03× of
+# the measured bytes; 16-bit LoRA weights, the full_* options, save 0–5 % less, not counted). LoCon adds the resnet
+# convs' inputs (measured with kohya's LoCon; used for every network with modules on those convs, such as LyCORIS's
+# types under the full preset).
 COEFFICIENTS_BY_KIND = {
     "fp32": {"resnet": 5.2, "block": 18.3, "transformer": 7.0, "text": 1.5, "locon": 0.3},
-    "mixed": {"resnet": 4.45, "block": 30.1, "transformer": 2.55, "text": 4.85, "locon": 2.5},
+    "mixed": {"resnet": 1.48, "block": 31.93, "transformer": 4.86, "text": 0.41, "locon": 0.44},
 }
-FULL_16BIT_FACTOR = 0.87  # full_bf16 / full_fp16 against bf16_mixed (measured 0.85–0.90)
 COEFFICIENTS = COEFFICIENTS_BY_KIND["fp32"]
 A_TEXT_ENCODER = 12.0  # per layer and token, × (4·hidden + intermediate) / 4 (not measured: small next to the U-Net)
 
@@ -296,9 +297,7 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
         opt_total = opt_per * params
     tokens = TEXT_TOKENS + 75 * (shape.text_chunks - 1)
     w, h = shape.bucket
-    kind = "fp32" if act_bytes == 4 else "mixed"
-    scale = FULL_16BIT_FACTOR if kind == "mixed" and shape.lora_dtype != "float32" else 1.0
-    coefficients = {k: v * scale for k, v in COEFFICIENTS_BY_KIND[kind].items()}
+    coefficients = COEFFICIENTS_BY_KIND["fp32" if act_bytes == 4 else "mixed"]
     unet_act = unet_activations(size.unet, (h // 8, w // 8), tokens, coefficients, counted.block_convs)
     per_image = (unet_act.checkpointed, unet_act.full)
     te_act = sum(text_encoder_activations(te, tokens) for te in size.text_encoders) if shape.train_text_encoder else 0

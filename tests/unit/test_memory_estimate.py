@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sdlora.errors import SdloraError
-from sdlora.memory import GB, RunShape, estimate, optimizer_bytes, unet_activations
+from sdlora.memory import GB, RunShape, estimate, human, optimizer_bytes, unet_activations
 from sdlora.memory_budget import budget_message
 from sdlora.models.configs import config_dir
 from sdlora.models.sizes import model_size
@@ -133,6 +133,37 @@ def test_the_activation_formula_agrees_with_what_autograd_saves(family, network,
     assert predicted == pytest.approx(measured, rel=0.15)
 
 
+@pytest.mark.parametrize("network", ["lora", "locon"])
+@pytest.mark.parametrize("family", TINY_MODELS)
+def test_the_mixed_precision_formula_agrees_with_what_autograd_saves(family, network):
+    """precision=bf16_mixed: bfloat16 frozen model, float32 LoRA, bf16 autocast (the coefficients of
+    benchmarks/fit_activations.py, fitted on larger U-Nets) — within 15 % on the tiny models too."""
+    from sdlora.config.schema import NetworkConfig, NetworkType
+    from sdlora.memory import COEFFICIENTS_BY_KIND
+    from sdlora.network.build import build_network
+    from sdlora.tools.families import family as make_family
+
+    torch.manual_seed(0)
+    fam = make_family(family)
+    components = fam.load(torch.bfloat16)
+    locon = network == "locon"
+    config = NetworkConfig(name=NetworkType(network), rank=4, alpha=4.0, train_text_encoder=False,
+                           conv_rank=4 if locon else None)  # fmt: skip
+    build_network(fam, components, config)
+    unet, batch, side = components.unet, 2, 32
+    kwargs = {"encoder_hidden_states": torch.randn(batch, 77, unet.config.cross_attention_dim, dtype=torch.bfloat16)}
+    if unet.config.addition_embed_type == "text_time":
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        kwargs["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, pooled, dtype=torch.bfloat16),
+                                       "time_ids": torch.zeros(batch, 6, dtype=torch.bfloat16)}  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        latents = torch.randn(batch, 4, side, side, dtype=torch.bfloat16)
+        measured = _saved_bytes(unet, latents, torch.tensor([10, 500]), **kwargs)
+    size = model_size(config_dir(family))
+    activations = unet_activations(size.unet, (side, side), coefficients=COEFFICIENTS_BY_KIND["mixed"], locon=locon)
+    assert batch * activations.full * 2 == pytest.approx(measured, rel=0.15)
+
+
 def test_budget_names_options_that_fit():
     big = dataclasses.replace(XL_1024, batch_size=4)
     e = estimate(SDXL, big)
@@ -229,7 +260,7 @@ def test_cached_parts_wait_in_host_memory_until_sampling():
 
 
 def test_budget_says_when_only_sampling_or_validation_does_not_fit():
-    """With both caches the training steps of SDXL fit 8.5 GB (7.2 GB); the samples and the validation loss bring the
+    """With both caches the training steps of SDXL fit 8.5 GB (7.3 GB); the samples and the validation loss bring the
     VAE and text encoders back (9.6 GB), and the message says so, with what turns them off."""
     shape = RunShape(weight_dtype="bfloat16", autocast=True, rank=32, gradient_checkpointing=True,
                      bucket=(1024, 1024), cache_latents="disk", cache_text=True, sample_size=(1024, 1024),
@@ -237,7 +268,7 @@ def test_budget_says_when_only_sampling_or_validation_does_not_fit():
     e = estimate(SDXL, shape)
     assert e.training_peak < 8.5 * GB < e.visiting_peak == e.peak
     message = budget_message(e, 8.5, SDXL, shape)
-    assert "the training steps fit (7.18 GB), but the sample images" in message
+    assert f"the training steps fit ({human(e.training_peak)}), but the sample images" in message
     assert "sample.prompts=null" in message and "validation.split=0" in message
     no_validation = dataclasses.replace(shape, validation=False)
     assert "validation" not in budget_message(estimate(SDXL, no_validation), 8.5, SDXL, no_validation)
