@@ -86,6 +86,7 @@ class Case:
     train_text_encoder: bool = False
     rank: int = 32
     network: str = "lora"  # network=<name>; LyCORIS types with their default preset (full)
+    config: str | None = None  # another diffusers config folder of the model's layout (benchmarks/step_overhead.py)
 
 
 def cases(tiny: bool = False) -> list[Case]:
@@ -122,7 +123,7 @@ def family_options(case: Case, tiny: bool) -> tuple[str, str | None]:
     from sdlora.models.configs import config_dir
 
     preset = "tiny_sdxl" if case.model == "sdxl" else "tiny"
-    return preset, None if tiny else str(config_dir(case.model))
+    return preset, None if tiny else case.config or str(config_dir(case.model))
 
 
 def make_dataset(folder: Path, case: Case, images: int = 8) -> Path:
@@ -151,8 +152,11 @@ def device_sync(device: str) -> None:
 def memory_peaks(device: str) -> dict[str, float | None]:
     import torch
 
-    if device != "cuda":
-        return {"peak_allocated_gb": None, "peak_reserved_gb": None}
+    if device != "cuda":  # the process's peak RSS instead (benchmarks/step_overhead.py)
+        import resource
+
+        rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"peak_allocated_gb": None, "peak_reserved_gb": None, "peak_rss_mib": rss_mib}
     return {"peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
             "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9}  # fmt: skip
 
@@ -244,7 +248,7 @@ def build_components(case: Case, args):
     preset, config = family_options(case, args.tiny)
     family = (TinySDXLFamily if preset == "tiny_sdxl" else TinySD15Family)(config=config, init_seed=0)
     weights = torch.bfloat16 if case.precision in ("bf16_mixed", "full_bf16") else torch.float32
-    components = family.load(weights, torch.float32 if case.model == "sdxl" else weights)
+    components = family.load(weights, torch.float32 if case.model == "sdxl" else weights)  # as precision= loads them
     lycoris = LycorisPreset.full if type_info(case.network).lycoris else None
     options = NetworkConfig(name=NetworkType(case.network), rank=case.rank, alpha=case.rank // 2,
                             train_text_encoder=case.train_text_encoder, preset=lycoris)  # fmt: skip
@@ -301,7 +305,7 @@ def plain_step_fn(case: Case, args, family, components, network):
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), device=device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=case.precision != "fp32"):
             inputs = family.unet_inputs(text, size_cond)
             prediction = components.unet(noisy.to(components.unet.dtype), timesteps, **inputs).sample
         loss = F.mse_loss(prediction.float(), noise.float(), reduction="mean")

@@ -82,6 +82,21 @@ def _run(*args: str, timeout: int = 600) -> str:
     return result.stdout
 
 
+def test_step_overhead_benchmark_runs_both_sides_on_another_config_folder():
+    """``make bench`` (benchmarks/step_overhead.py) drives the GPU benchmark's two sides on the CPU with a config
+    folder of its own (there: the mid-size model; here the tiny one, fp32) and reads each process's peak RSS."""
+    from types import SimpleNamespace
+
+    from sdlora.models.configs import config_dir
+
+    gpu = _module("gpu_throughput")
+    case = gpu.Case("mid", "sd15", 64, precision="fp32", rank=4, config=str(config_dir("tiny")))
+    run = SimpleNamespace(device="cpu", tiny=False, steps=1, warmup=1)
+    for side in ("plain", "sdlora"):
+        result = gpu.measure(case, side, run)
+        assert result.get("s_per_it", 0) > 0 and result["peak_rss_mib"] > 100, (side, result)
+
+
 def test_dataset_scaling_benchmark_makes_datasets_and_reports_the_ratio(tmp_path):
     out = _run("benchmarks/dataset_scaling.py", "--sizes", "20", "40", "--repeat", "1", "--root", str(tmp_path))
     assert "ratio 40/20: time" in out
