@@ -89,12 +89,14 @@ def network_parameters(size: ModelSize, shape: RunShape) -> NetworkParameters:
     type selects of what one module holds there (the module docstring)."""
     modules = list(placed_modules(size, shape))
     shapes = [s for module in modules for s in module.trained]
+    rebuilt, rebuilt_checkpointed = rebuilt_weights(modules, shape)
     return NetworkParameters(
         trained=sum(math.prod(s) for s in shapes),
         frozen=sum(module.frozen for module in modules),
         factored=sum(factored_elements(s) for s in shapes),
         block_convs=any(m.unet and m.layer.kind == "conv" and m.layer.container != "" for m in modules),
-        **dict(zip(("rebuilt", "rebuilt_checkpointed"), rebuilt_weights(modules, shape), strict=True)),
+        rebuilt=rebuilt,
+        rebuilt_checkpointed=rebuilt_checkpointed,
     )
 
 

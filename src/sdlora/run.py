@@ -37,7 +37,7 @@ def train(
     from sdlora.assemble import assemble, validation_summary
     from sdlora.distributed.world import is_rank_zero
     from sdlora.errors import SdloraError
-    from sdlora.memory import estimate_run
+    from sdlora.memory_run import estimate_run
 
     run = assemble(config, run_dir)
     plan = run.data.plan

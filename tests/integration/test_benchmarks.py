@@ -82,9 +82,10 @@ def _run(*args: str, timeout: int = 600) -> str:
     return result.stdout
 
 
-def test_step_overhead_benchmark_runs_both_sides_on_another_config_folder():
+def test_step_overhead_benchmark_runs_the_gpu_benchmarks_sides_on_its_own_config_folder(tmp_path):
     """``make bench`` (benchmarks/step_overhead.py) drives the GPU benchmark's two sides on the CPU with a config
-    folder of its own (there: the mid-size model; here the tiny one, fp32) and reads each process's peak RSS."""
+    folder of its own (there: the mid-size model; here the tiny one, fp32) and reads each process's peak RSS. The
+    sdlora side's whole run is the test above; here the plain side runs and the sdlora side's overrides are read."""
     from types import SimpleNamespace
 
     from sdlora.models.configs import config_dir
@@ -92,9 +93,12 @@ def test_step_overhead_benchmark_runs_both_sides_on_another_config_folder():
     gpu = _module("gpu_throughput")
     case = gpu.Case("mid", "sd15", 64, precision="fp32", rank=4, config=str(config_dir("tiny")))
     run = SimpleNamespace(device="cpu", tiny=False, steps=1, warmup=1)
-    for side in ("plain", "sdlora"):
-        result = gpu.measure(case, side, run)
-        assert result.get("s_per_it", 0) > 0 and result["peak_rss_mib"] > 100, (side, result)
+    result = gpu.measure(case, "plain", run)
+    assert result.get("s_per_it", 0) > 0 and result["peak_rss_mib"] > 100, result
+    overrides = gpu.sdlora_overrides(case, run, tmp_path)
+    assert "model=tiny" in overrides and f"model.config={config_dir('tiny')}" in overrides
+    assert "precision=fp32" in overrides
+    assert _module("step_overhead").mid_size_config(tmp_path).joinpath("unet", "config.json").is_file()
 
 
 def test_dataset_scaling_benchmark_makes_datasets_and_reports_the_ratio(tmp_path):

@@ -240,7 +240,7 @@ def test_tool_forms_come_from_the_tools_parsers():
 def test_the_plan_shows_buckets_steps_and_the_estimate_of_sdlora_memory(monkeypatch):
     import types
 
-    import sdlora.memory
+    import sdlora.memory_run
     from sdlora.ui.plan import make_plan
 
     cfg = compose_config(f"data.train_dir={EXAMPLE_DATA}", "data.caption_extension=.txt", "data.resolution=64",
@@ -253,12 +253,12 @@ def test_the_plan_shows_buckets_steps_and_the_estimate_of_sdlora_memory(monkeypa
 
     real = make_plan(cfg)
     assert real.memory.startswith("Memory estimate (accelerator peak") and "frozen weights" in real.memory
-    monkeypatch.setattr(sdlora.memory, "estimate_run", estimate_run)
+    monkeypatch.setattr(sdlora.memory_run, "estimate_run", estimate_run)
     view = make_plan(cfg)
     assert view.memory == "Memory estimate: 1.0 GB peak" and seen == [(4, "DataPlan", "tiny")]
     assert view.rows and any("64" in str(cell) for row in view.rows for cell in row)
     assert "4" in view.text
-    monkeypatch.setattr(sdlora.memory, "estimate_run", lambda config, plan, family: None)  # an unknown architecture
+    monkeypatch.setattr(sdlora.memory_run, "estimate_run", lambda config, plan, family: None)  # an unknown architecture
     assert "not available" in make_plan(cfg).memory
 
 

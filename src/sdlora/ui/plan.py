@@ -2,8 +2,9 @@
 (:func:`sdlora.config.resolve.resolve`) and the typed run (:func:`sdlora.assemble.assemble`): folders, repeats,
 buckets, steps per epoch and total steps, a bucket histogram picture, and the memory estimate.
 
-The memory estimate is the one ``train.py`` prints with its plan: ``sdlora.memory.estimate_run(config, plan, family)``
-shown with its ``format()``; the panel says so when the estimate does not know the model's architecture.
+The memory estimate is the one ``train.py`` prints with its plan:
+``sdlora.memory_run.estimate_run(config, plan, family)`` shown with its ``format()``; the panel says so when the
+estimate does not know the model's architecture.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def histogram(rows: list[list[Any]]):
 
 def memory_estimate(config, run) -> str:
     """The memory estimate of the run (``sdlora.memory``), or a line saying why there is none."""
-    from sdlora.memory import estimate_run
+    from sdlora.memory_run import estimate_run
 
     try:
         memory = estimate_run(config, run.data.plan, run.family)
