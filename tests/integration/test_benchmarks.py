@@ -101,6 +101,30 @@ def test_step_overhead_benchmark_runs_the_gpu_benchmarks_sides_on_its_own_config
     assert _module("step_overhead").mid_size_config(tmp_path).joinpath("unet", "config.json").is_file()
 
 
+def test_the_activation_fit_measures_a_small_unet_and_recovers_known_coefficients(tmp_path):
+    """benchmarks/fit_activations.py: one measurement on a small SD1.5-shaped U-Net under bf16 autocast (LoCon saves
+    more than LoRA), and the fit recovers coefficients from bytes made with them."""
+    from sdlora.memory import unet_activation_features
+    from sdlora.models.sizes import model_size
+
+    fit = _module("fit_activations")
+    folder = fit.shape_folder(tmp_path / "small", "sd15", fit.SHAPES[0][2])
+    lora, locon = (fit.measure(folder, "sd15", 8, "mixed", conv) for conv in (False, True))
+    assert 0 < lora < locon
+    known = {"resnet": 1.5, "block": 30.0, "transformer": 5.0, "text": 0.5, "locon": 0.5}
+    rows = []
+    for name, base, edits in fit.SHAPES:
+        unet = model_size(fit.shape_folder(tmp_path / name, base, edits)).unet
+        for side in fit.SIDES:
+            features = unet_activation_features(unet, (side, side))
+            elements = sum(known[k] * features[k] for k in ("resnet", "block", "transformer", "text"))
+            bytes_ = 2 * fit.BATCH * elements
+            rows.append(
+                {"features": features, "lora": bytes_, "locon": bytes_ + 2 * fit.BATCH * 0.5 * features["resnet"]}
+            )
+    assert fit.fit(rows, "mixed") == pytest.approx(known, rel=1e-3)
+
+
 def test_dataset_scaling_benchmark_makes_datasets_and_reports_the_ratio(tmp_path):
     out = _run("benchmarks/dataset_scaling.py", "--sizes", "20", "40", "--repeat", "1", "--root", str(tmp_path))
     assert "ratio 40/20: time" in out
