@@ -54,6 +54,7 @@ from sdlora.models.sizes import ComponentSize, ModelSize
 GB = 1e9
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 TEXT_TOKENS = 77
+UNET, VAE, TEXT_ENCODERS = "U-Net", "VAE", "text encoder(s)"  # the frozen weights' entries, by component
 
 # Activation coefficients: elements saved per feature-map element, in units of the activation bytes (4 for fp32, 2
 # under autocast). Fitted to the bytes autograd saves in a LoRA step (docs/performance.md "Memory estimate"; the mixed
@@ -283,9 +284,9 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     """The memory estimate of ``shape`` on the architecture ``size``."""
     wb, vb, lb = DTYPE_BYTES[shape.weight_dtype], DTYPE_BYTES[shape.vae_dtype], DTYPE_BYTES[shape.lora_dtype]
     act_bytes = 2 if shape.autocast or shape.weight_dtype != "float32" else 4
-    weights = {"U-Net": size.unet.params * wb, "VAE": size.vae.params * vb}
+    weights = {UNET: size.unet.params * wb, VAE: size.vae.params * vb}
     if size.text_encoders:
-        weights["text encoder(s)"] = size.text_encoder_params * wb
+        weights[TEXT_ENCODERS] = size.text_encoder_params * wb
     counted = network_parameters(size, shape)
     params = counted.trained
     opt_per, opt_note = optimizer_bytes(shape.optimizer, lb)
@@ -319,7 +320,7 @@ def estimate(size: ModelSize, shape: RunShape) -> MemoryEstimate:
     if opt_note == "2 states assumed":
         notes.append(f"optimizer {shape.optimizer} is not in the estimate's table: 2 states per parameter assumed")
     parts = HostParts.of(shape.cache_latents != "none", shape.cache_text)
-    on_host = (("VAE",) if parts.vae else ()) + (("text encoder(s)",) if parts.text_encoders else ())
+    on_host = tuple(name for name, waits in ((VAE, parts.vae), (TEXT_ENCODERS, parts.text_encoders)) if waits)
     return MemoryEstimate(
         weights, params + counted.frozen, (2.0 * params + counted.frozen) * lb, opt_total, opt_note, activations,
         activations_other, encode, sampling, host, shape.batch_size, shape.bucket, shape.gradient_checkpointing,
