@@ -70,18 +70,16 @@ def text_field(page, elem_id: str):
 
 
 def type_into(page, elem_id: str, value: str, attempts: int = 3) -> None:
-    """Set a Gradio Textbox as a user types it (Playwright's ``fill`` alone does not fire Gradio's input event; the
-    last key typed does), and check that the field holds ``value`` afterwards.
+    """Set a Gradio Textbox as a user pastes it (one change event) and check that the field holds ``value``.
 
     A tab opened for the first time mounts its fields with their stored values; text filled in while that happens can
-    be replaced (CI once saw ``prompts.txt`` arrive as ``t``). Typing again, as a user would, is then the right move.
+    be replaced (CI once saw ``prompts.txt`` arrive as ``t``). Pasting again, as a user would, is then the right move.
     """
     from playwright.sync_api import expect
 
     field = text_field(page, elem_id)
     for attempt in range(attempts):
-        field.fill(value[:-1])
-        field.press_sequentially(value[-1:])
+        field.fill(value)
         try:
             expect(field).to_have_value(value, timeout=5_000)
             return

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.helpers.browser import choose, chromium_path, progress, screenshot, start_server, type_into
+from tests.helpers.browser import choose, chromium_path, progress, screenshot, start_server, text_field, type_into
 from tests.helpers.config import ROOT
 
 pytest.importorskip("gradio", reason="the web UI needs the ui extra (pip install -e '.[ui]')")
@@ -137,7 +137,16 @@ def test_a_bad_value_is_shown_beside_its_field_and_nothing_starts(page, workspac
     page.get_by_role("tab", name="Parameters").click()
     page.get_by_role("tab", name="Basic").click()
     type_into(page, "field-network-rank", "-1")
-    expect(page.locator("#problem-network-rank")).to_contain_text("network.rank must be ≥ 1", timeout=60_000)
+    problem = page.locator("#problem-network-rank")
+    expect(problem).to_contain_text("network.rank must be ≥ 1", timeout=60_000)
+    rank = text_field(page, "field-network-rank")  # a deleted character is a change too (no key press of its own)
+    rank.fill("321")
+    rank.press("End")
+    rank.press("Backspace")
+    expect(page.locator("#command textarea")).to_have_value(re.compile(r"network\.rank=32( |$)"), timeout=60_000)
+    expect(problem).to_be_hidden()
+    type_into(page, "field-network-rank", "-1")
+    expect(problem).to_contain_text("network.rank must be ≥ 1", timeout=60_000)
     page.get_by_role("tab", name="Folders").click()
     expect(page.locator("#problem-data-train_dir")).to_contain_text("does not exist", timeout=60_000)
     page.locator("#start-button").click()
@@ -194,3 +203,18 @@ def test_the_tools_tab_merges_two_loras_and_refuses_a_path_outside_the_folders(p
     expect(output).to_have_value(re.compile(r"done$"), timeout=120_000)
     screenshot(page, "8-tools-merge")
     assert merged.is_file()
+
+
+def test_the_latency_benchmark_measures_field_changes_and_refills(page):
+    """``benchmarks/ui_latency.py`` runs on this page (its numbers are not asserted: they live in the benchmark)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ui_latency", ROOT / "benchmarks" / "ui_latency.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    results = benchmark.measure(page, repeat=2)
+    assert {name: len(times) for name, times in results.items()} == {
+        "field change → command": 2,
+        "menu → refilled form": 2,
+    }
+    assert "optimizer=adamw8bit" in page.locator("#command textarea").input_value()  # the last menu choice

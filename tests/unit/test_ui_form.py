@@ -176,6 +176,43 @@ def test_a_kohya_gui_config_is_imported_through_the_migration_tool(form, tmp_pat
         App(form, Roots.of([ROOT], ROOT), Launcher(ROOT))._migrate(str(tmp_path / "gui.json"))
 
 
+def test_a_field_change_sends_one_value_and_the_session_state_holds_the_rest(form, tmp_path):
+    """A field's change event sends its own value; the server keeps the others per session (``ShownForm``) and
+    checks them all. A refill replaces every slot, so the change events it causes are echoes and are skipped."""
+    import copy
+
+    import gradio as gr
+
+    from sdlora.ui.actions import App
+    from sdlora.ui.launch import Launcher
+    from sdlora.ui.security import Roots
+
+    app = App(form, Roots.of([tmp_path, ROOT], ROOT), Launcher(ROOT), ["model=tiny"])
+    state = copy.deepcopy(app.shown_form())  # what Gradio does for each new session
+    assert state.lock is not app.shown_form().lock and state.values == app.initial_values
+    rank = form.index[(False, "network.rank")]
+    command, general, boxes, overrides = app.on_field(rank)("-1", state)
+    assert "network.rank=-1" in command and "model=tiny" in command and overrides[0] == "model=tiny"
+    assert "problem(s)" in general and set(boxes) >= {"problem-network-rank"}
+    assert "network.rank must be ≥ 1" in boxes["problem-network-rank"]
+    assert app.on_field(rank)("-1", state) == [gr.skip()] * 4  # the same value again: nothing to check
+    train_dir = form.index[(False, "data.train_dir")]
+    boxes = app.on_field(train_dir)(str(EXAMPLE_DATA / "<x>"), state)[2]  # the other slot is still -1
+    assert "network.rank must be ≥ 1" in boxes["problem-network-rank"]
+    assert "&lt;x&gt;" in boxes["problem-data-train_dir"]  # escaped
+    refilled = app.refill(["model=tiny", "network.rank=8"], "runs/here", "", state)
+    shown = refilled[: len(form.fields)]
+    assert state.values == shown and state.run_dir == "runs/here" and shown[rank] == "8"
+    assert "problem-network-rank" not in refilled[len(form.fields) + 2]  # rank 8 is fine
+    assert all(app.on_field(i)(value, state) == [gr.skip()] * 4 for i, value in enumerate(shown))  # the echoes
+    assert app.on_run_dir("runs/here", state) == [gr.skip()] * 4
+    assert "hydra.run.dir=runs/elsewhere" in app.on_run_dir("runs/elsewhere", state)[0]
+    menu = form.index[(True, "optimizer")]  # a menu keeps the keys set before (the last check's overrides)
+    command = app.on_menu(menu)("lion", ["model=tiny", "network.rank=4"], state)[len(form.fields)]
+    assert command.startswith("python train.py model=tiny optimizer=lion network.rank=4")
+    assert state.values[menu] == "lion" and "runs/elsewhere" in command
+
+
 # ---------------------------------------------------------------------------------------------- security
 def test_listen_without_auth_is_refused():
     from sdlora.ui.server import main

@@ -19,7 +19,8 @@ from sdlora.ui.launch import Launcher
 from sdlora.ui.run_panel import panel
 from sdlora.ui.runs import read_run
 from sdlora.ui.security import Roots, path_problems
-from sdlora.ui.widgets import problem_update
+from sdlora.ui.shown import ShownForm
+from sdlora.ui.widgets import problem_box_id, problem_html
 
 DEFAULT_RUN_DIR = "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"
 
@@ -68,38 +69,75 @@ class App:
         return Checked(overrides, composed, problems)
 
     def check_outputs(self, checked: Checked, run_dir: str) -> list[Any]:
+        """The checks' outputs: the command, the general problems, the problems by box, the overrides."""
         extra = [] if run_dir.strip() == DEFAULT_RUN_DIR else [f"hydra.run.dir={run_dir.strip()}"]
-        updates = [problem_update(checked.problems.get(f.key if f.kind != "group" else f"group:{f.key}"))
-                   for f in self.form.fields]  # fmt: skip
-        return [command_line(checked.overrides + extra), _general(checked.problems), *updates, checked.overrides]
+        boxes = {}
+        for f in self.form.fields:
+            messages = checked.problems.get(f.key if f.kind != "group" else f"group:{f.key}")
+            if messages:
+                boxes[problem_box_id(f.elem_id)] = problem_html(messages)
+        return [command_line(checked.overrides + extra), _general(checked.problems), boxes, checked.overrides]
 
     def on_change(self, *inputs: Any) -> list[Any]:
+        """The checks of every field's value (``*shown, run_dir``)."""
         *shown, run_dir = inputs
         return self.check_outputs(self.check(shown, run_dir), run_dir)
 
+    def _checked(self, state: ShownForm) -> list[Any]:
+        return self.on_change(*state.values, state.run_dir)
+
+    def on_field(self, index: int):
+        """The handler of field ``index``'s change: ``(value, state) → checks`` (nothing when the state holds the
+        value already: the echo of a refill)."""
+
+        def changed(value: Any, state: ShownForm) -> list[Any]:
+            with state.lock:
+                return self._checked(state) if state.set_field(index, value) else [gr.skip()] * 4
+
+        return changed
+
+    def on_run_dir(self, run_dir: str, state: ShownForm) -> list[Any]:
+        with state.lock:
+            return self._checked(state) if state.set_run_dir(run_dir) else [gr.skip()] * 4
+
+    def shown_form(self) -> ShownForm:
+        """The state a new session starts from (the page's initial values)."""
+        return ShownForm(self.initial_values, DEFAULT_RUN_DIR)
+
     # --------------------------------------------------------------------------------------- refill the form
-    def refill(self, overrides: list[str], run_dir: str, message: str) -> list[Any]:
+    def refill(self, overrides: list[str], run_dir: str, message: str, state: ShownForm) -> list[Any]:
+        """Every field set to what ``overrides`` compose to, with their checks (outputs: the fields, the checks,
+        the message)."""
         try:
             shown = self.form.values_for(overrides)
         except SdloraError as exc:
-            return [gr.update() for _ in self.form.fields] + self.on_change_noop() + [f"⚠ {exc}"]
-        return [*shown, *self.on_change(*shown, run_dir), message]
+            return [gr.update() for _ in self.form.fields] + [gr.skip()] * 4 + [f"⚠ {exc}"]
+        return self._show(shown, run_dir, message, state)
 
-    def on_change_noop(self) -> list[Any]:
-        return [gr.update(), gr.update(), *[gr.update() for _ in self.form.fields], gr.update()]
+    def _show(self, shown: list[Any], run_dir: str, message: str, state: ShownForm) -> list[Any]:
+        with state.lock:
+            state.replace(shown, run_dir)
+            return [*shown, *self._checked(state), message]
 
-    def on_group(self, last: list[str], *inputs: Any) -> list[Any]:
-        """A group menu changed: compose the new choices with the keys the user had set, and show that."""
-        *shown, run_dir = inputs
-        head = self.form.group_overrides(shown)
-        keys = [o for o in last or [] if not self.form.is_group_override(o)]
-        try:
-            self.form.values_for(head + keys)
-        except SdloraError:
-            return self.refill(head, run_dir, "The options set before do not fit the new choice: they were reset.")
-        return self.refill(head + keys, run_dir, "")
+    def on_menu(self, index: int):
+        """The handler of group menu ``index``: ``(choice, last overrides, state) → refill``. The new choices compose
+        with the keys the user had set (reset, with a message, when those do not fit the new choice)."""
 
-    def on_import(self, text: str, run_dir: str) -> list[Any]:
+        def chosen(choice: str, last: list[str], state: ShownForm) -> list[Any]:
+            with state.lock:
+                state.set_field(index, choice)
+                shown, run_dir = list(state.values), state.run_dir
+            head = self.form.group_overrides(shown)
+            keys = [o for o in last or [] if not self.form.is_group_override(o)]
+            try:
+                return self._show(self.form.values_for(head + keys), run_dir, "", state)
+            except SdloraError:
+                message = "The options set before do not fit the new choice: they were reset."
+                return self.refill(head, run_dir, message, state)
+
+        return chosen
+
+    def on_import(self, text: str, run_dir: str, state: ShownForm) -> list[Any]:
         """A kohya_ss ``.json`` / sd-scripts ``.toml`` (through ``sdlora-migrate``) or a ``python train.py`` line."""
         text = (text or "").strip()
         try:
@@ -108,8 +146,8 @@ class App:
             else:
                 overrides, notes = self._migrate(text)
         except SdloraError as exc:
-            return [gr.update() for _ in self.form.fields] + self.on_change_noop() + [f"⚠ {exc}"]
-        return self.refill(overrides, run_dir, "Imported. " + " ".join(notes))
+            return [gr.update() for _ in self.form.fields] + [gr.skip()] * 4 + [f"⚠ {exc}"]
+        return self.refill(overrides, run_dir, "Imported. " + " ".join(notes), state)
 
     def _migrate(self, source: str) -> tuple[list[str], list[str]]:
         from sdlora.tools.migrate import collect, report
@@ -146,11 +184,17 @@ class App:
         return [f"Saved `{path}`: `python train.py experiment={name}`", gr.update(choices=choices)]
 
     # ------------------------------------------------------------------------------------ plan, start, stop
-    def on_plan(self, *inputs: Any) -> list[Any]:
+    def _check_all(self, state: ShownForm, shown: list[Any], run_dir: str) -> Checked:
+        """Plan and Start read every field; the session's state takes what the page shows."""
+        with state.lock:
+            state.replace(shown, run_dir)
+            return self.check(shown, run_dir)
+
+    def on_plan(self, state: ShownForm, *inputs: Any) -> list[Any]:
         from sdlora.ui.plan import make_plan
 
         *shown, run_dir = inputs
-        checked = self.check(shown, run_dir)
+        checked = self._check_all(state, shown, run_dir)
         outputs = self.check_outputs(checked, run_dir)
         if not checked.ok:
             return ["⚠ fix the problems first: nothing was planned", "", None, None, "", *outputs]
@@ -161,9 +205,9 @@ class App:
         text = view.text + "".join(f"\n  note: {n}" for n in view.notes)
         return ["Planned: no model was loaded.", text, view.rows, view.picture, view.memory, *outputs]
 
-    def on_start(self, *inputs: Any) -> list[Any]:
+    def on_start(self, state: ShownForm, *inputs: Any) -> list[Any]:
         *shown, run_dir = inputs
-        checked = self.check(shown, run_dir)
+        checked = self._check_all(state, shown, run_dir)
         outputs = self.check_outputs(checked, run_dir)
         if not checked.ok:
             return ["⚠ fix the problems first: nothing was started", gr.update(), *outputs]

@@ -15,8 +15,9 @@ from sdlora.ui.runs_tab import RunsTab
 from sdlora.ui.security import Roots
 from sdlora.ui.tools_tab import DATASET, LORA, ToolsTab
 from sdlora.ui.training_tab import TrainingTab
+from sdlora.ui.widgets import PROBLEM_CSS
 
-CSS = ".sdlora-progress{font-family:monospace} .gradio-container{max-width:1400px !important}"
+CSS = ".sdlora-progress{font-family:monospace} .gradio-container{max-width:1400px !important} " + PROBLEM_CSS
 
 
 def make_app(project: Path, roots: Roots, conf_dir: str | Path | None = None, initial: list[str] | None = None) -> App:
@@ -33,13 +34,10 @@ def build_page(app: App) -> gr.Blocks:
                 training = TrainingTab(app)
                 training.build()
             with gr.Tab("Runs", id="runs"):
-                refill = [*training.controls, training.command, training.general, *training.problems,
-                          training.overrides, training.message]  # fmt: skip
-                RunsTab(app, refill).build()
+                RunsTab(app, training.refill_outputs, training.shown).build()
             with gr.Tab("Tools", id="tools"):
                 ToolsTab(app, LORA).build()
             with gr.Tab("Dataset Preparation", id="dataset"):
                 ToolsTab(app, DATASET).build()
-        checks = [training.command, training.general, *training.problems, training.overrides]
-        page.load(lambda: app.on_change(*app.initial_values, DEFAULT_RUN_DIR), [], checks)
+        page.load(lambda: app.on_change(*app.initial_values, DEFAULT_RUN_DIR), [], training.checks)
     return page

@@ -15,6 +15,7 @@ from sdlora.ui.actions import DEFAULT_RUN_DIR, App
 from sdlora.ui.form import command_line
 from sdlora.ui.run_panel import panel
 from sdlora.ui.runs import find_runs, find_sweeps, overrides_of, read_run
+from sdlora.ui.shown import ShownForm
 from sdlora.ui.widgets import RunPanelWidgets
 
 HEADERS = ["run folder", "status", "steps", "train loss", "val loss", "started", "LoRA"]
@@ -46,9 +47,10 @@ def run_rows(app: App) -> list[list[Any]]:
 
 
 class RunsTab:
-    def __init__(self, app: App, training_outputs: list[Any]) -> None:
+    def __init__(self, app: App, training_outputs: list[Any], training_state: Any) -> None:
         self.app = app
         self.training_outputs = training_outputs  # the Training tab's controls, to open a run's settings there
+        self.training_state = training_state  # and what it shows (actions.App.refill)
 
     def build(self) -> None:
         with gr.Row():
@@ -76,7 +78,7 @@ class RunsTab:
         self.timer.tick(self.on_select, [self.selected], details, show_progress="hidden")
         self.resume.click(self.on_resume, [self.selected], [self.message, self.selected])
         self.stop.click(self.on_stop, [self.selected], [self.message])
-        self.open.click(self.on_open, [self.selected], self.training_outputs)
+        self.open.click(self.on_open, [self.selected, self.training_state], self.training_outputs)
         self.sweep.change(self.on_sweep, [self.sweep], [self.sweep_table, self.sweep_plot])
 
     def _folder(self, selected: str) -> Path:
@@ -121,12 +123,12 @@ class RunsTab:
         except SdloraError as exc:
             return f"⚠ {exc}"
 
-    def on_open(self, selected: str) -> list[Any]:
+    def on_open(self, selected: str, state: ShownForm) -> list[Any]:
         try:
             overrides = overrides_of(self._folder(selected))
         except SdloraError as exc:
-            return self.app.refill([], DEFAULT_RUN_DIR, f"⚠ {exc}")
-        return self.app.refill(overrides, DEFAULT_RUN_DIR, f"Opened the settings of {selected}.")
+            return self.app.refill([], DEFAULT_RUN_DIR, f"⚠ {exc}", state)
+        return self.app.refill(overrides, DEFAULT_RUN_DIR, f"Opened the settings of {selected}.", state)
 
     def on_sweep(self, selected: str) -> list[Any]:
         from sdlora.tools.sweep_summary import summarize, to_markdown

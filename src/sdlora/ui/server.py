@@ -51,7 +51,7 @@ def serve(args: argparse.Namespace):
     check_binding(args.listen is not None, auth, args.share)
     project = project_folder(args.project)
     roots = Roots.of(args.root or [Path.cwd()], project)
-    from sdlora.ui.app import build_page, make_app
+    from sdlora.ui.app import CSS, build_page, make_app
     from sdlora.utils.quiet import quiet_third_party
 
     quiet_third_party()
@@ -59,7 +59,7 @@ def serve(args: argparse.Namespace):
     page.queue(default_concurrency_limit=4)
     return page.launch(server_name=args.listen or "127.0.0.1", server_port=args.port, auth=auth, share=args.share,
                        inbrowser=not args.no_browser, allowed_paths=[str(f) for f in roots.folders],
-                       show_error=True, footer_links=["gradio", "settings"])  # fmt: skip
+                       show_error=True, footer_links=["gradio", "settings"], css=CSS)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import gradio as gr
 from sdlora.config.layout import ADVANCED, BASIC, FOLDERS, SAMPLES, SOURCE
 from sdlora.ui import actions
 from sdlora.ui.form import EXPERIMENT, Form, advanced_sections
-from sdlora.ui.widgets import RunPanelWidgets, field_component, problem_box
+from sdlora.ui.widgets import SHOW_PROBLEMS_JS, RunPanelWidgets, field_component, problem_box
 
 DEFAULT_RUN_DIR = actions.DEFAULT_RUN_DIR
 
@@ -82,7 +82,9 @@ class TrainingTab:
         self.command = gr.Textbox(label="the command this page runs", interactive=False, elem_id="command",
                                   buttons=["copy"])  # fmt: skip
         self.general = gr.HTML(elem_id="problems")
+        self.problem_store = gr.JSON(visible=False, elem_id="checks-store")  # shown by the boxes (widgets.py)
         self.overrides = gr.State([])
+        self.shown = gr.State(self.app.shown_form())
         with gr.Row():
             self.plan_button = gr.Button("Plan", elem_id="plan-button")
             self.start_button = gr.Button("Start", variant="primary", elem_id="start-button")
@@ -102,26 +104,34 @@ class TrainingTab:
         self._wire()
 
     # ------------------------------------------------------------------------------------------------ events
+    @property
+    def checks(self) -> list[Any]:
+        """The outputs of a check (:meth:`actions.App.check_outputs`)."""
+        return [self.command, self.general, self.problem_store, self.overrides]
+
+    @property
+    def refill_outputs(self) -> list[Any]:
+        """The outputs of a refill of the whole form (:meth:`actions.App.refill`)."""
+        return [*self.controls, *self.checks, self.message]
+
     def _wire(self) -> None:
         app, form = self.app, self.form
         inputs = [*self.controls, self.run_dir]
-        checks = [self.command, self.general, *self.problems, self.overrides]
-        keys = [c for c, f in zip(self.controls, form.fields, strict=True) if f.kind != "group"]
-        menus = [c for c, f in zip(self.controls, form.fields, strict=True) if f.kind == "group"]
-        gr.on([c.input for c in keys] + [self.run_dir.input], app.on_change, inputs, checks,
-              trigger_mode="always_last", show_progress="hidden")  # fmt: skip
-        refill = [*self.controls, *checks, self.message]
-        gr.on([c.input for c in menus], app.on_group, [self.overrides, *inputs], refill, show_progress="hidden")
-        self.import_button.click(app.on_import, [self.import_path, self.run_dir], refill)
+        fast = {"queue": False, "trigger_mode": "always_last", "show_progress": "hidden"}
+        refill = self.refill_outputs
+        for i, (control, f) in enumerate(zip(self.controls, form.fields, strict=True)):
+            if f.kind == "group":  # a menu the user picked from refills the form
+                control.input(app.on_menu(i), [control, self.overrides, self.shown], refill, show_progress="hidden")
+            else:  # any change: typed, pasted, deleted, or set by a refill (then an echo, skipped)
+                control.change(app.on_field(i), [control, self.shown], self.checks, **fast)
+        self.run_dir.change(app.on_run_dir, [self.run_dir, self.shown], self.checks, **fast)
+        self.problem_store.change(None, [self.problem_store], None, js=SHOW_PROBLEMS_JS)
+        self.import_button.click(app.on_import, [self.import_path, self.run_dir, self.shown], refill)
         self.save_button.click(app.on_save, [self.experiment_name, *inputs],
                                [self.message, self.controls[form.index[(True, EXPERIMENT)]]])  # fmt: skip
-        self.plan_button.click(app.on_plan, inputs, [self.message, self.plan_text, self.plan_table,
-                                                     self.plan_picture, self.plan_memory, *checks])  # fmt: skip
-        self.start_button.click(app.on_start, inputs, [self.message, self.current_run, *checks])
+        self.plan_button.click(app.on_plan, [self.shown, *inputs], [self.message, self.plan_text, self.plan_table,
+                                                                    self.plan_picture, self.plan_memory,
+                                                                    *self.checks])  # fmt: skip
+        self.start_button.click(app.on_start, [self.shown, *inputs], [self.message, self.current_run, *self.checks])
         self.stop_button.click(app.on_stop, [self.current_run], [self.message])
         self.timer.tick(app.on_tick, [self.current_run], self.panel.outputs(), show_progress="hidden")
-
-
-def initial_problems(app: actions.App) -> list[Any]:
-    """The checks of the initial values (shown when the page loads)."""
-    return app.on_change(*app.initial_values, DEFAULT_RUN_DIR)

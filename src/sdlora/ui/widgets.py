@@ -36,18 +36,46 @@ def field_component(field: FormField, value: Any):
     return gr.Textbox(value=value, lines=1, max_lines=4, **common)
 
 
+PROBLEM_CLASS = "sdlora-problem"
+MESSAGE_CLASS = "sdlora-message"
+
+# The problems of the last check are one output (a hidden JSON of message HTML by problem-box id); the browser keeps
+# them in ``window.sdloraProblems`` and each box shows its own — when it mounts (a tab's fields mount when the tab is
+# first opened) and whenever the checks change. One output instead of one per field: Gradio's page handled ~200
+# outputs a change in about 0.6 s.
+PROBLEM_BOX_JS = """
+const show = () => {
+  if (!element.isConnected && element.dataset.shown) { window.removeEventListener("sdlora-problems", show); return; }
+  element.dataset.shown = "1";
+  element.innerHTML = (window.sdloraProblems || {})[props.box] || "";
+};
+window.addEventListener("sdlora-problems", show);
+show();
+"""
+SHOW_PROBLEMS_JS = """(problems) => {
+  window.sdloraProblems = problems || {};
+  window.dispatchEvent(new Event("sdlora-problems"));
+}"""
+# a box without a message takes no room (as a hidden component would)
+PROBLEM_CSS = f".{PROBLEM_CLASS}:not(:has(.{MESSAGE_CLASS})) {{display: none !important}}"
+
+
+def problem_box_id(elem_id: str) -> str:
+    return elem_id.replace("field-", "problem-").replace("group-", "problem-")
+
+
 def problem_box(elem_id: str):
-    """The (hidden while empty) message under a field."""
-    return gr.HTML("", visible=False, elem_id=elem_id.replace("field-", "problem-").replace("group-", "problem-"))
+    """The message under a field (empty, and taking no room, while the field has no problem)."""
+    box = problem_box_id(elem_id)
+    return gr.HTML("", elem_id=box, elem_classes=[PROBLEM_CLASS], js_on_load=PROBLEM_BOX_JS, box=box)
 
 
-def problem_update(messages: list[str] | None):
-    if not messages:
-        return gr.update(value="", visible=False)
+def problem_html(messages: list[str]) -> str:
+    """What a problem box shows for ``messages`` (escaped)."""
     import html
 
     body = "<br>".join(html.escape(m) for m in messages)
-    return gr.update(value=f'<div style="color:#dc2626;font-size:0.9em">⚠ {body}</div>', visible=True)
+    return f'<div class="{MESSAGE_CLASS}" style="color:#dc2626;font-size:0.9em">⚠ {body}</div>'
 
 
 class RunPanelWidgets:
