@@ -23,7 +23,8 @@ def argument_component(tool: Tool, argument: Argument):
         return gr.Checkbox(value=value, label=label, info=plain(argument.help), elem_id=elem_id)
     if argument.kind == "choice":
         choices = ([] if argument.required else [("(default)", "")]) + [(c, c) for c in argument.choices]
-        return gr.Dropdown(choices=choices, value=value if value in argument.choices else "", label=label,
+        unset = None if argument.required else ""  # a required choice starts with nothing chosen
+        return gr.Dropdown(choices=choices, value=value if value in argument.choices else unset, label=label,
                            info=plain(argument.help), elem_id=elem_id)  # fmt: skip
     info = argument.help + (" (several values, separated by spaces)" if argument.kind == "list" else "")
     return gr.Textbox(value=value, label=label, info=plain(info), elem_id=elem_id)
