@@ -19,6 +19,8 @@ BASE = ("model=tiny", "data.train_dir=/tmp", "data.caption_extension=.txt")
 def test_every_shipped_optimizer_preset_is_found():
     files = [p for p in (CONF_DIR / "optimizer").glob("*.yaml") if p.stem != "custom"]
     assert len(presets("optimizer")) == len(files) > 10
+    adamw = presets("optimizer", "torch.optim.AdamW")  # only the files naming the target are parsed
+    assert adamw and all(node["_target_"] == "torch.optim.AdamW" for node in adamw)
 
 
 @pytest.mark.parametrize("option", ["adamw", "adamw8bit", "prodigy", "adafactor", "lion"])
@@ -38,11 +40,11 @@ def test_any_other_value_is_not_a_preset(overrides):
 
 def test_without_the_conf_folder_nothing_is_a_preset(monkeypatch):
     monkeypatch.setattr(presets_module, "conf_folder", lambda: None)
-    presets_module.presets.cache_clear()
+    presets_module._texts.cache_clear()
     try:
         assert not is_shipped_preset(compose_config(*BASE).optimizer)
     finally:
-        presets_module.presets.cache_clear()
+        presets_module._texts.cache_clear()
 
 
 @pytest.mark.parametrize("name", FACTORIES)
