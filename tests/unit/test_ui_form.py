@@ -200,9 +200,13 @@ def test_a_field_change_sends_one_value_and_the_session_state_holds_the_rest(for
     boxes = app.on_field(train_dir)(str(EXAMPLE_DATA / "<x>"), state)[2]  # the other slot is still -1
     assert "network.rank must be ≥ 1" in boxes["problem-network-rank"]
     assert "&lt;x&gt;" in boxes["problem-data-train_dir"]  # escaped
+    before = list(state.values)
     refilled = app.refill(["model=tiny", "network.rank=8"], "runs/here", "", state)
-    shown = refilled[: len(form.fields)]
+    shown = form.values_for(["model=tiny", "network.rank=8"])
     assert state.values == shown and state.run_dir == "runs/here" and shown[rank] == "8"
+    changed = [i for i, (new, old) in enumerate(zip(shown, before, strict=True)) if new != old]
+    assert set(changed) == {rank, train_dir}  # only the fields that change are sent to the page
+    assert [i for i, update in enumerate(refilled[: len(form.fields)]) if update != gr.skip()] == changed
     assert "problem-network-rank" not in refilled[len(form.fields) + 2]  # rank 8 is fine
     assert all(app.on_field(i)(value, state) == [gr.skip()] * 4 for i, value in enumerate(shown))  # the echoes
     assert app.on_run_dir("runs/here", state) == [gr.skip()] * 4

@@ -115,9 +115,12 @@ class App:
         return self._show(shown, run_dir, message, state)
 
     def _show(self, shown: list[Any], run_dir: str, message: str, state: ShownForm) -> list[Any]:
+        """The fields that change (the others are left as they are: fewer updates for the page), the checks, the
+        message; the state takes the new values."""
         with state.lock:
+            updates = [gr.skip() if new == old else new for new, old in zip(shown, state.values, strict=True)]
             state.replace(shown, run_dir)
-            return [*shown, *self._checked(state), message]
+            return [*updates, *self._checked(state), message]
 
     def on_menu(self, index: int):
         """The handler of group menu ``index``: ``(choice, last overrides, state) → refill``. The new choices compose
