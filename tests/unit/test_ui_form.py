@@ -217,6 +217,23 @@ def test_a_field_change_sends_one_value_and_the_session_state_holds_the_rest(for
     assert state.values[menu] == "lion" and "runs/elsewhere" in command
 
 
+def test_the_runs_tab_lists_only_runs_it_may_open(form, tmp_path):
+    """Runs of the project folder outside the server's folders cannot be opened or resumed: they are not listed."""
+    from types import SimpleNamespace
+
+    from sdlora.ui.runs_tab import all_runs
+    from sdlora.ui.security import Roots
+
+    project, allowed = tmp_path / "project", tmp_path / "data"
+    for folder in (project, allowed):
+        run = folder / "outputs" / "2026-01-01" / "10-00-00"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text("{}", encoding="utf-8")
+    assert all_runs(SimpleNamespace(roots=Roots.of([allowed], project))) == [run]
+    both = all_runs(SimpleNamespace(roots=Roots.of([allowed, project], project)))
+    assert set(both) == {run, project / "outputs" / "2026-01-01" / "10-00-00"}
+
+
 # ---------------------------------------------------------------------------------------------- security
 def test_listen_without_auth_is_refused():
     from sdlora.ui.server import main

@@ -26,8 +26,10 @@ def _number(value: Any) -> str:
 
 
 def all_runs(app: App) -> list[Path]:
-    """The runs under ``outputs/`` and ``multirun/`` of the project and of every folder the server may use."""
-    found = {run: None for base in dict.fromkeys([app.roots.base, *app.roots.folders]) for run in find_runs(base)}
+    """The runs under ``outputs/`` and ``multirun/`` of the project and of every folder the server may use — those
+    the page may open (a run of the project outside those folders could be listed but neither opened nor resumed)."""
+    bases = dict.fromkeys([app.roots.base, *app.roots.folders])
+    found = {run: None for base in bases for run in find_runs(base) if app.roots.allows(run)}
     return sorted(found, key=lambda p: (p / "summary.json").stat().st_mtime, reverse=True)
 
 
@@ -89,7 +91,7 @@ class RunsTab:
     def on_refresh(self) -> list[Any]:
         rows = run_rows(self.app)
         bases = dict.fromkeys([self.app.roots.base, *self.app.roots.folders])
-        sweeps = [_shown(self.app, p) for base in bases for p in find_sweeps(base)]
+        sweeps = [_shown(self.app, p) for base in bases for p in find_sweeps(base) if self.app.roots.allows(p)]
         return [rows, gr.update(choices=[r[0] for r in rows]), gr.update(choices=sweeps)]
 
     def on_select(self, selected: str) -> list[Any]:
