@@ -132,6 +132,11 @@ def test_lycoris_types_and_their_options_are_mapped(tmp_path):
     assert not any(n.startswith("not yet available") for n in notes)
     dylora = gui_config(tmp_path / "dylora.json", LoRA_type="LyCORIS/DyLoRA", unit=4, train_data_dir="/data/x")
     assert compose_config(*overrides(migrate(str(dylora))[0])).network.block_size == 4  # the GUI's "unit"
+    locon = gui_config(tmp_path / "locon.json", LoRA_type="LyCORIS/LoCon", LyCORIS_preset="attn-mlp",
+                       train_data_dir="/data/x")  # fmt: skip
+    command = migrate(str(locon))[0]
+    assert "network.preset=attn-mlp" in command  # LyCORIS's spelling, which train.py takes
+    assert compose_config(*overrides(command)).network.preset == "attn-mlp"
 
 
 def test_toml_and_command_line(tmp_path):

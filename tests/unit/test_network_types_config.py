@@ -117,6 +117,22 @@ def test_presets_pick_lycoris_layers():
     assert norms and all(n.endswith(("norm", "norm1", "norm2", "norm3")) for n in norms)
 
 
+@pytest.mark.parametrize("spelling", ["attn-mlp", "attn_mlp"])
+def test_a_preset_is_written_as_lycoris_spells_it_and_the_underscore_form_is_taken_too(spelling, tmp_path):
+    """``network.preset=attn-mlp`` (LyCORIS's and the kohya_ss GUI's spelling) composes, as does ``attn_mlp``; both
+    are one member, saved in LyCORIS's spelling (the saved config composes again)."""
+    from omegaconf import OmegaConf
+
+    from sdlora.config.resolve import typed_config
+
+    cfg = compose_config("model=tiny", "network=lycoris_locon", f"network.preset={spelling}")
+    assert cfg.network.preset is LycorisPreset.attn_mlp and str(cfg.network.preset) == "attn-mlp"
+    saved = OmegaConf.to_yaml(cfg)
+    assert "preset: attn-mlp" in saved
+    assert typed_config(OmegaConf.create(saved)).network.preset is LycorisPreset["attn-mlp"]
+    assert [p.name for p in LycorisPreset][:3] == ["full", "full-lin", "attn-mlp"]  # the aliases are not listed
+
+
 def test_each_preset_takes_the_top_level_layers_it_names():
     """LyCORIS names conv_in, conv_out and the time embedding in full and unet-only, only the time embedding in
     full-lin (no convs), only conv_in and conv_out in unet-convblock-only."""

@@ -89,6 +89,17 @@ def test_the_command_of_a_form_composes_like_the_one_typed_by_hand(form):
     assert form.values_for(overrides) == shown
 
 
+def test_a_lycoris_preset_picked_in_the_form_composes(form):
+    """The preset menu shows LyCORIS's spelling (attn-mlp); the command it makes is one train.py takes."""
+    shown = form.values_for(["network=lycoris_locon"])
+    field = form.field("network.preset")
+    assert "attn-mlp" in field.choices
+    _set(form, shown, "network.preset", "attn-mlp")
+    overrides, problems = form.overrides(shown)
+    assert not problems and "network.preset=attn-mlp" in overrides
+    assert str(compose_config(*overrides).network.preset) == "attn-mlp"
+
+
 def test_an_unchanged_form_is_the_bare_command_and_a_loaded_command_refills_it(form):
     from sdlora.ui.form import parse_command
 

@@ -80,17 +80,19 @@ class NetworkType(Choice):
     full = "full"  # LyCORIS full fine-tuning of the targeted layers [lycoris.kohya, algo=full]
 
 
-class LycorisPreset(Choice):
-    """Which layers a LyCORIS type targets [lycoris.kohya network_args: preset] (docs/network-types.md §2)."""
-
-    full = "full"
-    full_lin = "full-lin"
-    attn_mlp = "attn-mlp"
-    attn_only = "attn-only"
-    unet_only = "unet-only"
-    unet_transformer_only = "unet-transformer-only"
-    unet_convblock_only = "unet-convblock-only"
-    ia3 = "ia3"
+_PRESETS = ("full", "full-lin", "attn-mlp", "attn-only", "unet-only", "unet-transformer-only", "unet-convblock-only",
+            "ia3")  # fmt: skip
+#: Which layers a LyCORIS type targets [lycoris.kohya network_args: preset] (docs/network-types.md §2). The names
+#: are LyCORIS's own spelling (``network.preset=attn-mlp``, as kohya_ss users write it); Hydra accepts an enum's
+#: names only, so the hyphenated names are the members (the functional API allows them) and the underscore spellings
+#: (``attn_mlp``, also ``LycorisPreset.attn_mlp`` in code) are aliases of the same members.
+LycorisPreset = Choice(
+    "LycorisPreset",
+    [(name, name) for name in _PRESETS] + [(name.replace("-", "_"), name) for name in _PRESETS if "-" in name],
+    module=__name__,
+    qualname="LycorisPreset",
+)
+LycorisPreset.__doc__ = "Which layers a LyCORIS type targets [lycoris.kohya network_args: preset]."
 
 
 class CacheMode(Choice):
