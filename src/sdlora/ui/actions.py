@@ -133,10 +133,11 @@ class App:
             head = self.form.group_overrides(shown)
             keys = [o for o in last or [] if not self.form.is_group_override(o)]
             try:
-                return self._show(self.form.values_for(head + keys), run_dir, "", state)
+                shown = self.form.values_for(head + keys)
             except SdloraError:
                 message = "The options set before do not fit the new choice: they were reset."
                 return self.refill(head, run_dir, message, state)
+            return self._show(shown, run_dir, "", state)
 
         return chosen
 
