@@ -226,6 +226,10 @@ def test_a_field_change_sends_one_value_and_the_session_state_holds_the_rest(for
     command = app.on_menu(menu)("lion", ["model=tiny", "network.rank=4"], state)[len(form.fields)]
     assert command.startswith("python train.py model=tiny optimizer=lion network.rank=4")
     assert state.values[menu] == "lion" and "runs/elsewhere" in command
+    refilled = app.on_menu(menu)("adamw", ["model=tiny", "optimizer=lion", "optimizer.d_coef=2"], state)
+    assert "they were reset" in refilled[-1]  # adamw has no d_coef: the keys set before are dropped, with a word
+    command = refilled[len(form.fields)]
+    assert command.startswith("python train.py model=tiny") and "d_coef" not in command
 
 
 def test_the_runs_tab_lists_only_runs_it_may_open(form, tmp_path):
