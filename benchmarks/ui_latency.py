@@ -5,8 +5,8 @@ choice to the refilled form, in headless Chromium driven by Playwright (the brow
 
 Starts ``sdlora-ui`` on a free port with a temporary folder as its root. A field change: ``trainer.max_steps`` pasted
 (one change event), timed until the command shows the new value. A refill: the ``optimizer`` menu switched between
-two options, timed until the command shows the choice. Prints the median and the range; nothing is asserted (see
-docs/design.md §5.9 for what the numbers were before and after the per-field events).
+two options, timed until the command shows the choice. Prints the median and the range; nothing is asserted (the
+numbers before and after the per-field events: docs/performance.md, *Web UI*).
 """
 
 from __future__ import annotations
