@@ -105,6 +105,9 @@ def test_a_background_command_takes_signals_as_a_fresh_interpreter(tmp_path, num
     import os
     import time
 
+    if number == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        pytest.skip("SIGINT is ignored in this test run (a shell without job control started it in the background): "
+                    "every interpreter it starts ignores SIGINT too")  # fmt: skip
     script = tmp_path / "waiter.py"
     script.write_text(WAITER, encoding="utf-8")
     results = []
@@ -116,7 +119,7 @@ def test_a_background_command_takes_signals_as_a_fresh_interpreter(tmp_path, num
     ):  # fmt: skip
         ready = tmp_path / f"{name}.ready"
         process = start(ready)
-        deadline = time.monotonic() + 240  # a zygote started under a loaded suite can take a while to import
+        deadline = time.monotonic() + 60
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert ready.exists(), f"the {name} interpreter never ran the script"  # a signal before it would be lost
