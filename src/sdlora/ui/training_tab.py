@@ -121,7 +121,7 @@ class TrainingTab:
         refill = self.refill_outputs
         for i, (control, f) in enumerate(zip(self.controls, form.fields, strict=True)):
             if f.kind == "group":  # a menu the user picked from refills the form
-                control.input(app.on_menu(i), [control, self.overrides, self.shown], refill, show_progress="hidden")
+                control.input(app.on_menu(i), [control, self.overrides, self.shown], refill, **fast)
             else:  # any change: typed, pasted, deleted, or set by a refill (then an echo, skipped)
                 control.change(app.on_field(i), [control, self.shown], self.checks, **fast)
         self.run_dir.change(app.on_run_dir, [self.run_dir, self.shown], self.checks, **fast)
