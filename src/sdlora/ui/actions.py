@@ -84,7 +84,12 @@ class App:
         return self.check_outputs(self.check(shown, run_dir), run_dir)
 
     def _checked(self, state: ShownForm) -> list[Any]:
-        return self.on_change(*state.values, state.run_dir)
+        return self.check_outputs(self.check(state.values, state.run_dir), state.run_dir)
+
+    @staticmethod
+    def _unchecked() -> list[Any]:
+        """The check outputs left as they are (:meth:`check_outputs` has four)."""
+        return [gr.skip()] * 4
 
     def on_field(self, index: int):
         """The handler of field ``index``'s change: ``(value, state) → checks`` (nothing when the state holds the
@@ -92,13 +97,13 @@ class App:
 
         def changed(value: Any, state: ShownForm) -> list[Any]:
             with state.lock:
-                return self._checked(state) if state.set_field(index, value) else [gr.skip()] * 4
+                return self._checked(state) if state.set_field(index, value) else self._unchecked()
 
         return changed
 
     def on_run_dir(self, run_dir: str, state: ShownForm) -> list[Any]:
         with state.lock:
-            return self._checked(state) if state.set_run_dir(run_dir) else [gr.skip()] * 4
+            return self._checked(state) if state.set_run_dir(run_dir) else self._unchecked()
 
     def shown_form(self) -> ShownForm:
         """The state a new session starts from (the page's initial values)."""
@@ -111,7 +116,7 @@ class App:
         try:
             shown = self.form.values_for(overrides)
         except SdloraError as exc:
-            return [gr.update() for _ in self.form.fields] + [gr.skip()] * 4 + [f"⚠ {exc}"]
+            return [gr.skip() for _ in self.form.fields] + self._unchecked() + [f"⚠ {exc}"]
         return self._show(shown, run_dir, message, state)
 
     def _show(self, shown: list[Any], run_dir: str, message: str, state: ShownForm) -> list[Any]:
@@ -150,7 +155,7 @@ class App:
             else:
                 overrides, notes = self._migrate(text)
         except SdloraError as exc:
-            return [gr.update() for _ in self.form.fields] + [gr.skip()] * 4 + [f"⚠ {exc}"]
+            return [gr.skip() for _ in self.form.fields] + self._unchecked() + [f"⚠ {exc}"]
         return self.refill(overrides, run_dir, "Imported. " + " ".join(notes), state)
 
     def _migrate(self, source: str) -> tuple[list[str], list[str]]:

@@ -25,12 +25,16 @@ def _number(value: Any) -> str:
     return "" if value is None else f"{value:.5g}"
 
 
-def all_runs(app: App) -> list[Path]:
-    """The runs under ``outputs/`` and ``multirun/`` of the project and of every folder the server may use — those
-    the page may open (a run of the project outside those folders could be listed but neither opened nor resumed)."""
+def _openable(app: App, find: Any) -> list[Path]:
+    """What ``find`` returns under the project and every folder the server may use, kept to those the page may open
+    (a run of the project outside those folders could be listed but neither opened nor resumed)."""
     bases = dict.fromkeys([app.roots.base, *app.roots.folders])
-    found = {run: None for base in bases for run in find_runs(base) if app.roots.allows(run)}
-    return sorted(found, key=lambda p: (p / "summary.json").stat().st_mtime, reverse=True)
+    return list(dict.fromkeys(p for base in bases for p in find(base) if app.roots.allows(p)))
+
+
+def all_runs(app: App) -> list[Path]:
+    """The runs under ``outputs/`` and ``multirun/`` that the page may open, newest first."""
+    return sorted(_openable(app, find_runs), key=lambda p: (p / "summary.json").stat().st_mtime, reverse=True)
 
 
 def _shown(app: App, folder: Path) -> str:
@@ -90,8 +94,7 @@ class RunsTab:
 
     def on_refresh(self) -> list[Any]:
         rows = run_rows(self.app)
-        bases = dict.fromkeys([self.app.roots.base, *self.app.roots.folders])
-        sweeps = [_shown(self.app, p) for base in bases for p in find_sweeps(base) if self.app.roots.allows(p)]
+        sweeps = [_shown(self.app, p) for p in _openable(self.app, find_sweeps)]
         return [rows, gr.update(choices=[r[0] for r in rows]), gr.update(choices=sweeps)]
 
     def on_select(self, selected: str) -> list[Any]:

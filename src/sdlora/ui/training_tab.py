@@ -23,13 +23,12 @@ class TrainingTab:
         self.app = app
         self.form: Form = app.form
         self.controls: list[Any] = [None] * len(self.form.fields)
-        self.problems: list[Any] = [None] * len(self.form.fields)
 
     # ----------------------------------------------------------------------------------------------- layout
     def _field(self, i: int, values: list[Any]) -> None:
         field = self.form.fields[i]
         self.controls[i] = field_component(field, values[i])
-        self.problems[i] = problem_box(field.elem_id)
+        problem_box(field.elem_id)  # filled in the browser from the checks (widgets.PROBLEM_BOX_JS)
 
     def _fields(self, indices: list[int], values: list[Any]) -> None:
         heading = None
