@@ -59,7 +59,8 @@ ROWS: tuple[Row, ...] = (
       LoRA_type="@network_type", network_module="@network_type"),
     R('GUI LoRA type "Kohya DyLoRA" (`networks.dylora`), "LoRA-FA" (`networks.lora_fa`)',
       "`network=dylora`, `network=lora_fa`", "kohya's own code, reproduced"),
-    R("LyCORIS `algo=diag-oft\\|boft\\|glora\\|full` (beyond v21.8.8)",
+    R('GUI LoRA type "LyCORIS/Diag-OFT", "LyCORIS/BOFT", "LyCORIS/GLoRA", "LyCORIS/Native Fine-Tuning" (kohya_ss '
+      "after v21.8.8; LyCORIS `algo=diag-oft\\|boft\\|glora\\|full`)",
       "`network=oft`, `boft`, `glora`, `full`", ""),
     R("`conv_dim`, `conv_alpha` (network_args)", "`network.conv_rank`, `network.conv_alpha`",
       "`locon` (defaults 4 and 1); optional for `lora_fa`, `dylora` (= rank); LyCORIS types: null = `network.rank` / "
@@ -362,11 +363,19 @@ OPTIMIZERS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
      "any class taking the parameter groups first", {}),
 )  # fmt: skip
 
-#: GUI LoRA type / sd-scripts network → the ``network=`` option.
+#: GUI LoRA type → the ``network=`` option (the last four are the kohya_ss GUI's types after v21.8.8).
 NETWORK_TYPES: dict[str, str] = {
     "Standard": "lora", "Kohya LoCon": "locon", "LyCORIS/LoCon": "lycoris_locon", "LoCon": "lycoris_locon",
     "LyCORIS/LoHa": "loha", "LyCORIS/LoKr": "lokr", "LyCORIS/iA3": "ia3", "LyCORIS/DyLoRA": "lycoris_dylora",
-    "Kohya DyLoRA": "dylora", "LoRA-FA": "lora_fa",
+    "Kohya DyLoRA": "dylora", "LoRA-FA": "lora_fa", "LyCORIS/Diag-OFT": "oft", "LyCORIS/BOFT": "boft",
+    "LyCORIS/GLoRA": "glora", "LyCORIS/Native Fine-Tuning": "full",
+}  # fmt: skip
+
+#: sd-scripts' ``networks.*`` modules and LyCORIS's ``algo`` (``--network_module lycoris.kohya``) → ``network=``;
+#: an algo that is not here is taken as the option of that name (``loha``, ``lokr``, ``ia3``, ``boft``, ``glora``, …).
+NETWORK_MODULES: dict[str, str] = {"networks.lora": "lora", "networks.dylora": "dylora", "networks.lora_fa": "lora_fa"}
+LYCORIS_ALGOS: dict[str, str] = {
+    "lora": "lycoris_locon", "locon": "lycoris_locon", "dylora": "lycoris_dylora", "diag-oft": "oft",
 }  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdlora.tools.kohya_options import NETWORK_TYPES, optimizer_map
+from sdlora.tools.kohya_options import LYCORIS_ALGOS, NETWORK_MODULES, NETWORK_TYPES, optimizer_map
 from sdlora.tools.migrate_input import literal, split_args
 
 
@@ -153,8 +153,8 @@ def network_type(ctx: Context) -> str:
     module = str(ctx.get("network_module") or "networks.lora")
     if module == "lycoris.kohya":
         algo = str(ctx.get("algo") or "lora").lower()
-        return {"lora": "lycoris_locon", "locon": "lycoris_locon", "dylora": "lycoris_dylora"}.get(algo, algo)
-    base = {"networks.lora": "lora", "networks.dylora": "dylora", "networks.lora_fa": "lora_fa"}.get(module, module)
+        return LYCORIS_ALGOS.get(algo, algo)
+    base = NETWORK_MODULES.get(module, module)
     return "locon" if base == "lora" and is_set(ctx.get("conv_dim")) else base
 
 
@@ -171,8 +171,7 @@ def network(ctx: Context) -> list[Override]:
                 f"network_module {ctx.get('network_module')}" + (f", algo {ctx.get('algo')}" if ctx.get("algo") else "")
             )
         )
-        ctx.not_yet.append(f"network={wanted} ({source}): not yet available in sdlora; the command trains "
-                           "network=lora meanwhile")  # fmt: skip
+        ctx.not_yet.append(f"network={wanted} ({source}): the command trains network=lora meanwhile")
     return [Override("network", ctx.network, group=True)] if ctx.network != "lora" else []
 
 
