@@ -192,6 +192,42 @@ def test_the_later_guis_lycoris_types_are_mapped(tmp_path, source, name):
         assert cfg.network.constraint == 0.001  # the GUI's "constrain"
 
 
+def test_the_guis_typed_in_sample_prompts_are_saved_with_the_experiment(small_dataset, tmp_path):
+    """The GUI keeps its sample prompts as text (it writes them to <output_dir>/sample/prompt.txt): an experiment
+    keeps them in a file beside it; a printed command cannot, so it leaves sample images out and says so."""
+    from sdlora.config.checks import check_config
+    from sdlora.sampling.prompts import load_prompts
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    text = "a photo of sks dog --w 64 --h 64 --s 4\nsks dog on a beach --n blurry"
+    config = gui_config(tmp_path / "c.json", train_data_dir=str(small_dataset), sample_prompts=text,
+                        sample_every_n_steps=1, output_dir=str(tmp_path / "out"))  # fmt: skip
+
+    command, notes = migrate(str(config), model="tiny", conf_dir=str(conf))
+    assert "sample." not in command.replace("sample.sampler", "")
+    assert any(n.startswith("not available in sdlora (left out): sample_prompts") and "sample.every_n_steps" in n
+               for n in notes)  # fmt: skip
+    check_config(compose_config(*overrides(command)))  # the command runs (no sample trigger without prompts)
+
+    result, notes = migrate(str(config), model="tiny", write_experiment="with_prompts", conf_dir=str(conf))
+    saved = conf / "experiment" / "with_prompts.prompts.txt"
+    assert result == "python train.py experiment=with_prompts"
+    assert notes[0] == f"wrote {saved} (the GUI's sample prompts)" and not any("sample_prompts" in n for n in notes)
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=with_prompts"])
+    check_config(cfg)
+    assert (cfg.sample.prompts, cfg.sample.every_n_steps) == (str(saved.resolve()), 1)
+    prompts, _ = load_prompts(cfg.sample.prompts)
+    assert [(p.prompt, p.negative_prompt, p.width) for p in prompts] == [
+        ("a photo of sks dog", "", 64), ("sks dog on a beach", "blurry", None)]  # fmt: skip
+    (conf / "experiment" / "with_prompts.yaml").unlink()
+    with pytest.raises(Exception, match="prompts.txt exists"):  # neither file is replaced without --overwrite
+        migrate(str(config), model="tiny", write_experiment="with_prompts", conf_dir=str(conf))
+
+
 def test_a_type_sdlora_does_not_have_is_listed_once_with_the_fields_it_set(tmp_path):
     config = gui_config(tmp_path / "c.json", LoRA_type="LyCORIS/Future", train_data_dir="/data/x", factor=8,
                         unit=None, train_on_input=False)  # fmt: skip

@@ -176,17 +176,44 @@ def migrate(config: str, model: str | None = None, write_experiment: str | None 
     conf = conf_folder(conf_dir)
     ctx, overrides = collect(options, kind, conf, model)
     if write_experiment is None:
-        return command_line(overrides), report(ctx)
+        return command_line(without_inline_prompts(ctx, overrides)), report(ctx)
     if not re.match(r"^[\w-]+$", write_experiment):
         raise SdloraError(f"--write-experiment {write_experiment!r}: use letters, digits, _ and - only")
     path = conf / "experiment" / f"{write_experiment}.yaml"
-    if path.exists() and not overwrite:
-        raise SdloraError(f"{path} exists: choose another name or pass --overwrite")
+    prompts = path.with_suffix(".prompts.txt") if ctx.prompt_text else None
+    for target in (path, prompts):
+        if target is not None and target.exists() and not overwrite:
+            raise SdloraError(f"{target} exists: choose another name or pass --overwrite")
+    from sdlora.tools.migrate_rules import Override
     from sdlora.utils.atomic import atomic_write_text
 
+    written = []
+    if prompts is not None:
+        atomic_write_text(prompts, ctx.prompt_text.strip() + "\n")
+        overrides = _dedupe([*overrides, Override("sample.prompts", str(prompts.resolve()))])
+        written.append(f"wrote {prompts} (the GUI's sample prompts)")
     atomic_write_text(path, experiment_yaml(overrides, Path(config).name if len(config) < 200 else "a command line",
                                             ctx))  # fmt: skip
-    return f"python train.py experiment={write_experiment}", [f"wrote {path}", *report(ctx)]
+    return f"python train.py experiment={write_experiment}", [*written, f"wrote {path}", *report(ctx)]
+
+
+#: The keys that make sample images, which need a prompt file.
+SAMPLE_TRIGGERS = ("sample.every_n_steps", "sample.every_n_epochs", "sample.at_start")
+
+
+def without_inline_prompts(ctx, overrides: list) -> list:
+    """A printed command cannot carry the GUI's typed-in sample prompts: it leaves sample images out (else the run
+    would stop on "sample.every_n_steps … need sample.prompts"), and the report says how to keep them."""
+    if not ctx.prompt_text:
+        return overrides
+    dropped = [o.key for o in overrides if o.key in SAMPLE_TRIGGERS]
+    ctx.unsupported["sample_prompts"] = (
+        "prompt text typed into the GUI, which a command line cannot carry"
+        + (f"; sample images are left out ({', '.join(dropped)})" if dropped else "")
+        + ": --write-experiment NAME saves the prompts as conf/experiment/NAME.prompts.txt and keeps them, or save "
+        "them in a file and add sample.prompts=<file>"
+    )
+    return [o for o in overrides if o.key not in SAMPLE_TRIGGERS]
 
 
 def build_parser() -> argparse.ArgumentParser:

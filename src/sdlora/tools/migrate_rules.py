@@ -32,6 +32,7 @@ class Context:
     unsupported: dict[str, str] = field(default_factory=dict)
     not_yet: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    prompt_text: str | None = None  # the GUI's sample prompts, typed into its box rather than given as a file
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)

@@ -171,8 +171,7 @@ def sample_prompts(ctx: Context) -> list[Override]:
         return []
     if Path(value).expanduser().is_file() or Path(value).suffix in (".txt", ".toml", ".json"):
         return [Override("sample.prompts", value)]
-    ctx.unsupported["sample_prompts"] = ("prompt text (the GUI writes it to <output_dir>/sample/prompt.txt): save it "
-                                         "in a file and set sample.prompts=<file>")  # fmt: skip
+    ctx.prompt_text = value  # the GUI's text box (it writes it to <output_dir>/sample/prompt.txt): see migrate()
     return []
 
 
