@@ -27,4 +27,7 @@ if __name__ == "__main__":
 
         print(version_text())
         raise SystemExit(0)
+    from sdlora.config.spelling import exit_on_unknown_keys
+
+    exit_on_unknown_keys(sys.argv[1:])  # kohya names and near misses: what was meant, before Hydra's own message
     main()

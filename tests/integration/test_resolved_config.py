@@ -59,6 +59,24 @@ def test_rules_and_family_defaults_are_applied_once(small_dataset):
 def test_an_unknown_key_is_an_error_also_with_plus(small_dataset, tmp_path, override, key):
     result, run_dir = run_cli(tmp_path, *tiny_overrides(small_dataset), override)
     assert_clean_failure(result, run_dir, f"unknown option {key}")
+    if key == "network.rnak":
+        assert "did you mean network.rank" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("loss_type=huber", "unknown option loss_type: no such key or config group — kohya's loss_type is loss.type"),
+     ("network.dim=8", "unknown option network.dim: network has no such key — kohya's network_dim is network.rank"),
+     ("trainer.max_step=3", "unknown option trainer.max_step: trainer has no such key — did you mean "
+      "trainer.max_steps")],
+)  # fmt: skip
+def test_a_kohya_name_or_a_near_miss_says_what_was_meant_before_hydra_starts(small_dataset, tmp_path, override,
+                                                                          message):  # fmt: skip
+    """Hydra would answer "To append to your config use +…", and that + is refused too."""
+    result, run_dir = run_cli(tmp_path, *tiny_overrides(small_dataset), override)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "append" not in result.stderr
+    assert result.stderr.startswith(f"error: {message}"), result.stderr
+    assert not run_dir.exists()  # stopped before Hydra made the run folder
 
 
 # --- through the command line -----------------------------------------------------------------------------------------

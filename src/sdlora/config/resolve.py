@@ -56,10 +56,12 @@ def _schema_message(exc: Exception) -> str:
     key = getattr(exc, "full_key", None) or "?"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if type(exc).__name__ == "ConfigKeyError":
+        from sdlora.config.spelling import suggestion
+
         parent = key.rpartition(".")[0] or "the config"
         return (
-            f"unknown option {key}: {parent} has no such key (check the spelling; Hydra's + adds keys only to "
-            "optimizer, scheduler and logger, which take their target's arguments)"
+            f"unknown option {key}: {parent} has no such key{suggestion(key)}; Hydra's + adds keys only to "
+            "optimizer, scheduler and logger, which take their target's arguments"
         )
     return f"option {key}: {first}"
 

@@ -1,0 +1,151 @@
+"""Unknown keys: one message that names the key and what was probably meant.
+
+A kohya user types kohya's names (``network_dim=16``, ``loss_type=huber``) or a near miss (``network.dim``,
+``loss.loss_type``). Hydra answers those with "Could not override … To append to your config use +…", and the ``+``
+it suggests is refused in turn (:func:`sdlora.config.resolve.typed_config`). :func:`check_command_line` runs before
+Hydra (``train.py``) and answers instead, naming the option the kohya table maps the name to
+(:mod:`sdlora.tools.kohya_options`, README's "kohya option → sdlora key") or the closest keys of the schema.
+
+Only keys Hydra would refuse are reported: a key below an open node (``optimizer``, ``scheduler``, ``logger``: their
+target's arguments), a list or a dict is left to Hydra and the checks; so are ``+``/``++``/``~`` overrides (the schema
+merge reports those with the same hint), ``hydra.*``, ``group/option`` and ``key@package`` forms, and a top-level
+name when another config folder is searched (it may be a config group there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import typing
+from pathlib import Path
+
+#: Hydra's command-line flags that take the next word as their value.
+VALUE_FLAGS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-c", "--cfg", "-p",
+               "--package", "--experimental-rerun")  # fmt: skip
+#: Flags and overrides that add config folders, whose groups this module does not see.
+MORE_CONFIG_FOLDERS = ("-cd", "--config-dir", "-cp", "--config-path", "hydra.searchpath")
+
+
+def _node(annotation: typing.Any) -> typing.Any:
+    """The dataclass an annotation names (``X`` or ``X | None``; not ``list[X]``), else None."""
+    import types
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    return annotation if isinstance(annotation, type) and dataclasses.is_dataclass(annotation) else None
+
+
+@functools.lru_cache(maxsize=1)
+def schema_fields() -> dict[str, bool]:
+    """Every dotted key of the schema → whether keys below it are open (any non-dataclass node takes them: the
+    ``Any`` nodes, lists and dicts; Hydra and the checks judge those)."""
+    from sdlora.config.schema import TrainConfig
+
+    out: dict[str, bool] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            node = _node(hints[f.name])
+            out[prefix + f.name] = node is None
+            if node is not None:
+                walk(node, f"{prefix}{f.name}.")
+
+    walk(TrainConfig, "")
+    return out
+
+
+def unknown_part(key: str) -> str | None:
+    """The first dotted prefix of ``key`` that the schema does not have (None: the key exists or is open)."""
+    fields = schema_fields()
+    parts = key.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if prefix not in fields:
+            return prefix
+        if fields[prefix]:
+            return None
+    return None
+
+
+def _kohya(name: str) -> str | None:
+    """What the kohya table maps the kohya option ``name`` to (a key, or the row's sdlora column for a rule)."""
+    from sdlora.tools.kohya_options import ROWS
+
+    for row in ROWS:
+        target = row.maps.get(name)
+        if target is not None:
+            return row.sdlora.replace("`", "").replace("\\|", "|") if target.startswith("@") else target
+    return None
+
+
+def suggestion(key: str) -> str:
+    """What an unknown ``key`` probably meant, as `` — …`` ending in where to look: the same name in another node,
+    the key the kohya table maps a kohya name to, or the closest keys."""
+    leaf = key.rsplit(".", 1)[-1]
+    keys = [k for k in schema_fields() if not k.startswith("hydra")]
+    same = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k != key]
+    if not same:
+        for name in dict.fromkeys((leaf, key.replace(".", "_"))):
+            target = _kohya(name)
+            if target is not None:
+                return f" — kohya's {name} is {target} here (README's kohya table lists them all)"
+    close = list(dict.fromkeys([*same, *difflib.get_close_matches(key, keys, n=2, cutoff=0.75)]))[:3]
+    hint = f" — did you mean {' or '.join(close)}?" if close else ""
+    return f"{hint} (python train.py --help all lists every key)"
+
+
+def unknown_key_message(key: str) -> str:
+    parent = key.rpartition(".")[0]
+    return f"unknown option {key}: {f'{parent} has no such key' if parent else 'no such key or config group'}" + (
+        suggestion(key)
+    )
+
+
+def _groups() -> set[str]:
+    from sdlora.config.docs import conf_dir_path
+
+    return {p.name for p in Path(conf_dir_path()).iterdir() if p.is_dir()}
+
+
+def command_line_keys(argv: list[str]) -> list[str]:
+    """The keys of the plain ``key=value`` overrides of a ``train.py`` command line (see the module docstring)."""
+    keys, skip = [], False
+    for token in argv:
+        if skip or token.startswith("-"):
+            skip = token in VALUE_FLAGS
+            continue
+        key = token.partition("=")[0]
+        if "=" in token and key and not key.startswith(("+", "~", "hydra.")) and not any(c in key for c in "/@"):
+            keys.append(key)
+    return keys
+
+
+def check_command_line(argv: list[str]) -> list[str]:
+    """A message for each unknown key of ``argv`` (empty: nothing for this module to say)."""
+    open_folders = any(t.split("=")[0] in MORE_CONFIG_FOLDERS for t in argv)
+    problems, groups = [], None
+    for key in command_line_keys(argv):
+        unknown = unknown_part(key)
+        if unknown is None:
+            continue
+        if "." not in unknown:
+            if open_folders:
+                continue
+            groups = _groups() if groups is None else groups
+            if unknown in groups:
+                continue
+        problems.append(unknown_key_message(unknown))
+    return problems
+
+
+def exit_on_unknown_keys(argv: list[str]) -> None:
+    """``train.py``'s check before Hydra starts: each unknown key on one ``error:`` line, exit status 1."""
+    import sys
+
+    problems = check_command_line(argv)
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        raise SystemExit(1)
