@@ -176,11 +176,14 @@ def test_a_kohya_gui_config_is_imported_through_the_migration_tool(form, tmp_pat
 
     gui = {"pretrained_model_name_or_path": str(tmp_path / "model.safetensors"), "sdxl": True, "network_dim": 32,
            "network_alpha": 16, "train_data_dir": str(tmp_path / "img"), "optimizer": "AdamW8bit", "epoch": 3,
-           "max_train_steps": "", "learning_rate": 0.0002, "LoRA_type": "Standard"}  # fmt: skip
+           "max_train_steps": "", "learning_rate": 0.0002, "LoRA_type": "Standard", "sample_every_n_steps": 50,
+           "sample_prompts": "a photo of sks dog --w 512"}  # fmt: skip
     (tmp_path / "gui.json").write_text(json.dumps(gui), encoding="utf-8")
     app = App(form, Roots.of([tmp_path, ROOT], ROOT), Launcher(ROOT))
-    overrides, _ = app._migrate(str(tmp_path / "gui.json"))
+    overrides, notes = app._migrate(str(tmp_path / "gui.json"))
     assert {"model=sdxl", "network.rank=32", "optimizer=adamw8bit"} <= set(overrides)
+    assert not any(o.startswith("sample.every_n_steps") for o in overrides)  # typed-in prompts: as the printed command
+    assert any("sample_prompts" in n and "--write-experiment" in n for n in notes)
     shown = form.values_for(overrides)
     assert shown[form.index[(False, "network.rank")]] == "32"
     with pytest.raises(SdloraError, match="outside the folders"):

@@ -159,7 +159,7 @@ class App:
         return self.refill(overrides, run_dir, "Imported. " + " ".join(notes), state)
 
     def _migrate(self, source: str) -> tuple[list[str], list[str]]:
-        from sdlora.tools.migrate import collect, report
+        from sdlora.tools.migrate import collect, report, without_inline_prompts
         from sdlora.tools.migrate_input import read_config
 
         if not source:
@@ -168,6 +168,7 @@ class App:
             source = str(self.roots.check(source, "import"))
         options, kind = read_config(source)
         ctx, overrides = collect(options, kind, self.form.conf_dir)
+        overrides = without_inline_prompts(ctx, overrides)  # as the printed command (typed-in GUI prompts)
         return [f"{o.key}={field_values.hydra_value(o.value)}" for o in overrides], report(ctx)
 
     def on_save(self, name: str, *inputs: Any) -> list[Any]:
