@@ -228,6 +228,44 @@ def test_the_guis_typed_in_sample_prompts_are_saved_with_the_experiment(small_da
         migrate(str(config), model="tiny", write_experiment="with_prompts", conf_dir=str(conf))
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"LoRA_type": "LyCORIS/iA3", "network_dim": 1024, "network_alpha": 1024, "network_dropout": 0.3,
+         "scale_weight_norms": 1, "gradient_accumulation_steps": 1.0},
+        {"LoRA_type": "LyCORIS/LoKr", "bucket_no_upscale": True, "bucket_reso_steps": 1, "factor": 6,
+         "additional_parameters": '--lr_scheduler_type "CosineAnnealingLR" --lr_scheduler_args "T_max=1000" '
+                                  '"eta_min=0e-0"'},
+        {"LoRA_type": "LyCORIS/LoCon", "max_resolution": "512,650", "bucket_reso_steps": 64.0, "enable_bucket": False},
+    ],
+    ids=["ia3", "lokr", "locon"],
+)  # fmt: skip
+def test_values_the_guis_presets_hold_are_fitted_to_what_sdlora_accepts(small_dataset, tmp_path, changes):
+    """Modelled on presets kohya_ss ships: whole numbers saved as floats, a bucket step of 1, a side of 650 px, a
+    bare scheduler class name, rank/alpha/dropout/max-norm for iA3 (kohya passes them; LyCORIS ignores them). The
+    command passes sdlora's checks, and every change is said."""
+    from sdlora.config.checks import check_config
+
+    config = gui_config(tmp_path / "c.json", train_data_dir=str(small_dataset), **changes)
+    command, notes = migrate(str(config))
+    cfg = compose_config(*overrides(command), "model.attention=sdpa", "dry_run=true")  # no checkpoint here
+    check_config(cfg)
+    text = "\n".join(notes)
+    if changes["LoRA_type"] == "LyCORIS/iA3":
+        assert (cfg.network.rank, cfg.network.alpha, cfg.network.dropout, cfg.network.scale_weight_norms) == (
+            None, None, 0.0, 0.0)  # fmt: skip
+        line = next(n for n in notes if "network=ia3 does not read them" in n)
+        assert all(f"network.{k}" in line for k in ("rank", "alpha", "dropout", "scale_weight_norms", "conv_rank"))
+        assert cfg.trainer.accumulate_grad_batches == 1
+    if changes["LoRA_type"] == "LyCORIS/LoKr":
+        assert cfg.data.bucket_reso_steps == 64 and "bucket_reso_steps=1: " in text
+        assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"  # sd-scripts' default module
+        assert (cfg.scheduler.T_max, cfg.scheduler.eta_min) == (1000, 0.0)
+    if changes["LoRA_type"] == "LyCORIS/LoCon":
+        assert cfg.data.resolution == "512,648" and "resolution 512,650: " in text
+        assert cfg.data.bucket_reso_steps == 64 and "bucket_reso_steps" not in text
+
+
 def test_a_type_sdlora_does_not_have_is_listed_once_with_the_fields_it_set(tmp_path):
     config = gui_config(tmp_path / "c.json", LoRA_type="LyCORIS/Future", train_data_dir="/data/x", factor=8,
                         unit=None, train_on_input=False)  # fmt: skip

@@ -72,7 +72,9 @@ def collect(options: dict[str, Any], kind: str, conf: Path, model: str | None = 
         overrides += RULES[name](ctx)
     if kind == "gui" and not ctx.network.startswith("lyc"):
         _lycoris_fields(ctx)
-    return ctx, _dedupe(overrides + plain)
+    from sdlora.tools.migrate_fit import fit
+
+    return ctx, fit(ctx, _dedupe(overrides + plain))
 
 
 def _unknown(ctx, key: str, value: Any) -> None:

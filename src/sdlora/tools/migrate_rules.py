@@ -82,6 +82,7 @@ def rule(*names: str):
 def family(ctx: Context) -> list[Override]:
     v2, sdxl, v_param = flag(ctx.get("v2")), flag(ctx.get("sdxl")), flag(ctx.get("v_parameterization"))
     model = ctx.model or ("sdxl" if sdxl else "sd2_v" if v2 and v_param else "sd2" if v2 else "sd15")
+    ctx.model = model
     out = [Override("model", model, group=True)]
     if v_param and model != "sd2_v":
         out.append(Override("model.v_parameterization", True))

@@ -14,10 +14,11 @@ SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_wi
 
 @rule("scheduler")
 def scheduler(ctx: Context) -> list[Override]:
-    custom = ctx.get("lr_scheduler_type")
+    custom = str(ctx.get("lr_scheduler_type") or "").strip()
     if is_set(custom):
         ctx.scheduler = "custom"
-        return [Override("scheduler", "custom", group=True), Override("scheduler._target_", str(custom))]
+        target = custom if "." in custom else f"torch.optim.lr_scheduler.{custom}"  # sd-scripts' module for a bare name
+        return [Override("scheduler", "custom", group=True), Override("scheduler._target_", target)]
     name = str(ctx.get("lr_scheduler") or "constant").lower()
     if name.startswith("adafactor"):
         name = "adafactor"
@@ -187,12 +188,6 @@ def devices(ctx: Context) -> list[Override]:
 def enable_bucket(ctx: Context) -> list[Override]:
     """Buckets are on in sdlora (the GUI's default) but off in sd-scripts unless ``--enable_bucket`` is given."""
     return [Override("data.enable_bucket", flag(ctx.get("enable_bucket")))]
-
-
-@rule("int")
-def integer(ctx: Context) -> list[Override]:
-    value = ctx.get("caption_dropout_every_n_epochs")
-    return [Override("data.caption_dropout_every_n_epochs", int(number(value)))] if is_set(value) else []
 
 
 @rule("dataset_config")
