@@ -236,14 +236,16 @@ def test_the_guis_typed_in_sample_prompts_are_saved_with_the_experiment(small_da
         {"LoRA_type": "LyCORIS/LoKr", "bucket_no_upscale": True, "bucket_reso_steps": 1, "factor": 6,
          "additional_parameters": '--lr_scheduler_type "CosineAnnealingLR" --lr_scheduler_args "T_max=1000" '
                                   '"eta_min=0e-0"'},
-        {"LoRA_type": "LyCORIS/LoCon", "max_resolution": "512,650", "bucket_reso_steps": 64.0, "enable_bucket": False},
+        {"LoRA_type": "LyCORIS/LoCon", "max_resolution": "512,650", "bucket_reso_steps": 64.0, "enable_bucket": False,
+         "save_every_n_epochs": 1, "save_last_n_steps_state": 1, "sample_every_n_epochs": 1},
     ],
     ids=["ia3", "lokr", "locon"],
 )  # fmt: skip
 def test_values_the_guis_presets_hold_are_fitted_to_what_sdlora_accepts(small_dataset, tmp_path, changes):
     """Modelled on presets kohya_ss ships: whole numbers saved as floats, a bucket step of 1, a side of 650 px, a
-    bare scheduler class name, rank/alpha/dropout/max-norm for iA3 (kohya passes them; LyCORIS ignores them). The
-    command passes sdlora's checks, and every change is said."""
+    bare scheduler class name, rank/alpha/dropout/max-norm for iA3 (kohya passes them; LyCORIS ignores them), a
+    state-retention count without states, a sample trigger without prompts. The command passes sdlora's checks, and
+    every change is said."""
     from sdlora.config.checks import check_config
 
     config = gui_config(tmp_path / "c.json", train_data_dir=str(small_dataset), **changes)
@@ -264,6 +266,9 @@ def test_values_the_guis_presets_hold_are_fitted_to_what_sdlora_accepts(small_da
     if changes["LoRA_type"] == "LyCORIS/LoCon":
         assert cfg.data.resolution == "512,648" and "resolution 512,650: " in text
         assert cfg.data.bucket_reso_steps == 64 and "bucket_reso_steps" not in text
+        assert (cfg.save.every_n_epochs, cfg.save.last_n_steps_state, cfg.sample.every_n_epochs) == (1, None, None)
+        assert "save.last_n_steps_state needs save.state=true; kohya ignores it: save.last_n_steps_state left" in text
+        assert "need sample.prompts (a prompt file); kohya ignores it: sample.every_n_epochs left out" in text
 
 
 def test_a_type_sdlora_does_not_have_is_listed_once_with_the_fields_it_set(tmp_path):

@@ -8,6 +8,9 @@ sdlora's one validation pass refuses, so the printed command would stop before t
   image) → the nearest multiple of 8, with a note;
 - ``bucket_reso_steps`` that is not a multiple of the family's step (64 for SD 1.x/2.x, 32 for SDXL; current
   sd-scripts asserts the same in ``verify_bucket_reso_steps``) → the nearest multiple, with a note;
+- save and sample options that act only with another one that is off (``save_last_n_steps_state`` without
+  ``save_state``, ``sample_every_n_epochs`` without prompts: the GUI passes them, sd-scripts ignores them; the rules
+  of :mod:`sdlora.config.save_checks`) → left out, with a note;
 - network options the chosen type does not read — the GUI passes ``network_dim``, ``network_alpha``, the dropouts and
   ``scale_weight_norms`` to every type, and LyCORIS's iA3 or ``full`` ignore rank and alpha, most LyCORIS types the
   plain dropout, … (the facts of :mod:`sdlora.network.types`, the ones the checks read) → left out, with a note.
@@ -70,6 +73,28 @@ def _resolution(ctx: Context, overrides: list[Override]) -> list[Override]:
     return out
 
 
+def _idle(ctx: Context, overrides: list[Override]) -> list[Override]:
+    """Leave out the save/sample options that act only with one that is off (:mod:`sdlora.config.save_checks`)."""
+    from sdlora.config.save_checks import sample_needs, save_needs
+    from sdlora.config.schema import SampleConfig, SaveConfig
+
+    save, sample = SaveConfig(), SampleConfig()
+    for o in overrides:
+        node, _, name = o.key.partition(".")
+        if node in ("save", "sample") and hasattr(save if node == "save" else sample, name):
+            setattr(save if node == "save" else sample, name, o.value)
+    if ctx.prompt_text:
+        sample.prompts = "(typed into the GUI)"
+    idle = [*save_needs(save), *sample_needs(sample)]
+    keys = {key for keys, _ in idle for key in keys.split(",")}
+    if "sample.prompts" in keys:
+        ctx.prompt_text = None
+    for key, message in idle:
+        ctx.notes.append(f"{message}; kohya ignores {'them' if ',' in key else 'it'}: {key.replace(',', ', ')} left "
+                         "out")  # fmt: skip
+    return [o for o in overrides if o.key not in keys]
+
+
 def unread_network_keys(network: str, bypass_mode: bool = False) -> set[str]:
     """The ``network.*`` keys of kohya's common options that ``network=<network>`` does not read."""
     from sdlora.network.types import active_dropouts, type_info
@@ -97,7 +122,7 @@ def _network(ctx: Context, overrides: list[Override]) -> list[Override]:
 def fit(ctx: Context, overrides: list[Override]) -> list[Override]:
     """``overrides`` fitted to sdlora's checks (see the module docstring); the changes go to ``ctx.notes``."""
     overrides = [Override(o.key, _whole(o.key, o.value), o.group) for o in overrides]
-    overrides = _resolution(ctx, _bucket_step(ctx, overrides))
+    overrides = _idle(ctx, _resolution(ctx, _bucket_step(ctx, overrides)))
     return _network(ctx, overrides) if ctx.network in _network_types() else overrides
 
 
