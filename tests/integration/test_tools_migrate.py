@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora
 from sdlora.run import train
 from sdlora.tools.export_model import export_model
@@ -269,6 +270,24 @@ def test_values_the_guis_presets_hold_are_fitted_to_what_sdlora_accepts(small_da
         assert (cfg.save.every_n_epochs, cfg.save.last_n_steps_state, cfg.sample.every_n_epochs) == (1, None, None)
         assert "save.last_n_steps_state needs save.state=true; kohya ignores it: save.last_n_steps_state left" in text
         assert "need sample.prompts (a prompt file); kohya ignores it: sample.every_n_epochs left out" in text
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"LoRA_type": "Flux1", "flux1_checkbox": True}, {"sd3_checkbox": True},
+     {"additional_parameters": "--network_module networks.lora_flux"}, {"t5xxl": "/m/t5xxl_fp16.safetensors"}],
+)  # fmt: skip
+def test_a_flux_or_sd3_config_is_refused_instead_of_becoming_an_sd15_run(tmp_path, changes):
+    config = gui_config(tmp_path / "c.json", train_data_dir="/data/x", **changes)
+    with pytest.raises(SdloraError, match="sdlora trains LoRAs for SD 1.x, 2.x and SDXL only"):
+        migrate(str(config))
+
+
+def test_the_guis_dynamo_backend_no_compiles_nothing(tmp_path):
+    config = gui_config(tmp_path / "c.json", train_data_dir="/data/x", dynamo_backend="no")
+    assert "compile_backend" not in migrate(str(config))[0]
+    config = gui_config(tmp_path / "d.json", train_data_dir="/data/x", dynamo_backend="inductor")
+    assert "model.compile_backend=inductor" in migrate(str(config))[0]
 
 
 def test_a_type_sdlora_does_not_have_is_listed_once_with_the_fields_it_set(tmp_path):

@@ -131,8 +131,9 @@ def test_typos_and_bad_types_fail_at_compose_time(override, message):
 def test_cli_typo_is_one_readable_message_without_traceback(tmp_path):
     result = run_python(["train.py", "network.rnak=4", f"hydra.run.dir={tmp_path}"])
     assert result.returncode != 0
-    assert result.stderr.startswith("error: unknown option network.rnak: network has no such key — did you mean "
-                                    "network.rank")  # before Hydra (sdlora.config.spelling)
+    assert result.stderr.startswith(
+        "error: unknown option network.rnak: network has no such key — did you mean network.rank"
+    )  # before Hydra (sdlora.config.spelling)
     assert "Traceback" not in result.stderr + result.stdout
 
 

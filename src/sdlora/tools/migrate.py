@@ -92,7 +92,8 @@ def _lycoris_fields(ctx) -> None:
     """The GUI's LyCORIS fields: listed with the type when it is one sdlora does not have yet."""
     from sdlora.tools.migrate_rules import is_set
 
-    used = [k for k in LYCORIS_FIELDS if is_set(ctx.get(k)) and not (k == "unit" and str(ctx.get(k)) == "1")]
+    defaults = {"unit": "1", "factor": "-1"}  # the GUI's own values for fields left alone
+    used = [k for k in LYCORIS_FIELDS if is_set(ctx.get(k)) and str(ctx.get(k)) != defaults.get(k)]
     if ctx.not_yet and used:
         ctx.not_yet.append("its options " + ", ".join(f"{k}={ctx.get(k)}" for k in used))
 

@@ -78,8 +78,24 @@ def rule(*names: str):
     return register
 
 
+def other_architecture(ctx: Context) -> str | None:
+    """The model a config is for when it is none of SD 1.x, 2.x and SDXL (the later kohya_ss GUI trains Flux.1 and
+    SD3 too: its checkboxes, LoRA type and network modules say so, and both read a T5-XXL encoder)."""
+    module = str(ctx.get("network_module") or "")
+    if flag(ctx.get("flux1_checkbox")) or str(ctx.get("LoRA_type") or "").startswith("Flux") or "flux" in module:
+        return "Flux.1"
+    if flag(ctx.get("sd3_checkbox")) or "sd3" in module:
+        return "SD3"
+    return "a model with a T5-XXL text encoder (t5xxl)" if is_set(ctx.get("t5xxl")) else None
+
+
 @rule("family")
 def family(ctx: Context) -> list[Override]:
+    from sdlora.errors import SdloraError
+
+    other = other_architecture(ctx)
+    if other is not None:
+        raise SdloraError(f"this config trains {other}; sdlora trains LoRAs for SD 1.x, 2.x and SDXL only")
     v2, sdxl, v_param = flag(ctx.get("v2")), flag(ctx.get("sdxl")), flag(ctx.get("v_parameterization"))
     model = ctx.model or ("sdxl" if sdxl else "sd2_v" if v2 and v_param else "sd2" if v2 else "sd15")
     ctx.model = model
@@ -145,7 +161,9 @@ def logger(ctx: Context) -> list[Override]:
 
 @rule("dynamo_backend")
 def dynamo_backend(ctx: Context) -> list[Override]:
-    return [Override("model.compile_backend", str(ctx.get("dynamo_backend")).lower())]
+    """accelerate's ``no`` (the GUI's default) means no compilation: nothing to set."""
+    backend = str(ctx.get("dynamo_backend")).lower()
+    return [Override("model.compile_backend", backend)] if backend not in ("no", "none", "") else []
 
 
 def network_type(ctx: Context) -> str:
