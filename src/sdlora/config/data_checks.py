@@ -97,11 +97,16 @@ def _caption_values(node: Any, prefix: str, problems: list[str], allow_null: boo
             problems.append(f"{prefix}.{option} must not be empty (e.g. {_EXAMPLES[option]})")
 
 
+def bucket_step_ok(steps: int, multiple: int) -> bool:
+    """Whether ``data.bucket_reso_steps`` fits a family whose bucket sides must divide by ``multiple``."""
+    return steps >= 8 and steps % 8 == 0 and steps % multiple == 0
+
+
 def _buckets(cfg: DictConfig, resolution: tuple[int, int] | None, problems: list[str]) -> None:
     data = cfg.data
     (default_min, default_max), multiple, default_res = _family_defaults(cfg)
     steps = data.bucket_reso_steps
-    if steps < 8 or steps % 8 or steps % multiple:
+    if not bucket_step_ok(steps, multiple):
         problems.append(
             f"data.bucket_reso_steps={steps} must be a positive multiple of {max(multiple, 8)} for "
             f"model={_preset_name(cfg)} (latents are 1/8 of the image and the U-Net must be able to halve them)"

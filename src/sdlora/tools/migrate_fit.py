@@ -26,9 +26,10 @@ from sdlora.tools.migrate_rules import Context, Override
 
 @functools.lru_cache(maxsize=1)
 def _kinds() -> dict[str, str]:
-    from sdlora.config.docs import schema_keys
+    from sdlora.config.docs import walk_schema
+    from sdlora.config.schema import TrainConfig
 
-    return {doc.key: doc.kind for doc in schema_keys()}
+    return {doc.key: doc.kind for doc in walk_schema(TrainConfig)}
 
 
 def _whole(key: str, value: Any) -> Any:
@@ -40,11 +41,12 @@ def _whole(key: str, value: Any) -> Any:
 def _bucket_step(ctx: Context, overrides: list[Override]) -> list[Override]:
     from hydra.utils import get_class
 
+    from sdlora.config.data_checks import bucket_step_ok
     from sdlora.models.presets import FAMILY_CLASSES
 
     out, multiple = [], int(get_class(FAMILY_CLASSES[ctx.model]).bucket_reso_multiple)
     for o in overrides:
-        if o.key == "data.bucket_reso_steps" and isinstance(o.value, int) and (o.value < 8 or o.value % multiple):
+        if o.key == "data.bucket_reso_steps" and isinstance(o.value, int) and not bucket_step_ok(o.value, multiple):
             fitted = max(multiple, round(o.value / multiple) * multiple)
             ctx.notes.append(f"bucket_reso_steps={o.value}: bucket sides step by a multiple of {multiple} for "
                              f"model={ctx.model} (the U-Net halves the latents; current sd-scripts asserts it too): "
@@ -113,9 +115,9 @@ def _network(ctx: Context, overrides: list[Override]) -> list[Override]:
     unread = unread_network_keys(ctx.network, bypass)
     dropped = [o for o in overrides if o.key in unread and o.value not in (None, 0, 0.0, False)]
     if dropped:
-        ctx.notes.append(f"{', '.join(o.key for o in dropped)}: network={ctx.network} does not read "
-                         f"{'it' if len(dropped) == 1 else 'them'} (kohya passes them to every type; this one "
-                         "ignores them): left out")  # fmt: skip
+        it = "it" if len(dropped) == 1 else "them"
+        ctx.notes.append(f"{', '.join(o.key for o in dropped)}: network={ctx.network} does not read {it} (kohya "
+                         f"passes {it} to every type; this one ignores {it}): left out")  # fmt: skip
     return [o for o in overrides if o.key not in unread]
 
 
