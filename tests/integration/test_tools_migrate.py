@@ -214,7 +214,7 @@ def test_the_guis_typed_in_sample_prompts_are_saved_with_the_experiment(small_da
     result, notes = migrate(str(config), model="tiny", write_experiment="with_prompts", conf_dir=str(conf))
     saved = conf / "experiment" / "with_prompts.prompts.txt"
     assert result == "python train.py experiment=with_prompts"
-    assert notes[0] == f"wrote {saved} (the GUI's sample prompts)" and not any("sample_prompts" in n for n in notes)
+    assert notes[0] == f"wrote {saved} (the config's sample prompts)" and not any("sample_prompts" in n for n in notes)
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -288,6 +288,17 @@ def test_the_guis_dynamo_backend_no_compiles_nothing(tmp_path):
     assert "compile_backend" not in migrate(str(config))[0]
     config = gui_config(tmp_path / "d.json", train_data_dir="/data/x", dynamo_backend="inductor")
     assert "model.compile_backend=inductor" in migrate(str(config))[0]
+
+
+def test_sample_prompts_given_as_a_toml_list_are_its_lines(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    toml = tmp_path / "c.toml"
+    toml.write_text('train_data_dir = "/data/x"\nsample_every_n_steps = 200\n'
+                    'sample_prompts = ["a photo of sks, city street", "sks laughing --n blurry"]\n')  # fmt: skip
+    migrate(str(toml), model="tiny", write_experiment="listed", conf_dir=str(conf))
+    lines = (conf / "experiment" / "listed.prompts.txt").read_text().splitlines()
+    assert lines == ["a photo of sks, city street", "sks laughing --n blurry"]
 
 
 def test_a_type_sdlora_does_not_have_is_listed_once_with_the_fields_it_set(tmp_path):

@@ -194,7 +194,7 @@ def migrate(config: str, model: str | None = None, write_experiment: str | None 
     if prompts is not None:
         atomic_write_text(prompts, ctx.prompt_text.strip() + "\n")
         overrides = _dedupe([*overrides, Override("sample.prompts", str(prompts.resolve()))])
-        written.append(f"wrote {prompts} (the GUI's sample prompts)")
+        written.append(f"wrote {prompts} (the config's sample prompts)")
     atomic_write_text(path, experiment_yaml(overrides, Path(config).name if len(config) < 200 else "a command line",
                                             ctx))  # fmt: skip
     return f"python train.py experiment={write_experiment}", [*written, f"wrote {path}", *report(ctx)]
@@ -211,7 +211,7 @@ def without_inline_prompts(ctx, overrides: list) -> list:
         return overrides
     dropped = [o.key for o in overrides if o.key in SAMPLE_TRIGGERS]
     ctx.unsupported["sample_prompts"] = (
-        "prompt text typed into the GUI, which a command line cannot carry"
+        "prompt text rather than a prompt file (the GUI's text box), which a command line cannot carry"
         + (f"; sample images are left out ({', '.join(dropped)})" if dropped else "")
         + ": --write-experiment NAME saves the prompts as conf/experiment/NAME.prompts.txt and keeps them, or save "
         "them in a file and add sample.prompts=<file>"

@@ -167,7 +167,8 @@ def save_model_as(ctx: Context) -> list[Override]:
 
 @rule("sample_prompts")
 def sample_prompts(ctx: Context) -> list[Override]:
-    value = str(ctx.get("sample_prompts") or "").strip()
+    raw = ctx.get("sample_prompts") or ""
+    value = ("\n".join(map(str, raw)) if isinstance(raw, (list, tuple)) else str(raw)).strip()  # a TOML list: lines
     if not value:
         return []
     if Path(value).expanduser().is_file() or Path(value).suffix in (".txt", ".toml", ".json"):
