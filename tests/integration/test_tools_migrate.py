@@ -301,6 +301,18 @@ def test_sample_prompts_given_as_a_toml_list_are_its_lines(tmp_path):
     assert lines == ["a photo of sks, city street", "sks laughing --n blurry"]
 
 
+def test_a_command_lines_config_file_is_read_and_its_own_options_win(tmp_path):
+    toml = tmp_path / "base.toml"
+    toml.write_text('[network]\nnetwork_dim = 64\nnetwork_alpha = 32\n[training]\noptimizer_type = "Lion"\n'
+                    'train_data_dir = "/data/x"\n')  # fmt: skip
+    command, _ = migrate(f"accelerate launch sdxl_train_network.py --config_file {toml} --network_dim 16")
+    cfg = compose_config(*overrides(command))
+    assert (cfg.network.rank, cfg.network.alpha, cfg.data.train_dir) == (16, 32, "/data/x")
+    assert cfg.optimizer._target_.endswith("Lion") and cfg.model._target_.endswith("SDXLFamily")
+    with pytest.raises(SdloraError, match="--config_file .*missing.toml does not exist"):
+        migrate(f"train_network.py --config_file {tmp_path / 'missing.toml'}")
+
+
 def test_a_type_sdlora_does_not_have_is_listed_once_with_the_fields_it_set(tmp_path):
     config = gui_config(tmp_path / "c.json", LoRA_type="LyCORIS/Future", train_data_dir="/data/x", factor=8,
                         unit=None, train_on_input=False)  # fmt: skip

@@ -4,7 +4,7 @@ or an sd-scripts command line (``accelerate launch … train_network.py --opt va
 Everything becomes one flat dict of option names (sd-scripts' and the GUI's), with ``--network_args`` entries
 (``conv_dim=4``, ``algo=loha``, …) split into their own names and ``--flag`` options as True. Command lines also record
 the script (``sdxl_train_network.py`` means ``sdxl``) and accelerate's ``--multi_gpu``/``--num_processes``/
-``--num_machines``.
+``--num_machines``, and read their ``--config_file`` (the command line's own options win, as in sd-scripts).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def read_config(source: str) -> tuple[dict[str, Any], str]:
         is_file = False
     if not is_file:
         if "--" in source:
-            return parse_command_line(source), "cli"
+            return _with_config_file(parse_command_line(source)), "cli"
         raise SdloraError(f"config={source!r} does not exist (give a .json / .toml file or a quoted command line)")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
@@ -102,7 +102,19 @@ def read_config(source: str) -> tuple[dict[str, Any], str]:
         return _expand_network_args(dict(data)), "gui"
     if path.suffix.lower() == ".toml":
         return _expand_network_args(_flatten(load_toml(path))), "toml"
-    return parse_command_line(text), "cli"
+    return _with_config_file(parse_command_line(text)), "cli"
+
+
+def _with_config_file(options: dict[str, Any]) -> dict[str, Any]:
+    """A command line's ``--config_file`` read as sd-scripts does: the file's options, then the command line's own,
+    which win."""
+    source = options.pop("config_file", None)
+    if not isinstance(source, str):
+        return options
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise SdloraError(f"--config_file {source} does not exist (sd-scripts reads options from it)")
+    return {**_expand_network_args(_flatten(load_toml(path))), **options}
 
 
 def load_toml(path: Path) -> dict[str, Any]:
