@@ -6,6 +6,8 @@ from omegaconf import DictConfig
 
 from sdlora.errors import SdloraError
 
+#: The ``sample.*`` options that make sample images (each needs a prompt file).
+SAMPLE_TRIGGERS = ("every_n_steps", "every_n_epochs", "at_start")
 _SAVE_COUNTS = ("every_n_steps", "every_n_epochs", "last_n_steps", "last_n_epochs", "last_n_steps_state",
                 "last_n_epochs_state")  # fmt: skip
 
@@ -41,7 +43,7 @@ def save_needs(save) -> list[tuple[str, str]]:
 def sample_needs(sample) -> list[tuple[str, str]]:
     """(keys, message) as :func:`save_needs` for ``sample.*``: image triggers without a prompt file, or a prompt
     file no trigger uses (the keys comma-separated)."""
-    set_triggers = [f"sample.{k}" for k in ("every_n_steps", "every_n_epochs", "at_start") if getattr(sample, k)]
+    set_triggers = [f"sample.{k}" for k in SAMPLE_TRIGGERS if getattr(sample, k)]
     if set_triggers and not sample.prompts:
         return [(",".join(set_triggers), "sample.every_n_steps/every_n_epochs/at_start need sample.prompts (a prompt "
                  "file)")]  # fmt: skip

@@ -200,23 +200,22 @@ def migrate(config: str, model: str | None = None, write_experiment: str | None 
     return f"python train.py experiment={write_experiment}", [*written, f"wrote {path}", *report(ctx)]
 
 
-#: The keys that make sample images, which need a prompt file.
-SAMPLE_TRIGGERS = ("sample.every_n_steps", "sample.every_n_epochs", "sample.at_start")
-
-
 def without_inline_prompts(ctx, overrides: list) -> list:
     """A printed command cannot carry the GUI's typed-in sample prompts: it leaves sample images out (else the run
     would stop on "sample.every_n_steps … need sample.prompts"), and the report says how to keep them."""
+    from sdlora.config.save_checks import SAMPLE_TRIGGERS
+
     if not ctx.prompt_text:
         return overrides
-    dropped = [o.key for o in overrides if o.key in SAMPLE_TRIGGERS]
+    triggers = {f"sample.{key}" for key in SAMPLE_TRIGGERS}
+    dropped = [o.key for o in overrides if o.key in triggers]
     ctx.unsupported["sample_prompts"] = (
         "prompt text rather than a prompt file (the GUI's text box), which a command line cannot carry"
         + (f"; sample images are left out ({', '.join(dropped)})" if dropped else "")
         + ": --write-experiment NAME saves the prompts as conf/experiment/NAME.prompts.txt and keeps them, or save "
         "them in a file and add sample.prompts=<file>"
     )
-    return [o for o in overrides if o.key not in SAMPLE_TRIGGERS]
+    return [o for o in overrides if o.key not in triggers]
 
 
 def build_parser() -> argparse.ArgumentParser:
