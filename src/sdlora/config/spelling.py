@@ -85,7 +85,7 @@ def suggestion(key: str) -> str:
     """What an unknown ``key`` probably meant, as `` — …`` ending in where to look: the same name in another node,
     the key the kohya table maps a kohya name to, or the closest keys."""
     leaf = key.rsplit(".", 1)[-1]
-    keys = [k for k in schema_fields() if not k.startswith("hydra")]
+    keys = list(schema_fields())
     same = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k != key]
     if not same:
         for name in dict.fromkeys((leaf, key.replace(".", "_"))):
