@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sdlora.config.spelling import check_command_line, command_line_keys, suggestion, unknown_key_message, unknown_part
+from sdlora.config.spelling import (
+    check_command_line,
+    command_line_keys,
+    suggestion,
+    unknown_key_message,
+    unknown_part,
+)
 
 
 def test_only_plain_overrides_are_read():
@@ -62,3 +68,22 @@ def test_config_groups_and_other_config_folders():
         assert check_command_line([*extra, "mygroup=x"]) == []  # a group of the other folder, for Hydra to judge
         assert check_command_line([*extra, "network.dim=8"]) != []  # the schema's nodes are known anyway
     assert len(check_command_line(["network.dim=8", "loss_type=huber", "network.rank=4"])) == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "meant"),
+    [("optimizer=AdamW8bit", "kohya's AdamW8bit is optimizer=adamw8bit here"),
+     ("network=LyCORIS/LoHa", "kohya's LyCORIS/LoHa is network=loha here"),
+     ("precision=bf16", "did you mean precision=bf16_mixed"), ("model=sdxl_base", "did you mean model=sdxl?"),
+     ("network=lora,lohaa", "option network=lohaa: conf/network/ has no lohaa.yaml — did you mean network=loha"),
+     ("scheduler=cosine_annealing", "has no cosine_annealing.yaml (its options: adafactor, constant,")],
+)  # fmt: skip
+def test_a_groups_unknown_option_says_what_was_meant(override, meant):
+    (problem,) = check_command_line([override])
+    assert meant in problem
+
+
+def test_known_options_sweeps_and_other_folders_are_left_alone():
+    assert check_command_line(["network=lora,loha", "logger=null", "ema=default", "trainer=ddp"]) == []
+    assert check_command_line(["network=choice(lora,lohaa)", "model=${oc.env:M}"]) == []  # Hydra's to judge
+    assert check_command_line(["-cd", "/my/conf", "optimizer=mine"]) == []

@@ -1,15 +1,17 @@
-"""Unknown keys: one message that names the key and what was probably meant.
+"""Unknown keys and group options: one message that names them and what was probably meant.
 
 A kohya user types kohya's names (``network_dim=16``, ``loss_type=huber``) or a near miss (``network.dim``,
 ``loss.loss_type``). Hydra answers those with "Could not override … To append to your config use +…", and the ``+``
 it suggests is refused in turn (:func:`sdlora.config.resolve.typed_config`). :func:`check_command_line` runs before
 Hydra (``train.py``) and answers instead, naming the option the kohya table maps the name to
-(:mod:`sdlora.tools.kohya_options`, README's "kohya option → sdlora key") or the closest keys of the schema.
+(:mod:`sdlora.tools.kohya_options`, README's "kohya option → sdlora key") or the closest keys of the schema. A config
+group's option is checked against ``conf/<group>/`` the same way (``optimizer=AdamW8bit`` → kohya's AdamW8bit is
+``optimizer=adamw8bit``; ``precision=bf16`` → ``precision=bf16_mixed``), each value of a sweep's simple list too.
 
 Only keys Hydra would refuse are reported: a key below an open node (``optimizer``, ``scheduler``, ``logger``: their
 target's arguments), a list or a dict is left to Hydra and the checks; so are ``+``/``++``/``~`` overrides (the schema
-merge reports those with the same hint), ``hydra.*``, ``group/option`` and ``key@package`` forms, and a top-level
-name when another config folder is searched (it may be a config group there).
+merge reports those with the same hint), ``hydra.*``, ``group/option`` and ``key@package`` forms, a sweep function
+(``choice(…)``), and a top-level name or a group's option when another config folder is searched (it may be there).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import typing
 from pathlib import Path
 
@@ -104,40 +107,72 @@ def unknown_key_message(key: str) -> str:
     )
 
 
-def _groups() -> set[str]:
+def _group_options() -> dict[str, set[str]]:
+    """Config group → its options (``conf/<group>/*.yaml``)."""
     from sdlora.config.docs import conf_dir_path
 
-    return {p.name for p in Path(conf_dir_path()).iterdir() if p.is_dir()}
+    return {g.name: {f.stem for f in g.glob("*.yaml")} for g in Path(conf_dir_path()).iterdir() if g.is_dir()}
 
 
-def command_line_keys(argv: list[str]) -> list[str]:
-    """The keys of the plain ``key=value`` overrides of a ``train.py`` command line (see the module docstring)."""
-    keys, skip = [], False
+def _kohya_choice(group: str, name: str) -> str | None:
+    """The option a kohya name for a group's choice means (kohya's optimizer_type, the GUI's LoRA type)."""
+    from sdlora.tools.kohya_options import NETWORK_TYPES, optimizer_map
+
+    return {"optimizer": optimizer_map().get(name.lower()), "network": NETWORK_TYPES.get(name)}.get(group)
+
+
+def choice_suggestion(group: str, name: str, options: set[str]) -> str:
+    """What an unknown ``group=name`` probably meant: a kohya name's option, the same name in lower case, an option
+    it begins (``bf16`` → ``bf16_mixed``), or the closest options."""
+    kohya = _kohya_choice(group, name)
+    if kohya in options:
+        return f" — kohya's {name} is {group}={kohya} here"
+    close = [o for o in sorted(options) if o == name.lower() or o.startswith(f"{name.lower()}_")]
+    close = list(dict.fromkeys([*close, *difflib.get_close_matches(name.lower(), sorted(options), n=2)]))[:3]
+    hint = f" — did you mean {' or '.join(f'{group}={c}' for c in close)}?" if close else ""
+    return f"{hint} (its options: {', '.join(sorted(options))})"
+
+
+def command_line_overrides(argv: list[str]) -> list[tuple[str, str]]:
+    """(key, value) of the plain ``key=value`` overrides of a ``train.py`` command line (see the module docstring)."""
+    found, skip = [], False
     for token in argv:
         if skip or token.startswith("-"):
             skip = token in VALUE_FLAGS
             continue
-        key = token.partition("=")[0]
-        if "=" in token and key and not key.startswith(("+", "~", "hydra.")) and not any(c in key for c in "/@"):
-            keys.append(key)
-    return keys
+        key, sep, value = token.partition("=")
+        if sep and key and not key.startswith(("+", "~", "hydra.")) and not any(c in key for c in "/@"):
+            found.append((key, value))
+    return found
+
+
+def command_line_keys(argv: list[str]) -> list[str]:
+    return [key for key, _ in command_line_overrides(argv)]
+
+
+def _choice_problem(group: str, value: str, options: set[str]) -> str | None:
+    names = [v.strip() for v in value.split(",")]  # a sweep's simple list; functions and interpolations are Hydra's
+    if not all(re.fullmatch(r"[\w./ -]+", n) for n in names):
+        return None
+    for name in names:
+        if name not in options and name != "null":
+            missing = f"unknown option {group}={name}: conf/{group}/ has no {name}.yaml"
+            return missing + choice_suggestion(group, name, options)
+    return None
 
 
 def check_command_line(argv: list[str]) -> list[str]:
-    """A message for each unknown key of ``argv`` (empty: nothing for this module to say)."""
-    open_folders = any(t.split("=")[0] in MORE_CONFIG_FOLDERS for t in argv)
-    problems, groups = [], None
-    for key in command_line_keys(argv):
+    """A message for each unknown key, or unknown option of a config group, of ``argv`` (empty: nothing to say)."""
+    if any(t.split("=")[0] in MORE_CONFIG_FOLDERS for t in argv):  # other folders' groups and options are unseen
+        return [unknown_key_message(u) for k, _ in command_line_overrides(argv) if "." in (u := unknown_part(k) or "")]
+    problems, groups = [], _group_options()
+    for key, value in command_line_overrides(argv):
         unknown = unknown_part(key)
-        if unknown is None:
-            continue
-        if "." not in unknown:
-            if open_folders:
-                continue
-            groups = _groups() if groups is None else groups
-            if unknown in groups:
-                continue
-        problems.append(unknown_key_message(unknown))
+        if key in groups:
+            problem = _choice_problem(key, value, groups[key])
+            problems += [problem] if problem else []
+        elif unknown is not None:
+            problems.append(unknown_key_message(unknown))
     return problems
 
 
