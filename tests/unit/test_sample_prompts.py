@@ -119,3 +119,12 @@ def test_every_sampler_builds(name):
     scheduler = build_sampler(name, "epsilon")
     scheduler.set_timesteps(4)
     assert scheduler.config.prediction_type == "epsilon" and len(scheduler.timesteps) >= 4
+
+
+def test_a_web_uis_sampler_name_says_kohyas_name_for_it():
+    from sdlora.sampling.schedulers import unknown_sampler_message
+
+    assert unknown_sampler_message("dpmpp_2m", "sample.sampler=").startswith(
+        "sample.sampler='dpmpp_2m' is not a sampler — the web UIs' dpmpp_2m is dpmsolver++ here (known: ddim,"
+    )
+    assert " — " not in unknown_sampler_message("magic", "sample.sampler=")

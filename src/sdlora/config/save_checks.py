@@ -55,14 +55,14 @@ def sample_needs(sample) -> list[tuple[str, str]]:
 
 def check_sample(sample: DictConfig, problems: list[str]) -> None:
     from sdlora.sampling.prompts import load_prompts
-    from sdlora.sampling.schedulers import canonical, known_samplers
+    from sdlora.sampling.schedulers import canonical, unknown_sampler_message
 
     for key in ("every_n_steps", "every_n_epochs"):
         if sample[key] is not None and sample[key] < 1:
             problems.append(f"sample.{key} must be ≥ 1 or null (off), got {sample[key]}")
     problems += [message for _, message in sample_needs(sample)]
     if canonical(sample.sampler) is None:
-        problems.append(f"sample.sampler={sample.sampler!r} is not a sampler (known: {known_samplers()})")
+        problems.append(unknown_sampler_message(sample.sampler, "sample.sampler="))
     if not sample.prompts:
         return
     try:
@@ -72,9 +72,7 @@ def check_sample(sample: DictConfig, problems: list[str]) -> None:
         return
     for index, prompt in enumerate(prompts):
         if prompt.sampler is not None and canonical(prompt.sampler) is None:
-            problems.append(
-                f"sample.prompts prompt {index + 1}: sampler {prompt.sampler!r} is unknown (known: {known_samplers()})"
-            )
+            problems.append(unknown_sampler_message(prompt.sampler, f"sample.prompts prompt {index + 1}: --ss "))
 
 
 def check_resume_option(cfg: DictConfig, problems: list[str]) -> None:

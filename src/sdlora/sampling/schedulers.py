@@ -45,6 +45,21 @@ def known_samplers() -> str:
     return ", ".join([*SAMPLERS, *ALIASES])
 
 
+#: The web UIs' names (A1111's labels, ComfyUI's ids) of samplers kohya has under another name — for a hint only:
+#: the config keeps kohya's names.
+WEB_UI_NAMES = {
+    "dpmpp_2m": "dpmsolver++", "dpm++ 2m": "dpmsolver++", "euler_ancestral": "euler_a", "euler a": "euler_a",
+    "dpm2": "dpm_2", "dpm2_ancestral": "dpm_2_a", "dpm2 a": "dpm_2_a", "lms karras": "lms",
+}  # fmt: skip
+
+
+def unknown_sampler_message(name: str, where: str) -> str:
+    """``<where>{name!r} is not a sampler …`` with the kohya name of a web UI's sampler name, and the known names."""
+    meant = WEB_UI_NAMES.get(name.strip().lower())
+    hint = f" — the web UIs' {name} is {meant} here" if meant else ""
+    return f"{where}{name!r} is not a sampler{hint} (known: {known_samplers()})"
+
+
 def scheduler_config(name: str, prediction_type: str, zero_terminal_snr: bool = False) -> tuple[str, dict[str, Any]]:
     """(scheduler class name, config) of sampler ``name`` for a model trained with ``prediction_type``."""
     key = canonical(name)
