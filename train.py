@@ -1,6 +1,7 @@
 """Train a LoRA: ``python train.py [group=option ...] [key=value ...]`` (``-m`` for a sweep). See README.md."""
 
 import sys
+from pathlib import Path
 
 if __name__ == "__main__" and any(arg in ("--help", "-h") for arg in sys.argv[1:]):
     # sdlora's own page, generated from the schema, before Hydra composes anything (sdlora.config.help)
@@ -29,5 +30,6 @@ if __name__ == "__main__":
         raise SystemExit(0)
     from sdlora.config.spelling import exit_on_unknown_keys
 
-    exit_on_unknown_keys(sys.argv[1:])  # kohya names and near misses: what was meant, before Hydra's own message
+    # kohya names and near misses: what was meant, before Hydra's own message
+    exit_on_unknown_keys(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     main()

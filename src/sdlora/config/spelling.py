@@ -107,11 +107,11 @@ def unknown_key_message(key: str) -> str:
     )
 
 
-def _group_options() -> dict[str, set[str]]:
-    """Config group → its options (``conf/<group>/*.yaml``)."""
+def _group_options(conf: Path | None) -> dict[str, set[str]]:
+    """Config group → its options (``<conf>/<group>/*.yaml``; ``conf`` None: ``./conf`` or the repository's)."""
     from sdlora.config.docs import conf_dir_path
 
-    return {g.name: {f.stem for f in g.glob("*.yaml")} for g in Path(conf_dir_path()).iterdir() if g.is_dir()}
+    return {g.name: {f.stem for f in g.glob("*.yaml")} for g in Path(conf_dir_path(conf)).iterdir() if g.is_dir()}
 
 
 def _kohya_choice(group: str, name: str) -> str | None:
@@ -161,11 +161,12 @@ def _choice_problem(group: str, value: str, options: set[str]) -> str | None:
     return None
 
 
-def check_command_line(argv: list[str]) -> list[str]:
-    """A message for each unknown key, or unknown option of a config group, of ``argv`` (empty: nothing to say)."""
+def check_command_line(argv: list[str], conf: Path | None = None) -> list[str]:
+    """A message for each unknown key, or unknown option of a config group, of ``argv`` (empty: nothing to say);
+    ``conf``: the config folder the command composes from."""
     if any(t.split("=")[0] in MORE_CONFIG_FOLDERS for t in argv):  # other folders' groups and options are unseen
         return [unknown_key_message(u) for k, _ in command_line_overrides(argv) if "." in (u := unknown_part(k) or "")]
-    problems, groups = [], _group_options()
+    problems, groups = [], _group_options(conf)
     for key, value in command_line_overrides(argv):
         unknown = unknown_part(key)
         if key in groups:
@@ -176,11 +177,12 @@ def check_command_line(argv: list[str]) -> list[str]:
     return problems
 
 
-def exit_on_unknown_keys(argv: list[str]) -> None:
-    """``train.py``'s check before Hydra starts: each unknown key on one ``error:`` line, exit status 1."""
+def exit_on_unknown_keys(argv: list[str], conf: Path) -> None:
+    """``train.py``'s check before Hydra starts (``conf``: its config folder): each unknown key on one ``error:``
+    line, exit status 1."""
     import sys
 
-    problems = check_command_line(argv)
+    problems = check_command_line(argv, conf)
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         raise SystemExit(1)
