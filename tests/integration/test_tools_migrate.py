@@ -238,7 +238,8 @@ def test_the_guis_typed_in_sample_prompts_are_saved_with_the_experiment(small_da
          "additional_parameters": '--lr_scheduler_type "CosineAnnealingLR" --lr_scheduler_args "T_max=1000" '
                                   '"eta_min=0e-0"'},
         {"LoRA_type": "LyCORIS/LoCon", "max_resolution": "512,650", "bucket_reso_steps": 64.0, "enable_bucket": False,
-         "save_every_n_epochs": 1, "save_last_n_steps_state": 1, "sample_every_n_epochs": 1},
+         "save_every_n_epochs": 1, "save_last_n_steps_state": 1, "sample_every_n_epochs": 1,
+         "lr_scheduler": "constant", "lr_scheduler_num_cycles": "1"},
     ],
     ids=["ia3", "lokr", "locon"],
 )  # fmt: skip
@@ -270,6 +271,7 @@ def test_values_the_guis_presets_hold_are_fitted_to_what_sdlora_accepts(small_da
         assert (cfg.save.every_n_epochs, cfg.save.last_n_steps_state, cfg.sample.every_n_epochs) == (1, None, None)
         assert "save.last_n_steps_state needs save.state=true; kohya ignores it: save.last_n_steps_state left" in text
         assert "need sample.prompts (a prompt file); kohya ignores it: sample.every_n_epochs left out" in text
+        assert "does not apply" not in text  # sd-scripts' default number of cycles says nothing for a constant lr
 
 
 @pytest.mark.parametrize(

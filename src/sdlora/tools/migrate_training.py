@@ -37,10 +37,15 @@ def _gui_warmup(ctx: Context) -> bool:
     return ctx.kind == "gui" and is_set(ctx.get("lr_warmup")) and not adafactor  # the GUI zeroes it for Adafactor
 
 
+#: sd-scripts' defaults of the schedule options: a value equal to one says nothing, so its leaving out is not noted.
+SCHEDULE_DEFAULTS = {"num_cycles": 1, "power": 1.0}
+
+
 def _scheduler_key(ctx: Context, key: str, value, option: str) -> list[Override]:
     if key in ctx.group_keys("scheduler", ctx.scheduler or "constant"):
         return [Override(f"scheduler.{key}", value)]
-    ctx.notes.append(f"{option} does not apply to lr_scheduler={ctx.scheduler or 'constant'}: left out")
+    if value != SCHEDULE_DEFAULTS.get(key):
+        ctx.notes.append(f"{option} does not apply to lr_scheduler={ctx.scheduler or 'constant'}: left out")
     return []
 
 
