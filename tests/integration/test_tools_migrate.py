@@ -315,6 +315,25 @@ def test_a_command_lines_config_file_is_read_and_its_own_options_win(tmp_path):
         migrate(f"train_network.py --config_file {tmp_path / 'missing.toml'}")
 
 
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [({"epoch": "x", "max_train_steps": ""}, "epoch='x'"), ({"clip_skip": "two"}, "clip_skip='two'"),
+     ({"lr_warmup": "ten"}, "lr_warmup='ten'"), ({"block_dims": "a,b"}, "block_dims='a,b'"),
+     ({"optimizer_args": 'foo="unterminated'}, "optimizer_args="), ({"network_args": 5}, "network_args=5")],
+)  # fmt: skip
+def test_a_field_holding_something_unreadable_is_one_error_naming_it(tmp_path, changes, named):
+    config = gui_config(tmp_path / "c.json", train_data_dir="/data/x", **changes)
+    with pytest.raises(SdloraError, match=re.escape(named)):
+        migrate(str(config))
+
+
+def test_the_command_reports_an_unreadable_field_without_a_traceback(tmp_path):
+    config = gui_config(tmp_path / "c.json", train_data_dir="/data/x", clip_skip="two")
+    result = run_python(["-m", "sdlora.tools.migrate", str(config)])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: clip_skip='two': not a value sdlora-migrate can read")
+
+
 def test_a_type_sdlora_does_not_have_is_listed_once_with_the_fields_it_set(tmp_path):
     config = gui_config(tmp_path / "c.json", LoRA_type="LyCORIS/Future", train_data_dir="/data/x", factor=8,
                         unit=None, train_on_input=False)  # fmt: skip

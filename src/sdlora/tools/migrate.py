@@ -69,7 +69,11 @@ def collect(options: dict[str, Any], kind: str, conf: Path, model: str | None = 
             plain.append(Override(target, number(value)))
     overrides = []
     for name in [*[r for r in ORDER if r in rules], *sorted(rules - set(ORDER))]:
-        overrides += RULES[name](ctx)
+        try:
+            overrides += RULES[name](ctx)
+        except (ValueError, TypeError) as exc:  # a field holding what kohya would not read either ("epoch": "x")
+            read = [f"{k}={v!r}" for k, v in options.items() if table.get(k) == f"@{name}" and is_set(v)]
+            raise SdloraError(f"{', '.join(read) or name}: not a value sdlora-migrate can read ({exc})") from None
     if kind == "gui" and not ctx.network.startswith("lyc"):
         _lycoris_fields(ctx)
     from sdlora.tools.migrate_fit import fit

@@ -42,7 +42,11 @@ def split_args(value: Any) -> dict[str, Any]:
 def _expand_network_args(options: dict[str, Any]) -> dict[str, Any]:
     args = options.pop("network_args", None)
     if args:
-        for key, value in split_args(args).items():
+        try:
+            expanded = split_args(args)
+        except (ValueError, TypeError) as exc:
+            raise SdloraError(f"network_args={args!r}: not a list of key=value entries ({exc})") from None
+        for key, value in expanded.items():
             options.setdefault(key, value)
     return options
 
