@@ -52,6 +52,20 @@ def test_rules_and_family_defaults_are_applied_once(small_dataset):
     assert sdxl.precision.name == "bf16_mixed" and sdxl.precision.no_half_vae is True  # CPU fallback, SDXL's VAE
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU on a machine without one")
+def test_an_accelerator_that_is_not_here_is_an_error_and_a_plan_says_so(small_dataset, caplog):
+    """Before, trainer.accelerator=gpu on a machine without one trained on the CPU without a word."""
+    from sdlora.errors import SdloraError
+
+    with pytest.raises(SdloraError, match="trainer.accelerator=gpu, but no CUDA GPU is available here: use"):
+        resolved(*tiny_overrides(small_dataset, "trainer.accelerator=gpu"))
+    with caplog.at_level("WARNING", logger="sdlora"):
+        plan = resolved(*tiny_overrides(small_dataset, "trainer.accelerator=cuda", "dry_run=true"))
+    assert plan.trainer.accelerator == "cpu" and "the plan is made as for a CPU run" in caplog.text
+    with pytest.raises(SdloraError, match="trainer.accelerator='tpu' is none of auto, cpu, gpu, cuda, mps"):
+        resolved(*tiny_overrides(small_dataset, "trainer.accelerator=tpu"))
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [("+save.comment=x", "save.comment"), ("+network.rnak=4", "network.rnak")],

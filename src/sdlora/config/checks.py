@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdlora.config.schema import Attention
 from sdlora.errors import SdloraError
+from sdlora.precision.policy import ACCELERATORS
 from sdlora.signals import signal_number
 
 MAX_TOKEN_LENGTHS = (75, 150, 225)
@@ -147,6 +148,9 @@ def _check_trainer_and_save(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"trainer.log_every_n_steps must be ≥ 1 or null, got {trainer.log_every_n_steps}")
     if trainer.gradient_clip_val is not None and trainer.gradient_clip_val < 0:
         problems.append(f"trainer.gradient_clip_val must be ≥ 0 or null, got {trainer.gradient_clip_val}")
+    if str(trainer.accelerator).lower() not in ACCELERATORS:
+        problems.append(f"trainer.accelerator={trainer.accelerator!r} is none of {', '.join(ACCELERATORS)} (sdlora "
+                        "trains on CUDA GPUs, Apple's MPS or the CPU)")  # fmt: skip
     _check_fault_options(trainer, problems)
     budget = trainer.memory_budget_gb
     if budget is not None and not (math.isfinite(budget) and budget > 0):

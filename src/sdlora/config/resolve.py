@@ -10,8 +10,10 @@ one pass of checks (:mod:`sdlora.config.checks`, every problem at once) → the 
 - the model family's defaults: ``data.resolution``, ``data.min_bucket_reso`` / ``max_bucket_reso``,
   ``model.v_parameterization`` (when the checkpoint or the family says it before loading; a hub id without a local
   declaration stays null and is known after the download), ``precision.no_half_vae``;
-- the device: ``trainer.accelerator`` becomes the device type that will train (cpu, cuda, mps), and the precision
-  falls back where the device lacks it (fp16 on a CPU → bf16, :func:`sdlora.precision.policy.resolve_precision`);
+- the device: ``trainer.accelerator`` becomes the device type that will train (cpu, cuda, mps) — an explicit gpu,
+  cuda or mps that is not there is an error (a warning in a dry run, which may plan for another machine) — and
+  the precision falls back where the device lacks it (fp16 on a CPU → bf16,
+  :func:`sdlora.precision.policy.resolve_precision`);
 - kohya's optimizer rules (:mod:`sdlora.optim.rules`): Adafactor with a relative step uses ``scheduler=adafactor``
   with ``initial_lr`` = ``optimizer.lr``;
 - kohya's fallbacks: ``save.last_n_steps_state`` / ``last_n_epochs_state`` default to ``save.last_n_steps`` /
@@ -118,11 +120,17 @@ def _family_defaults(node: DictConfig, family: Any) -> None:
 def _device_and_precision(node: DictConfig, family: Any) -> list[str]:
     from sdlora.precision.policy import device_type, resolve_precision
 
-    device = device_type(node.trainer.accelerator)
+    asked = str(node.trainer.accelerator).lower()
+    device = device_type(asked)
     node.trainer.accelerator = device
     values, notes = resolve_precision(node.precision, device, family.vae_needs_fp32)
     for key, value in values.items():
         node.precision[key] = value
+    if asked in ("gpu", "cuda", "mps") and device == "cpu":  # Lightning would refuse it; a plan may be for elsewhere
+        missing = f"trainer.accelerator={asked}, but no {'MPS device' if asked == 'mps' else 'CUDA GPU'} is available "
+        if not node.dry_run:
+            raise SdloraError(missing + "here: use trainer.accelerator=auto (the GPU where there is one) or cpu")
+        notes.append(missing + "here: the plan is made as for a CPU run")
     return notes
 
 

@@ -114,6 +114,10 @@ def resolve_precision(node: Any, device_type: str, vae_needs_fp32: bool) -> tupl
     return values, notes
 
 
+#: The ``trainer.accelerator`` values sdlora trains with (Lightning's others — tpu, hpu — it does not support).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
 def device_type(accelerator: str) -> str:
     """The device type Lightning's ``accelerator`` option will train on ("cuda", "mps" or "cpu"). Where the answer is
     certainly "cpu" it is given without importing torch (:func:`certainly_cpu`); otherwise torch decides."""
