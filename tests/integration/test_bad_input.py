@@ -85,6 +85,19 @@ def test_wrong_model_family(small_dataset, tmp_path):
     assert_clean_failure(result, run_dir, "is an SDXL model but model=sd15 expects SD 1.x: use model=sdxl")
 
 
+@pytest.mark.parametrize("key", ["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight",
+                                 "unet.mid_block.attentions.0.proj_in.lora_A.weight"])  # fmt: skip
+def test_a_lora_file_given_as_the_base_model_says_so(small_dataset, tmp_path, key):
+    """Before, diffusers' own advice about from_single_file and text encoders came back."""
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "my_lora.safetensors"
+    save_file({key: torch.zeros(4, 8)}, str(lora))
+    cfg = compose_config(*tiny_overrides(small_dataset, f"model.pretrained={lora}", model="sd15"))
+    with pytest.raises(SdloraError, match="is a LoRA file, not a base model: give the Stable Diffusion checkpoint"):
+        train(cfg, tmp_path / "run")
+
+
 def test_corrupt_and_tiny_images_are_skipped_with_a_warning(small_dataset, tmp_path):
     folder = small_dataset / "2_tok"
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")

@@ -26,6 +26,7 @@ from sdlora.models.sources import (
     check_kind,
     declared_prediction_type,
     folder_kind,
+    is_lora,
     resolve_source,
     single_file_keys,
     single_file_kind,
@@ -77,6 +78,9 @@ def _load_single_file(family: ModelFamily, path: str, dtype: torch.dtype) -> tup
     import diffusers
 
     keys = single_file_keys(path)
+    if keys is not None and is_lora(keys):
+        raise SdloraError(f"model.pretrained={path!r} is a LoRA file, not a base model: give the Stable Diffusion "
+                          "checkpoint here (a LoRA to continue training from goes in network.weights)")  # fmt: skip
     if keys is not None:
         check_kind(single_file_kind(keys), _family_kind(family), family.name, path)
     tokenizers = _shipped_tokenizers(family)

@@ -74,6 +74,12 @@ def single_file_kind(keys: list[str]) -> str | None:
     return None
 
 
+def is_lora(keys: list[str]) -> bool:
+    """Whether tensor names are a LoRA's (kohya, LyCORIS or diffusers/PEFT names) rather than a model's."""
+    prefixes = ("lora_unet_", "lora_te", "lycoris_")
+    return any(k.startswith(prefixes) or ".lora_down." in k or ".lora_A." in k for k in keys)
+
+
 def folder_kind(folder: Path) -> str | None:
     """Kind ("sd1", "sd2" or "sdxl") of a diffusers folder, None if unknown: the pipeline class, then the text
     encoder's width (768: OpenAI CLIP-L, 1024: OpenCLIP-H) or, for other widths (the tiny models), its activation

@@ -108,7 +108,7 @@ def _pick(kind: str | None, width: int | None, v_pred: bool) -> str:
 
 def detect_model(location: Path, option: str) -> str:
     """The preset of a single file (keys, U-Net width, ``v_pred`` marker) or a diffusers folder (model index)."""
-    from sdlora.models.sources import folder_kind, single_file_kind
+    from sdlora.models.sources import folder_kind, is_lora, single_file_kind
 
     if location.is_dir():
         try:
@@ -126,8 +126,8 @@ def detect_model(location: Path, option: str) -> str:
         raise SdloraError(f"{option}={str(location)!r} cannot be read as a checkpoint ({_first_line(exc)})") from None
     kind = single_file_kind(list(shapes))
     if kind is None:
-        lora = any(".lora_down." in k or ".lora_A." in k or k.startswith("lora_") for k in shapes)
-        what = "a LoRA file, not a Stable Diffusion checkpoint" if lora else "not a Stable Diffusion checkpoint"
+        what = "a LoRA file, not a Stable Diffusion checkpoint" if is_lora(list(shapes)) else (
+            "not a Stable Diffusion checkpoint")  # fmt: skip
         raise SdloraError(f"{option}={str(location)!r} is {what} (no SD 1.x, 2.x or SDXL model keys)")
     return _pick(kind, shapes.get(CONV_IN, (None,))[0], "v_pred" in shapes)
 
