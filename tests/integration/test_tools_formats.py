@@ -130,3 +130,39 @@ def test_verify_names_each_problem_and_fix_repairs_them(tmp_path, capsys):
     assert float(repaired[f"{names[1]}.alpha"]) == 4.0  # the missing alpha is the rank (scale 1)
     left = verify_lora(fixed).problems
     assert len(left) == 1 and "untrained" in left[0]  # an all-zero lora_up is reported, not "fixed"
+
+
+@pytest.mark.parametrize(
+    ("network", "options"),
+    [("loha", {"conv_rank": 2}), ("lokr", {"factor": 4, "decompose_both": True, "conv_rank": 2}),
+     ("lokr", {"factor": 4}), ("full", {})],
+)  # fmt: skip
+def test_verify_gives_a_lycoris_files_ranks_alphas_and_delta_norms(tmp_path, network, options):
+    """LoHa, LoKr and full files: ‖ΔW‖ from the file alone equals the trained modules' own ΔW (what the network
+    applies); a module left at zero is untrained."""
+    from hydra.utils import get_class
+
+    from sdlora.config.schema import LycorisPreset, NetworkConfig, NetworkType
+    from sdlora.models import presets
+    from sdlora.network.build import build_network
+    from sdlora.network.io import save_lora
+    from tests.helpers.network import randomise_
+
+    fam = get_class(presets.FAMILY_CLASSES["tiny"])()
+    rank, alpha = (None, None) if network == "full" else (4, 2.0)
+    cfg = NetworkConfig(name=NetworkType(network), rank=rank, alpha=alpha, preset=LycorisPreset.full, **options)
+    built = build_network(fam, fam.load(), cfg)
+    names = list(built.modules)
+    for i, name in enumerate(names[1:]):  # the first module stays as built: ΔW = 0
+        randomise_(built.modules[name], seed=i)
+    path = save_lora(tmp_path / f"{network}.safetensors", built.kohya_tensors(), {"ss_base_model_version": "sd_v1"})
+    report = {m.name: m for m in verify_lora(path, "tiny").modules}
+    assert report.keys() == set(names)
+    for name in names[1:]:
+        expected = float(built.modules[name].delta_weight().float().norm())
+        assert report[name].delta_norm == pytest.approx(expected, rel=1e-4), name
+        # LyCORIS stores alpha = rank where both LoKr factors are full matrices (it then ignores alpha)
+        assert report[name].alpha in ((None,) if network == "full" else (alpha, float(rank)))
+    assert report[names[0]].problems == ["untrained: ΔW = 0"]
+    if network == "loha":
+        assert {report[n].rank for n in names} == {4, 2}  # rank and conv rank

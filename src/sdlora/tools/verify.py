@@ -3,7 +3,9 @@ from loading or listing it.
 
 For every module: rank, alpha, ‖down‖, ‖up‖ and ‖ΔW‖ = (alpha/rank)·‖up·down‖_F, flagged when ``lora_up`` is all zero
 (untrained), when a tensor holds NaN/inf, when down and up disagree on the rank, or when the alpha is missing or not a
-float scalar. For the file: the family it belongs to (:mod:`sdlora.tools.formats`), key formats other than kohya's
+float scalar. LyCORIS modules whose ΔW the file alone decides — LoHa, LoKr, ``full`` — get their rank, alpha and ‖ΔW‖
+too, and are flagged when ΔW = 0 (:mod:`sdlora.tools.lycoris_numbers`); the others ((IA)³, OFT, GLoRA, DoRA) only
+for NaN/inf. For the file: the family it belongs to (:mod:`sdlora.tools.formats`), key formats other than kohya's
 (diffusers/PEFT keys, ``lycoris_`` names, SDXL keys with diffusers names, text-encoder keys without ``text_model_``),
 modules no family has, and missing ``ss_base_model_version`` / ``modelspec.architecture`` (A1111 and Forge file or
 hide LoRAs by them). ``sdlora-fix-lora`` writes a kohya copy without the fixable problems. ``--json`` prints the report
@@ -62,14 +64,14 @@ def _alpha_problem(alpha) -> str | None:
 
 
 def check_module(name: str, entry) -> ModuleReport:
-    """The numbers and problems of one module (LoRA tensors; other LyCORIS tensors only for NaN/inf)."""
+    """The numbers and problems of one module (LoRA tensors; LyCORIS ones: :func:`_lycoris_module`)."""
     from sdlora.network.functional import delta_weight_norm, lora_scale
 
     report = ModuleReport(name)
     if any(not t.float().isfinite().all() for t in entry.tensors.values() if t.is_floating_point()):
         report.problems.append("NaN or infinite values")
     if not entry.is_lora:
-        return report
+        return _lycoris_module(report, entry)
     down, up = entry.tensors["lora_down.weight"].float(), entry.tensors["lora_up.weight"].float()
     alpha = entry.tensors.get("alpha")
     report.rank = int(down.shape[0])
@@ -84,6 +86,19 @@ def check_module(name: str, entry) -> ModuleReport:
     report.delta_norm = float(delta_weight_norm(up, down, lora_scale(report.alpha, report.rank)))
     if not up.any():
         report.problems.append("untrained: lora_up is all zero (ΔW = 0)")
+    return report
+
+
+def _lycoris_module(report: ModuleReport, entry) -> ModuleReport:
+    """LoHa, LoKr and ``full`` modules: rank, alpha and ‖ΔW‖ from the file (:mod:`sdlora.tools.lycoris_numbers`)."""
+    from sdlora.tools.lycoris_numbers import lycoris_numbers
+
+    numbers = lycoris_numbers({k.removesuffix(".weight"): v for k, v in entry.tensors.items()})
+    if numbers is None:
+        return report
+    report.rank, report.alpha, report.delta_norm = numbers.rank, numbers.alpha, numbers.delta_norm
+    if numbers.delta_norm == 0:
+        report.problems.append("untrained: ΔW = 0")
     return report
 
 
