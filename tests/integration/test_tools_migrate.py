@@ -334,6 +334,17 @@ def test_the_command_reports_an_unreadable_field_without_a_traceback(tmp_path):
     assert result.stderr.startswith("error: clip_skip='two': not a value sdlora-migrate can read")
 
 
+@pytest.mark.parametrize("text", ["[datasets]\nresolution = 512\n", 'datasets = "x"\n',
+                                  "[[datasets]]\nsubsets = 3\n", 'general = 1\n'])  # fmt: skip
+def test_a_dataset_config_of_another_shape_is_listed_not_a_traceback(tmp_path, text):
+    (tmp_path / "ds.toml").write_text(text)
+    (tmp_path / "c.toml").write_text(f'dataset_config = "{tmp_path / "ds.toml"}"\ntrain_data_dir = "/data/x"\n')
+    command, notes = migrate(str(tmp_path / "c.toml"))
+    assert "data.subsets" not in command
+    listed = [n for n in notes if n.startswith("not available in sdlora (left out): dataset_config")]
+    assert len(listed) == 1 and ("array of tables" in listed[0] or "must be a table" in listed[0])
+
+
 def test_a_type_sdlora_does_not_have_is_listed_once_with_the_fields_it_set(tmp_path):
     config = gui_config(tmp_path / "c.json", LoRA_type="LyCORIS/Future", train_data_dir="/data/x", factor=8,
                         unit=None, train_on_input=False)  # fmt: skip

@@ -44,6 +44,11 @@ def dataset_overrides(ctx: Context, path: Path) -> list[Override]:
         ctx.unsupported["dataset_config"] = f"{path} could not be read ({exc})"
         return []
     datasets = config.get("datasets") or []
+    problem = _shape_problem(config, datasets)
+    if problem:
+        ctx.unsupported["dataset_config"] = (f"{path}: {problem} (sd-scripts' layout: [general], [[datasets]], "
+                                             "[[datasets.subsets]]); set data.subsets yourself (README)")  # fmt: skip
+        return []
     if len(datasets) > 1:
         ctx.unsupported["dataset_config"] = f"{len(datasets)} datasets: sdlora trains one; the first is converted"
     dataset = datasets[0] if datasets else {}
@@ -67,3 +72,16 @@ def dataset_overrides(ctx: Context, path: Path) -> list[Override]:
     if subsets:
         out.append(Override("data.subsets", subsets))
     return out
+
+
+def _shape_problem(config: dict[str, Any], datasets: Any) -> str | None:
+    """What keeps ``config`` from being sd-scripts' dataset layout (tables where tables belong), else None."""
+    if not isinstance(config.get("general", {}), dict):
+        return "general must be a table ([general])"
+    if not isinstance(datasets, list) or not all(isinstance(d, dict) for d in datasets):
+        return "datasets must be an array of tables ([[datasets]], not [datasets])"
+    for d in datasets:
+        subsets = d.get("subsets", [])
+        if not isinstance(subsets, list) or not all(isinstance(x, dict) for x in subsets):
+            return "each dataset's subsets must be an array of tables ([[datasets.subsets]])"
+    return None
