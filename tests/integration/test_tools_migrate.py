@@ -327,6 +327,14 @@ def test_a_field_holding_something_unreadable_is_one_error_naming_it(tmp_path, c
         migrate(str(config))
 
 
+def test_an_unclosed_quote_or_a_binary_file_is_one_error(tmp_path):
+    with pytest.raises(SdloraError, match="cannot be split into words .No closing quotation"):
+        migrate('accelerate launch train_network.py --output_name "x --network_dim 4')
+    (tmp_path / "c.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(SdloraError, match="is not a text file"):
+        migrate(str(tmp_path / "c.json"))
+
+
 def test_the_command_reports_an_unreadable_field_without_a_traceback(tmp_path):
     config = gui_config(tmp_path / "c.json", train_data_dir="/data/x", clip_skip="two")
     result = run_python(["-m", "sdlora.tools.migrate", str(config)])

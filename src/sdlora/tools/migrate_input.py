@@ -53,7 +53,10 @@ def _expand_network_args(options: dict[str, Any]) -> dict[str, Any]:
 
 def parse_command_line(text: str) -> dict[str, Any]:
     """sd-scripts options of a command line (``--key value``, ``--key=value``, ``--flag``; several values → list)."""
-    tokens = shlex.split(text.replace("\\\r\n", " ").replace("^\r\n", " ").replace("^\n", " "), posix=True)
+    try:
+        tokens = shlex.split(text.replace("\\\r\n", " ").replace("^\r\n", " ").replace("^\n", " "), posix=True)
+    except ValueError as exc:  # an unclosed quote
+        raise SdloraError(f"the command line cannot be split into words ({exc}): {text.strip()[:120]!r}") from None
     options: dict[str, Any] = {}
     key: str | None = None
     for token in tokens:
@@ -95,7 +98,11 @@ def read_config(source: str) -> tuple[dict[str, Any], str]:
         if "--" in source:
             return _with_config_file(parse_command_line(source)), "cli"
         raise SdloraError(f"config={source!r} does not exist (give a .json / .toml file or a quoted command line)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SdloraError(f"{path} is not a text file (not UTF-8): give a kohya_ss .json, an sd-scripts .toml or a "
+                          "command line") from None  # fmt: skip
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
