@@ -63,6 +63,8 @@ CASES = {
     "missing file": (("resize-lora", "--model", "{root}/nope.safetensors", "--save_to", "{root}/o.safetensors"),
                      "does not exist"),
     "not readable": (("verify-lora", "{text}"), "cannot be read"),
+    "not readable to convert": (("convert-lora", "{text}", "--to", "diffusers", "--save_to", "{root}/o.safetensors"),
+                                "cannot be read as a .safetensors file"),
     "not a LoRA": (("merge-lora", "--models", "{checkpoint}", "--save_to", "{root}/o.safetensors"),
                    "is not a LoRA file in kohya's format"),
     "not a checkpoint": (("merge-lora", "--sd_model", "{lora}", "--models", "{lora}", "--save_to",
@@ -83,7 +85,8 @@ CASES = {
 
 SUBPROCESS = ("missing file", "another family", "mismatched ranks")
 MODULES = {"resize-lora": "resize", "verify-lora": "verify", "merge-lora": "merge", "svd-merge-lora": "svd_merge",
-           "fix-lora": "fix", "merge-lycoris": "merge_lycoris", "extract-lora": "extract"}  # fmt: skip
+           "fix-lora": "fix", "merge-lycoris": "merge_lycoris", "extract-lora": "extract",
+           "convert-lora": "convert"}  # fmt: skip
 
 
 def _commands(files) -> dict[str, list[str]]:

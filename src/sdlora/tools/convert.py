@@ -88,15 +88,15 @@ def to_diffusers(normalized, fold: bool) -> tuple[dict[str, torch.Tensor], dict[
 def convert_lora(lora: str | Path, save_to: str | Path, to: str, alpha: str = "metadata", model: str | None = None):
     """Write ``lora`` in the ``to`` format (``kohya`` or ``diffusers``) to ``save_to``."""
     from sdlora.models.presets import DISPLAY
-    from sdlora.network.io import load_lora, save_lora
+    from sdlora.network.io import save_lora
     from sdlora.tools.fix import fix_lora
     from sdlora.tools.formats import normalize
+    from sdlora.tools.lora_file import load_any_lora
 
     if to == "kohya":
         return fix_lora(lora, save_to, model)[0]
-    source = cli.existing_file(lora, "lora", cli.LORA_SUFFIXES)
+    source, tensors, metadata = load_any_lora(lora)
     out = cli.output_path(save_to, "--save_to", [source], (".safetensors",))
-    tensors, metadata = load_lora(source)
     normalized = normalize(tensors, metadata, model)
     if normalized.unknown or not normalized.modules:
         example = normalized.unknown[0] if normalized.unknown else "all"

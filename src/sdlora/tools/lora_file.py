@@ -94,6 +94,21 @@ _HINTS = {
 }
 
 
+def load_any_lora(value: str | Path, option: str = "lora") -> tuple[Path, dict[str, torch.Tensor], dict[str, str]]:
+    """(path, tensors, metadata) of a LoRA file in any key format; one-line errors for a missing, unreadable or empty
+    file."""
+    from sdlora.network.io import load_lora
+
+    path = existing_file(value, option, LORA_SUFFIXES)
+    try:
+        tensors, metadata = load_lora(path)
+    except Exception as exc:
+        raise SdloraError(f"{path} cannot be read as a {path.suffix} file ({str(exc).splitlines()[0][:200]})") from None
+    if not tensors:
+        raise SdloraError(f"{path} holds no tensors")
+    return path, tensors, metadata
+
+
 def read_lora(value: str | Path, option: str = "--model") -> LoraFile:
     """Read a kohya-format LoRA file (``.safetensors``/``.ckpt``/``.pt``); one-line errors for anything else."""
     from sdlora.config.schema import NetworkType

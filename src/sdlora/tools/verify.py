@@ -131,17 +131,10 @@ def _file_problems(normalized, tensors, metadata: dict) -> list[str]:
 
 def verify_lora(path: str | Path, model: str | None = None) -> Report:
     """Read ``path`` (any LoRA key format) and report its modules and problems."""
-    from sdlora.network.io import load_lora
     from sdlora.tools.formats import normalize
-    from sdlora.tools.lora_file import key_format
+    from sdlora.tools.lora_file import key_format, load_any_lora
 
-    file = cli.existing_file(path, "lora", cli.LORA_SUFFIXES)
-    try:
-        tensors, metadata = load_lora(file)
-    except Exception as exc:
-        raise SdloraError(f"{file} cannot be read as a {file.suffix} file ({str(exc).splitlines()[0][:200]})") from None
-    if not tensors:
-        raise SdloraError(f"{file} holds no tensors")
+    file, tensors, metadata = load_any_lora(path)
     normalized = normalize(tensors, metadata, model)
     if not normalized.modules:
         raise SdloraError(f"{file} is not a LoRA: none of its tensors belongs to a module of SD 1.x, 2.x or SDXL")
