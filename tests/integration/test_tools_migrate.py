@@ -16,7 +16,8 @@ from sdlora.errors import SdloraError
 from sdlora.network.io import load_lora
 from sdlora.run import train
 from sdlora.tools.export_model import export_model
-from sdlora.tools.kohya_options import ROWS, markdown, optimizer_markdown
+from sdlora.tools.kohya_optimizers import optimizer_markdown
+from sdlora.tools.kohya_options import ROWS, markdown
 from sdlora.tools.migrate import migrate
 from sdlora.tools.migrate_rules import RULES
 from tests.helpers.config import CONF_DIR, ROOT, compose_config

@@ -116,7 +116,8 @@ def _group_options(conf: Path | None) -> dict[str, set[str]]:
 
 def _kohya_choice(group: str, name: str) -> str | None:
     """The option a kohya name for a group's choice means (kohya's optimizer_type, the GUI's LoRA type)."""
-    from sdlora.tools.kohya_options import NETWORK_TYPES, optimizer_map
+    from sdlora.tools.kohya_optimizers import optimizer_map
+    from sdlora.tools.kohya_options import NETWORK_TYPES
 
     return {"optimizer": optimizer_map().get(name.lower()), "network": NETWORK_TYPES.get(name)}.get(group)
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdlora.tools.kohya_options import LYCORIS_ALGOS, NETWORK_MODULES, NETWORK_TYPES, optimizer_map
+from sdlora.tools.kohya_optimizers import optimizer_map
+from sdlora.tools.kohya_options import LYCORIS_ALGOS, NETWORK_MODULES, NETWORK_TYPES
 from sdlora.tools.migrate_input import literal, split_args
 
 
