@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sdlora.tools.migrate_rules import Context, Override
+from sdlora.tools.migrate_rules import Context, Override, network_info
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,10 +125,4 @@ def fit(ctx: Context, overrides: list[Override]) -> list[Override]:
     """``overrides`` fitted to sdlora's checks (see the module docstring); the changes go to ``ctx.notes``."""
     overrides = [Override(o.key, _whole(o.key, o.value), o.group) for o in overrides]
     overrides = _idle(ctx, _resolution(ctx, _bucket_step(ctx, overrides)))
-    return _network(ctx, overrides) if ctx.network in _network_types() else overrides
-
-
-def _network_types() -> set[str]:
-    from sdlora.config.schema import NetworkType
-
-    return {t.value for t in NetworkType}
+    return _network(ctx, overrides) if network_info(ctx) is not None else overrides

@@ -196,7 +196,7 @@ def network(ctx: Context) -> list[Override]:
     return [Override("network", ctx.network, group=True)] if ctx.network != "lora" else []
 
 
-def _type_info(ctx: Context):
+def network_info(ctx: Context):
     """The network type's facts (:mod:`sdlora.network.types`), or None for a type sdlora does not have."""
     from sdlora.config.schema import NetworkType
     from sdlora.network.types import TYPES
@@ -208,7 +208,7 @@ def _type_info(ctx: Context):
 def conv(ctx: Context) -> list[Override]:
     """``conv_dim``/``conv_alpha``: Kohya LoCon's (default 4 and 1), or the optional conv rank of the other types that
     train 3×3 convs (Kohya DyLoRA, LoRA-FA, the LyCORIS types)."""
-    info = _type_info(ctx)
+    info = network_info(ctx)
     if info is None or info.conv == "never" or (ctx.network != "locon" and not is_set(ctx.get("conv_dim"))):
         return []
     out = [Override("network.conv_rank", int(number(ctx.get("conv_dim") or 4)))]
@@ -236,7 +236,7 @@ def network_options(ctx: Context) -> list[Override]:
     from sdlora.config.frozen import thaw
     from sdlora.config.schema import NetworkConfig
 
-    info = _type_info(ctx)
+    info = network_info(ctx)
     if info is None:
         return []
     defaults, out = NetworkConfig(), {}
