@@ -118,7 +118,7 @@ def _family_defaults(node: DictConfig, family: Any) -> None:
 
 
 def _device_and_precision(node: DictConfig, family: Any) -> list[str]:
-    from sdlora.precision.policy import device_type, resolve_precision
+    from sdlora.precision.policy import GPU_ACCELERATORS, device_type, resolve_precision
 
     asked = str(node.trainer.accelerator).lower()
     device = device_type(asked)
@@ -126,7 +126,7 @@ def _device_and_precision(node: DictConfig, family: Any) -> list[str]:
     values, notes = resolve_precision(node.precision, device, family.vae_needs_fp32)
     for key, value in values.items():
         node.precision[key] = value
-    if asked in ("gpu", "cuda", "mps") and device == "cpu":  # Lightning would refuse it; a plan may be for elsewhere
+    if asked in GPU_ACCELERATORS and device == "cpu":  # Lightning would refuse it; a plan may be for elsewhere
         missing = f"trainer.accelerator={asked}, but no {'MPS device' if asked == 'mps' else 'CUDA GPU'} is available "
         if not node.dry_run:
             raise SdloraError(missing + "here: use trainer.accelerator=auto (the GPU where there is one) or cpu")

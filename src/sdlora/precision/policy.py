@@ -114,15 +114,17 @@ def resolve_precision(node: Any, device_type: str, vae_needs_fp32: bool) -> tupl
     return values, notes
 
 
-#: The ``trainer.accelerator`` values sdlora trains with (Lightning's others — tpu, hpu — it does not support).
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+#: The ``trainer.accelerator`` values that name a GPU, and all values sdlora trains with (Lightning's others — tpu,
+#: hpu — it does not support).
+GPU_ACCELERATORS = ("gpu", "cuda", "mps")
+ACCELERATORS = ("auto", "cpu", *GPU_ACCELERATORS)
 
 
 def device_type(accelerator: str) -> str:
     """The device type Lightning's ``accelerator`` option will train on ("cuda", "mps" or "cpu"). Where the answer is
     certainly "cpu" it is given without importing torch (:func:`certainly_cpu`); otherwise torch decides."""
     accelerator = str(accelerator).lower()
-    if accelerator not in ("gpu", "cuda", "auto", "mps") or certainly_cpu(accelerator):
+    if accelerator not in (*GPU_ACCELERATORS, "auto") or certainly_cpu(accelerator):
         return "cpu"
     import torch
 
